@@ -1,0 +1,215 @@
+"""The REST API (native routes under /v1). OpenAPI docs at /docs."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import structlog
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from starlette.concurrency import run_in_threadpool
+
+from producer.accept import accept_push, parse_push
+from producer.auth import Caller, KeyResolver
+from producer.errors import InvalidRequest, PushlineError
+from producer.registrations import (
+    delete_registration,
+    get_registration,
+    list_registrations,
+    upsert_registration,
+)
+from producer.status import get_delivery, list_deliveries, message_status
+from schemas.api import (
+    TARGET_ROLE,
+    DeliveryOut,
+    DeliveryPage,
+    ErrorBody,
+    MessageAccepted,
+    MessageStatus,
+    PushRequest,
+    RegistrationIn,
+    RegistrationOut,
+    RegistrationPage,
+)
+from schemas.codes import Role
+from schemas.db import engine_for, upgrade
+from schemas.settings import Settings, get_settings
+
+log = structlog.get_logger("pushline.api")
+ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorBody} for s in (400, 401, 403, 404, 503)
+}
+
+def caller(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> Caller:
+    """The app and roles behind the request's X-API-Key (header names are case-insensitive)."""
+    resolver: KeyResolver = request.app.state.keys
+    return resolver.resolve(x_api_key)
+
+
+CallerDep = Annotated[Caller, Depends(caller)]
+
+
+def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+    engine = engine_for(settings.database_url)
+    if migrate:
+        upgrade(settings.database_url)
+    api = FastAPI(
+        title="Pushline",
+        version="1",
+        description="Self-hosted push notification delivery through APNs and FCM.",
+    )
+    api.state.keys = KeyResolver(engine)
+
+    @api.exception_handler(PushlineError)
+    async def _pushline_error(_: Request, exc: PushlineError) -> JSONResponse:
+        return _error(exc.status, exc.kind, exc.message, exc.details)
+
+    @api.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"field": ".".join(str(p) for p in e["loc"] if p != "body") or "body", "rule": e["msg"]}
+            for e in exc.errors()
+        ]
+        first = details[0] if details else {"field": "body", "rule": "invalid"}
+        return _error(400, "invalid_request", f"{first['field']}: {first['rule']}", details)
+
+    @api.exception_handler(OperationalError)
+    async def _store_down(_: Request, exc: OperationalError) -> JSONResponse:
+        log.error("store unavailable", error=str(exc.orig))
+        return _error(503, "unavailable", "the store is unavailable; try again shortly", [])
+
+    @api.get("/v1/health", tags=["operations"])
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    # --- registrations -------------------------------------------------------------------
+    @api.post(
+        "/v1/registrations", response_model=RegistrationOut, status_code=201,
+        tags=["registrations"], responses=ERRORS,
+    )
+    def register(body: RegistrationIn, who: CallerDep, response: Response) -> RegistrationOut:
+        """Create or update a registration, idempotent on `device_id` (when given) or token.
+
+        Tokens may be written the Microbizz way, `iOS:<token>` or `android:<token>`.
+        """
+        who.require(Role.ADMIN)
+        reg, created = upsert_registration(engine, who.app_id, body)
+        response.status_code = 201 if created else 200
+        return RegistrationOut.model_validate(reg)
+
+    @api.get(
+        "/v1/registrations/{registration_id}", response_model=RegistrationOut,
+        tags=["registrations"], responses=ERRORS,
+    )
+    def read_registration(registration_id: str, who: CallerDep) -> RegistrationOut:
+        who.require(Role.REGISTRATIONS_READ)
+        return RegistrationOut.model_validate(
+            get_registration(engine, who.app_id, registration_id)
+        )
+
+    @api.get(
+        "/v1/registrations", response_model=RegistrationPage, tags=["registrations"],
+        responses=ERRORS,
+    )
+    def registrations(
+        who: CallerDep,
+        username: str | None = None,
+        cursor: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> RegistrationPage:
+        who.require(Role.REGISTRATIONS_READ)
+        rows, nxt = list_registrations(
+            engine, who.app_id, username=username, cursor=cursor, limit=limit
+        )
+        return RegistrationPage(
+            items=[RegistrationOut.model_validate(r) for r in rows], next_cursor=nxt
+        )
+
+    @api.delete(
+        "/v1/registrations/{registration_id}", status_code=204, tags=["registrations"],
+        responses=ERRORS,
+    )
+    def unregister(registration_id: str, who: CallerDep) -> Response:
+        who.require(Role.ADMIN)
+        delete_registration(engine, who.app_id, registration_id)
+        return Response(status_code=204)
+
+    # --- messages ------------------------------------------------------------------------
+    @api.post(
+        "/v1/messages", response_model=MessageAccepted, status_code=202, tags=["push"],
+        responses=ERRORS,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": PushRequest.model_json_schema(
+                    ref_template="#/components/schemas/{model}"
+                )}},
+            }
+        },
+    )
+    async def push(request: Request, who: CallerDep) -> MessageAccepted:
+        """Push to one registration, to users (all their devices) or to the whole app.
+
+        Answers 202 with the Message id as soon as it is persisted and queued.
+        """
+        body = await _json_body(request)
+        parsed = parse_push(body)
+        who.require(TARGET_ROLE[parsed.target.type])
+        accepted = await run_in_threadpool(
+            accept_push, who.app_id, parsed, settings=settings, engine=engine
+        )
+        return MessageAccepted(
+            id=accepted.message_id,
+            state=accepted.state,
+            status_url=f"/v1/messages/{accepted.message_id}",
+        )
+
+    @api.get(
+        "/v1/messages/{message_id}", response_model=MessageStatus, tags=["push"],
+        responses=ERRORS,
+    )
+    def read_message(message_id: str, who: CallerDep) -> MessageStatus:
+        return message_status(engine, who.app_id, message_id)
+
+    @api.get(
+        "/v1/messages/{message_id}/deliveries", response_model=DeliveryPage, tags=["push"],
+        responses=ERRORS,
+    )
+    def message_deliveries(
+        message_id: str,
+        who: CallerDep,
+        status: str | None = None,
+        cursor: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> DeliveryPage:
+        return list_deliveries(
+            engine, who.app_id, message_id, status=status, cursor=cursor, limit=limit
+        )
+
+    @api.get(
+        "/v1/deliveries/{delivery_id}", response_model=DeliveryOut, tags=["push"],
+        responses=ERRORS,
+    )
+    def read_delivery(delivery_id: str, who: CallerDep) -> DeliveryOut:
+        return get_delivery(engine, who.app_id, delivery_id)
+
+    return api
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        rule = f"malformed JSON: {exc}"
+        raise InvalidRequest(f"body: {rule}", [{"field": "body", "rule": rule}]) from exc
+
+def _error(status: int, kind: str, message: str, details: list[dict[str, str]]) -> JSONResponse:
+    return JSONResponse(
+        status_code=status,
+        content={"error": kind, "message": message, "details": details},
+    )
+

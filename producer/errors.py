@@ -1,0 +1,47 @@
+"""Exceptions a caller of the producer (in-process or over HTTP) can catch by kind."""
+
+from __future__ import annotations
+
+
+class PushlineError(Exception):
+    """Base of every error Pushline raises to its callers."""
+
+    status = 500
+    kind = "internal_error"
+
+    def __init__(self, message: str, details: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class InvalidRequest(PushlineError):
+    status = 400
+    kind = "invalid_request"
+
+
+class Unauthorized(PushlineError):
+    status = 401
+    kind = "unauthorized"
+
+
+class Forbidden(PushlineError):
+    status = 403
+    kind = "forbidden"
+
+
+class NotFound(PushlineError):
+    status = 404
+    kind = "not_found"
+
+
+class Conflict(PushlineError):
+    status = 409
+    kind = "conflict"
+
+
+class Unavailable(PushlineError):
+    """The store or the broker is down; nothing was accepted (result code 3)."""
+
+    status = 503
+    kind = "unavailable"

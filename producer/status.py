@@ -1,0 +1,73 @@
+"""Reading what happened to a Message and its Deliveries."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, func, select
+from sqlmodel import Session
+
+from producer.errors import NotFound
+from schemas.api import DeliveryOut, DeliveryPage, MessageStatus
+from schemas.tables import Delivery, Message
+
+
+def message_status(engine: Engine, app_id: str, message_id: str) -> MessageStatus:
+    with Session(engine) as s:
+        msg = s.get(Message, message_id)
+        if msg is None or msg.app_id != app_id:
+            raise NotFound(f"message {message_id} not found")
+        rows = s.execute(
+            select(Delivery.status, Delivery.code, func.count())
+            .where(Delivery.message_id == message_id)
+            .group_by(Delivery.status, Delivery.code)  # type: ignore[arg-type]
+        ).all()
+    by_status: dict[str, int] = {}
+    by_code: dict[str, int] = {}
+    for status, code, n in rows:
+        by_status[status] = by_status.get(status, 0) + n
+        if code is not None:
+            by_code[str(code)] = by_code.get(str(code), 0) + n
+    return MessageStatus(
+        id=msg.id,
+        app_id=msg.app_id,
+        state=msg.state,
+        code=msg.code,
+        detail=msg.detail,
+        total=msg.total,
+        by_status=by_status,
+        by_code=by_code,
+        created_at=msg.created_at,
+        dispatched_at=msg.dispatched_at,
+        completed_at=msg.completed_at,
+    )
+
+
+def list_deliveries(
+    engine: Engine,
+    app_id: str,
+    message_id: str,
+    *,
+    status: str | None = None,
+    cursor: str | None = None,
+    limit: int = 100,
+) -> DeliveryPage:
+    message_status(engine, app_id, message_id)  # 404 for unknown or another app's message
+    q = select(Delivery).where(Delivery.message_id == message_id)
+    if status:
+        q = q.where(Delivery.status == status)
+    if cursor:
+        q = q.where(Delivery.id > cursor)
+    q = q.order_by(Delivery.id).limit(limit + 1)  # type: ignore[arg-type]
+    with Session(engine) as s:
+        rows = list(s.execute(q).scalars())
+    next_cursor = rows[limit - 1].id if len(rows) > limit else None
+    return DeliveryPage(
+        items=[DeliveryOut.model_validate(r) for r in rows[:limit]], next_cursor=next_cursor
+    )
+
+
+def get_delivery(engine: Engine, app_id: str, delivery_id: str) -> DeliveryOut:
+    with Session(engine) as s:
+        d = s.get(Delivery, delivery_id)
+    if d is None or d.app_id != app_id:
+        raise NotFound(f"delivery {delivery_id} not found")
+    return DeliveryOut.model_validate(d)

@@ -1,0 +1,236 @@
+"""Request and response models of the native API (`/v1`), shared with the Python client."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Limits from the SAP seed; the API answers 400 naming the field and the limit.
+ALERT_MAX = 2048
+SOUND_MAX = 256
+DATA_MAX = 2000
+PRIORITY_MAX = 128
+COLLAPSE_ID_MAX_BYTES = 64  # apns-collapse-id
+TTL_MAX_S = 2_419_200  # FCM's 28 days; APNs has no documented maximum
+
+
+class Strict(BaseModel):
+    # Unknown fields are errors: a typo must not silently drop part of a notification.
+    model_config = ConfigDict(extra="forbid")
+
+
+class Alert(Strict):
+    title: str | None = None
+    subtitle: str | None = None
+    body: str | None = None
+
+    @model_validator(mode="after")
+    def _within_limit(self) -> Alert:
+        size = sum(len(p or "") for p in (self.title, self.subtitle, self.body))
+        if size > ALERT_MAX:
+            raise ValueError(f"alert must be at most {ALERT_MAX} characters in all (got {size})")
+        return self
+
+
+PushType = Literal[
+    "alert", "background", "voip", "complication", "fileprovider", "mdm", "liveactivity",
+    "location", "pushtotalk",
+]
+
+
+class Payload(Strict):
+    alert: Alert | None = None
+    badge: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None  # 0 clears the badge
+    sound: Annotated[str, Field(max_length=SOUND_MAX)] | None = None
+    data: dict[str, Any] | None = None
+    priority: Literal["high", "normal"] = "high"
+    time_to_live: Annotated[int, Field(ge=0, le=TTL_MAX_S)] | None = None
+    collapse_id: str | None = None
+    push_type: PushType | None = None
+    content_available: bool = False
+    mutable_content: bool = False
+    category: Annotated[str, Field(max_length=255)] | None = None
+    thread_id: Annotated[str, Field(max_length=255)] | None = None
+
+    @field_validator("alert", mode="before")
+    @classmethod
+    def _alert_from_text(cls, v: Any) -> Any:
+        # A bare string is the body, as in APNs' own "alert": "text" form.
+        if isinstance(v, str):
+            if len(v) > ALERT_MAX:
+                raise ValueError(f"alert must be at most {ALERT_MAX} characters (got {len(v)})")
+            return {"body": v}
+        return v
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data_object(cls, v: Any) -> Any:
+        # SAP sends `data` as an escaped JSON string as well as an object.
+        if isinstance(v, str):
+            try:
+                v = json.loads(v)
+            except ValueError as exc:
+                raise ValueError(f"data must be a JSON object or its serialized form: {exc}")
+            if not isinstance(v, dict):
+                raise ValueError("data must be a JSON object")
+        return v
+
+    @field_validator("data")
+    @classmethod
+    def _data_limit(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            size = len(json.dumps(v, separators=(",", ":"), ensure_ascii=False))
+            if size > DATA_MAX:
+                raise ValueError(
+                    f"data must be at most {DATA_MAX} characters serialized (got {size})"
+                )
+        return v
+
+    @field_validator("collapse_id")
+    @classmethod
+    def _collapse_limit(cls, v: str | None) -> str | None:
+        if v is not None and len(v.encode()) > COLLAPSE_ID_MAX_BYTES:
+            raise ValueError(f"collapse_id must be at most {COLLAPSE_ID_MAX_BYTES} bytes")
+        return v
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Payload:
+        if (
+            self.alert is None
+            and self.badge is None
+            and self.sound is None
+            and not self.data
+            and not self.content_available
+        ):
+            raise ValueError(
+                "payload must carry at least one of alert, badge, sound, data, content_available"
+            )
+        return self
+
+
+class DeviceTarget(Strict):
+    type: Literal["device"]
+    registration_id: str
+
+
+class UsersTarget(Strict):
+    type: Literal["users"]
+    usernames: list[Annotated[str, Field(min_length=1, max_length=255)]] = []
+    global_user_ids: list[Annotated[str, Field(min_length=1, max_length=255)]] = []
+
+    @model_validator(mode="after")
+    def _some_user(self) -> UsersTarget:
+        if not self.usernames and not self.global_user_ids:
+            raise ValueError("users target needs at least one of usernames, global_user_ids")
+        if len(self.usernames) + len(self.global_user_ids) > 10_000:
+            raise ValueError("users target lists at most 10000 users")
+        return self
+
+
+class ApplicationTarget(Strict):
+    type: Literal["application"]
+
+
+Target = Annotated[DeviceTarget | UsersTarget | ApplicationTarget, Field(discriminator="type")]
+
+#: Which role a target needs (the SAP seed's roles).
+TARGET_ROLE: dict[str, str] = {
+    "device": "push_single",
+    "users": "push_multiple",
+    "application": "push_all",
+}
+
+
+class PushRequest(Strict):
+    target: Target
+    payload: Payload
+
+
+class MessageAccepted(BaseModel):
+    id: str
+    state: str
+    status_url: str
+
+
+class MessageStatus(BaseModel):
+    id: str
+    app_id: str
+    state: str
+    code: int | None
+    detail: str | None
+    total: int
+    by_status: dict[str, int]
+    by_code: dict[str, int]
+    created_at: datetime
+    dispatched_at: datetime | None
+    completed_at: datetime | None
+
+
+class DeliveryOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    message_id: str
+    registration_id: str
+    provider: str
+    status: str
+    code: int | None
+    provider_message: str | None
+    provider_ref: str | None
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+
+
+class DeliveryPage(BaseModel):
+    items: list[DeliveryOut]
+    next_cursor: str | None
+
+
+class RegistrationIn(Strict):
+    token: Annotated[str, Field(min_length=1, max_length=4096)]
+    provider: Literal["apns", "fcm"] | None = None
+    platform: Literal["ios", "ipados", "android"] | None = None
+    device_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    username: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    global_user_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    locale: Annotated[str, Field(max_length=64)] | None = None
+
+
+class RegistrationOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    app_id: str
+    provider: str
+    token: str
+    platform: str
+    device_id: str | None
+    username: str | None
+    global_user_id: str | None
+    locale: str | None
+    active: bool
+    deactivated_code: int | None
+    deactivated_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class RegistrationPage(BaseModel):
+    items: list[RegistrationOut]
+    next_cursor: str | None
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    rule: str
+
+
+class ErrorBody(BaseModel):
+    error: str
+    message: str
+    details: list[ErrorDetail] = []

@@ -1,0 +1,48 @@
+"""Names and settings both sides of the Redis queue agree on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.settings import Settings
+
+FANOUT_TASK = "pushline.fanout"
+DELIVER_TASK = "pushline.deliver"
+DEFAULT_QUEUE = "pushline"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    url = redis_url_for_kombu(settings.redis_url)
+    return {
+        "broker_url": url,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_default_queue": DEFAULT_QUEUE,
+        # A task is acknowledged after it ran: a worker that dies mid-chunk leaves the chunk
+        # to be delivered again, and the chunk skips Deliveries already final.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        # Fail fast when the broker is down so the API can answer 503 instead of hanging.
+        "broker_connection_timeout": 3,
+        "broker_connection_retry_on_startup": True,
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {
+            "max_retries": 2,
+            "interval_start": 0.2,
+            "interval_step": 0.5,
+            "interval_max": 1,
+        },
+        "result_backend": None,
+        "task_ignore_result": True,
+        "worker_hijack_root_logger": False,
+        "broker_pool_limit": 10,
+    }
+
+
+def redis_url_for_kombu(url: str) -> str:
+    # redis-py writes a unix socket as unix:///path; kombu spells it redis+socket:///path.
+    if url.startswith("unix://"):
+        return "redis+socket://" + url[len("unix://") :]
+    return url

@@ -1,0 +1,50 @@
+"""Configuration, read once from the environment (and `.env`)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PUSHLINE_", env_file=".env", extra="ignore")
+
+    # The two settings a service needs to enqueue; named as everybody names them.
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL", "PUSHLINE_REDIS_URL")
+    )
+    database_url: str = Field(
+        "sqlite:///pushline.db",
+        validation_alias=AliasChoices("DATABASE_URL", "PUSHLINE_DATABASE_URL"),
+    )
+
+    # Where the providers are. Defaults are Apple's and Google's; the demo and the tests
+    # point these at the simulators.
+    apns_host: str = "api.push.apple.com"
+    apns_sandbox_host: str = "api.sandbox.push.apple.com"
+    apns_port: int = 443
+    apns_ca_file: str | None = None
+    fcm_url: str = "https://fcm.googleapis.com/v1/projects/{0}/messages:send"
+
+    # Delivery shape: see DESIGN.md §5 for why a chunk carries hundreds of deliveries.
+    fanout_page_size: int = 2000
+    chunk_size: int = 500
+    send_concurrency: int = 100
+    send_timeout_s: float = 10.0
+    lease_s: int = 120
+    visibility_timeout_s: int = 3600
+    max_attempts: int = 5
+    retry_base_s: float = 1.0
+    retry_cap_s: float = 300.0
+
+    log_level: str = "INFO"
+    log_json: bool | None = None  # None: JSON unless stdout is a terminal
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,121 @@
+"""The SQL tables. Times are timezone-aware UTC (SQLModel stores and returns them so)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class App(SQLModel, table=True):
+    __tablename__ = "app"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    name: str = Field(unique=True, max_length=200)
+    # APNs: token auth (.p8) or certificate auth (PEM with key).
+    apns_key_pem: str | None = Field(default=None, sa_column=Column(Text))
+    apns_key_id: str | None = Field(default=None, max_length=20)
+    apns_team_id: str | None = Field(default=None, max_length=20)
+    apns_cert_pem: str | None = Field(default=None, sa_column=Column(Text))
+    apns_topic: str | None = Field(default=None, max_length=255)
+    apns_sandbox: bool = False
+    # FCM: the service account JSON as Google issues it.
+    fcm_service_account: str | None = Field(default=None, sa_column=Column(Text))
+    fcm_project_id: str | None = Field(default=None, max_length=100)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_key"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    app_id: str = Field(foreign_key="app.id", index=True, max_length=36)
+    key_hash: str = Field(unique=True, max_length=64)  # sha256 hex; the key itself is never kept
+    prefix: str = Field(max_length=12)  # shown in listings so operators can tell keys apart
+    roles: str = Field(max_length=200)  # comma-separated Role values
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+
+
+class Registration(SQLModel, table=True):
+    __tablename__ = "registration"
+    __table_args__ = (
+        UniqueConstraint("app_id", "token", name="uq_registration_app_token"),
+        Index("ix_registration_app_device", "app_id", "device_id"),
+        Index("ix_registration_app_username", "app_id", "username"),
+        Index("ix_registration_app_global_user", "app_id", "global_user_id"),
+        Index("ix_registration_app_active_id", "app_id", "active", "id"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    app_id: str = Field(foreign_key="app.id", max_length=36)
+    provider: str = Field(max_length=8)
+    token: str = Field(max_length=4096)
+    platform: str = Field(max_length=16)
+    device_id: str | None = Field(default=None, max_length=255)
+    username: str | None = Field(default=None, max_length=255)
+    global_user_id: str | None = Field(default=None, max_length=255)
+    locale: str | None = Field(default=None, max_length=64)
+    active: bool = True
+    # Why and when the provider retired this token (codes 6 and 7); never sent to again.
+    deactivated_code: int | None = None
+    deactivated_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Message(SQLModel, table=True):
+    __tablename__ = "message"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    app_id: str = Field(foreign_key="app.id", index=True, max_length=36)
+    target: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    state: str = Field(default="accepted", max_length=16)
+    code: int | None = None  # message-level result, e.g. 2 when nothing matched
+    detail: str | None = Field(default=None, max_length=500)
+    total: int = 0  # Deliveries written so far
+    fanout_cursor: str | None = Field(default=None, max_length=36)  # last registration id done
+    expires_at: datetime | None = None  # time to live, as an instant
+    created_at: datetime = Field(default_factory=utcnow)
+    dispatched_at: datetime | None = None
+    completed_at: datetime | None = None
+
+
+class Delivery(SQLModel, table=True):
+    __tablename__ = "delivery"
+    __table_args__ = (
+        UniqueConstraint("message_id", "registration_id", name="uq_delivery_message_registration"),
+        Index("ix_delivery_message_status", "message_id", "status"),
+        Index("ix_delivery_message_id", "message_id", "id"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    message_id: str = Field(foreign_key="message.id", max_length=36)
+    registration_id: str = Field(max_length=36)
+    app_id: str = Field(max_length=36)
+    provider: str = Field(max_length=8)
+    status: str = Field(default="QUEUED", max_length=12)
+    code: int | None = None
+    provider_message: str | None = Field(default=None, max_length=500)
+    provider_ref: str | None = Field(default=None, max_length=255)  # apns-id / FCM message name
+    attempts: int = 0
+    lease_until: datetime | None = None  # a deliver task owns this row until then
+    next_attempt_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None
+
+

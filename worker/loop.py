@@ -1,0 +1,45 @@
+"""One asyncio loop per worker process, alive across Celery tasks.
+
+Provider connections (HTTP/2 to APNs and FCM) live on this loop, so every task after the
+first reuses them instead of paying a TLS handshake per task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class BackgroundLoop:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="pushline-loop", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+
+
+_loop: BackgroundLoop | None = None
+_pid: int | None = None
+
+
+def process_loop() -> BackgroundLoop:
+    """The loop of this process (a forked child gets its own, never its parent's)."""
+    global _loop, _pid
+    if _loop is None or _pid != os.getpid():
+        _loop, _pid = BackgroundLoop(), os.getpid()
+    return _loop

@@ -1,0 +1,51 @@
+"""Per-process cache of provider senders, one per (app, provider), rebuilt when the app changes."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from schemas.settings import Settings
+from schemas.tables import App
+from worker.apns import ApnsSender
+from worker.fcm import FcmSender
+
+_apns: dict[str, tuple[object, ApnsSender]] = {}
+_fcm: dict[str, tuple[object, FcmSender]] = {}
+
+
+class MissingCredentials(Exception):
+    pass
+
+
+def load_app(engine: Engine, app_id: str) -> App:
+    with Session(engine) as s:
+        app = s.get(App, app_id)
+    if app is None:
+        raise MissingCredentials(f"app {app_id} no longer exists")
+    return app
+
+
+def apns_sender(app: App, settings: Settings) -> ApnsSender:
+    """Must be called on the process loop: aioapns binds its pool to the running loop."""
+    hit = _apns.get(app.id)
+    if hit is not None and hit[0] == app.updated_at:
+        return hit[1]
+    if not (app.apns_cert_pem or app.apns_key_pem):
+        raise MissingCredentials("the app has no APNs credentials")
+    if hit is not None:
+        hit[1].close()
+    sender = ApnsSender(app, settings)
+    _apns[app.id] = (app.updated_at, sender)
+    return sender
+
+
+def fcm_sender(app: App, settings: Settings) -> FcmSender:
+    hit = _fcm.get(app.id)
+    if hit is not None and hit[0] == app.updated_at:
+        return hit[1]
+    if not app.fcm_service_account:
+        raise MissingCredentials("the app has no FCM service account")
+    sender = FcmSender(app, settings)
+    _fcm[app.id] = (app.updated_at, sender)
+    return sender
