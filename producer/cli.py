@@ -1,0 +1,221 @@
+"""The `pushline` command: run the stack, manage apps and keys, follow messages."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from producer.apps import ApnsCredentials, create_app, create_key, find_app, list_apps, parse_roles
+from producer.errors import PushlineError
+from producer.status import message_status
+from schemas.api import MessageStatus
+from schemas.codes import CODE_MEANINGS
+from schemas.db import engine_for, upgrade
+from schemas.settings import get_settings
+
+cli = typer.Typer(help="Pushline: self-hosted push notification delivery.", no_args_is_help=True)
+db_cli = typer.Typer(help="The SQL store.", no_args_is_help=True)
+apps_cli = typer.Typer(help="Apps (tenants) and their provider credentials.", no_args_is_help=True)
+keys_cli = typer.Typer(help="API keys of an app.", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
+cli.add_typer(apps_cli, name="apps")
+cli.add_typer(keys_cli, name="keys")
+console = Console()
+STATE_DIR = Path(".pushline")
+
+
+def _engine():  # type: ignore[no-untyped-def]
+    return engine_for(get_settings().database_url)
+
+
+@cli.command()
+def demo(
+    state_dir: Annotated[Path, typer.Option(help="where the demo keeps its files")] = STATE_DIR,
+) -> None:
+    """Run everything on the embedded default and push to ~1,000 demo devices."""
+    from producer.demo import run_demo
+
+    raise typer.Exit(run_demo(state_dir, console))
+
+
+@cli.command()
+def up(
+    state_dir: Annotated[Path, typer.Option(help="where the stack keeps its files")] = STATE_DIR,
+) -> None:
+    """Run the API, a worker and the simulators until Ctrl-C (docs at /docs)."""
+    from producer.stack import Stack
+
+    with Stack(state_dir, redis_url=os.environ.get("REDIS_URL"),
+               database_url=os.environ.get("DATABASE_URL")) as stack:
+        stack.api_port = get_settings().api_port
+        stack.start()
+        creds = stack.add_app(f"local-{int(time.time())}")
+        console.print(f"API      {stack.api_url}   docs {stack.api_url}/docs")
+        console.print(f"app id   {creds.app_id}")
+        console.print(f"API key  {creds.api_key}   (all roles; shown once)")
+        console.print(f"APNs simulator control http://127.0.0.1:{stack.apns_control_port}")
+        console.print(f"FCM simulator          http://127.0.0.1:{stack.fcm_port}")
+        console.print("Ctrl-C stops everything.")
+        stopped = False
+
+        def _stop(*_: object) -> None:
+            nonlocal stopped
+            stopped = True
+
+        signal.signal(signal.SIGTERM, _stop)
+        try:
+            while not stopped:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+
+
+@cli.command()
+def api(
+    host: Annotated[str, typer.Option()] = "",
+    port: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Serve the REST API (migrates the database first)."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run("producer.api:create_app", factory=True, host=host or settings.api_host,
+                port=port or settings.api_port)
+
+
+@cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def worker(ctx: typer.Context) -> None:
+    """Run a Celery worker (extra arguments go to `celery worker`)."""
+    args = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+            "--without-gossip", "--without-mingle", *ctx.args]
+    os.execv(sys.executable, args)
+
+
+@cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def simulate(ctx: typer.Context) -> None:
+    """Run a provider simulator: `pushline simulate apns|fcm [--port …]`."""
+    from simulators.cli import main as simulators_main
+
+    raise typer.Exit(simulators_main(list(ctx.args)))
+
+
+@db_cli.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply the schema migrations (PostgreSQL or SQLite)."""
+    upgrade(get_settings().database_url, revision)
+    console.print(f"database at {revision}")
+
+
+@apps_cli.command("create")
+def apps_create(
+    name: str,
+    apns_key_file: Annotated[Path | None, typer.Option(help="APNs .p8 key")] = None,
+    apns_key_id: Annotated[str | None, typer.Option()] = None,
+    apns_team_id: Annotated[str | None, typer.Option()] = None,
+    apns_cert_file: Annotated[Path | None, typer.Option(help="APNs certificate+key PEM")] = None,
+    apns_topic: Annotated[str | None, typer.Option(help="bundle id")] = None,
+    apns_sandbox: Annotated[bool, typer.Option(help="use the sandbox endpoint")] = False,
+    fcm_service_account: Annotated[Path | None, typer.Option(help="service account JSON")] = None,
+) -> None:
+    """Store an app with its APNs and/or FCM credentials."""
+    apns = None
+    if apns_key_file or apns_cert_file:
+        if not apns_topic:
+            raise typer.BadParameter("--apns-topic is required with APNs credentials")
+        apns = ApnsCredentials(
+            topic=apns_topic,
+            key_pem=apns_key_file.read_text() if apns_key_file else None,
+            key_id=apns_key_id, team_id=apns_team_id,
+            cert_pem=apns_cert_file.read_text() if apns_cert_file else None,
+            sandbox=apns_sandbox,
+        )
+    try:
+        app = create_app(
+            _engine(), name, apns=apns,
+            fcm_service_account_json=fcm_service_account.read_text()
+            if fcm_service_account else None,
+        )
+    except PushlineError as exc:
+        console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(2) from exc
+    console.print(f"app {app.name} created: id {app.id}")
+
+
+@apps_cli.command("list")
+def apps_list() -> None:
+    """List apps and which providers each can reach."""
+    table = Table("id", "name", "APNs", "FCM")
+    for a in list_apps(_engine()):
+        apns = (f"{a.apns_topic} ({'sandbox' if a.apns_sandbox else 'production'})"
+                if a.apns_topic else "-")
+        table.add_row(a.id, a.name, apns, a.fcm_project_id or "-")
+    console.print(table)
+
+
+@keys_cli.command("create")
+def keys_create(
+    app: str,
+    roles: Annotated[str, typer.Option(help="comma-separated: push_single, push_multiple, "
+                                            "push_all, pushregistrations_read, admin")],
+) -> None:
+    """Create an API key; it is printed once and only its hash is stored."""
+    try:
+        record = find_app(_engine(), app)
+        key, _ = create_key(_engine(), record.id, parse_roles(roles))
+    except PushlineError as exc:
+        console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(2) from exc
+    console.print(key)
+
+
+@cli.command()
+def status(
+    message_id: str,
+    watch: Annotated[bool, typer.Option("--watch", help="follow until every delivery is final")] = False,
+) -> None:
+    """Counts of a Message's Deliveries by status and result code."""
+    engine = _engine()
+    try:
+        st = message_status(engine, None, message_id)
+    except PushlineError as exc:
+        console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(2) from exc
+    if not watch:
+        console.print(_status_table(st))
+        return
+    with Live(_status_table(st), console=console, refresh_per_second=4) as live:
+        while st.state not in ("done", "failed"):
+            time.sleep(0.5)
+            st = message_status(engine, None, message_id)
+            live.update(_status_table(st))
+
+
+def _status_table(st: MessageStatus) -> Table:
+    table = Table(title=f"message {st.id}: {st.state}"
+                  + (f" (code {st.code}: {st.detail})" if st.code is not None else ""))
+    table.add_column("status")
+    table.add_column("count", justify="right")
+    for s, n in sorted(st.by_status.items()):
+        table.add_row(s, str(n))
+    table.add_section()
+    for code, n in sorted(st.by_code.items(), key=lambda kv: int(kv[0])):
+        table.add_row(f"code {code}: {CODE_MEANINGS.get(int(code), '')}", str(n))
+    table.add_section()
+    table.add_row("total", str(st.total))
+    return table
+
+
+def main() -> None:
+    from schemas.logs import configure_logging
+
+    configure_logging(get_settings().log_level, get_settings().log_json)
+    cli()

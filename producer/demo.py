@@ -1,0 +1,139 @@
+"""`pushline demo`: the whole stack on the embedded default, about 1,000 devices, two pushes."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from producer.client import PushlineClient
+from producer.stack import Stack
+from schemas.api import DeliveryOut, MessageStatus
+from schemas.codes import CODE_MEANINGS, FINAL_STATUSES
+
+DEVICES = 1000
+# Tokens the simulators are scripted to refuse, so the demo shows codes 6 and 7.
+UNREGISTERED_APNS = 5
+BAD_APNS = 3
+UNREGISTERED_FCM = 4
+
+
+def apns_token(i: int) -> str:
+    return f"{i:064x}"
+
+
+def fcm_token(i: int) -> str:
+    return f"demo-fcm-token:{i:012d}-APA91b"
+
+
+def run_demo(state_dir: Path, console: Console, timeout_s: float = 120.0) -> int:
+    redis_url = os.environ.get("REDIS_URL")
+    database_url = os.environ.get("DATABASE_URL")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if database_url is None:
+        db = state_dir / "pushline.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)  # a demo starts from nothing
+    with Stack(state_dir, redis_url=redis_url, database_url=database_url) as stack:
+        with console.status("starting Redis, the simulators, the API and a worker…"):
+            stack.start()
+            creds = stack.add_app(f"demo-{int(time.time())}")
+        console.print(f"API on {stack.api_url} (docs at {stack.api_url}/docs); "
+                      f"state in {state_dir}")
+        client = PushlineClient(stack.api_url, creds.api_key)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console) as progress:
+            task = progress.add_task("registering devices", total=DEVICES)
+            for i in range(DEVICES):
+                user = "alice" if i < 3 else f"user{i % 300}"
+                if i % 2 == 0:
+                    token = f"iOS:{apns_token(i)}"
+                else:
+                    token = f"android:{fcm_token(i)}"
+                client.register({"token": token, "username": user, "device_id": f"demo-{i}"})
+                progress.advance(task)
+        ios = [apns_token(i) for i in range(0, DEVICES, 2)]
+        android = [fcm_token(i) for i in range(1, DEVICES, 2)]
+        for t in ios[-UNREGISTERED_APNS:]:
+            stack.apns.script(token=t, then="Unregistered")
+        for t in ios[-UNREGISTERED_APNS - BAD_APNS : -UNREGISTERED_APNS]:
+            stack.apns.script(token=t, then="BadDeviceToken")
+        for t in android[-UNREGISTERED_FCM:]:
+            stack.fcm.script(token=t, then="UNREGISTERED")
+
+        one = client.push({"target": {"type": "users", "usernames": ["alice"]},
+                           "payload": {"alert": {"title": "Hello Alice",
+                                                 "body": "Your order has shipped."},
+                                       "data": {"order": 42}}})
+        everyone = client.push({"target": {"type": "application"},
+                                "payload": {"alert": {"title": "Pushline demo",
+                                                      "body": "A broadcast to every device."},
+                                            "badge": 1, "sound": "default"}})
+        statuses = _follow(client, [("push to alice", one.id), ("broadcast", everyone.id)],
+                           console, timeout_s)
+
+        by: Counter[tuple[str, int | None]] = Counter()
+        for st in statuses:
+            for page in _deliveries(client, st.id):
+                for d in page:
+                    by[(d.status, d.code)] += 1
+        table = Table(title="Deliveries by status and result code")
+        for col in ("status", "code", "meaning", "count"):
+            table.add_column(col, justify="right" if col in ("code", "count") else "left")
+        for (status, code), n in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+            table.add_row(status, str(code), CODE_MEANINGS.get(code or 0, ""), str(n))
+        console.print(table)
+
+        apns_stats, fcm_stats = stack.apns.stats(), stack.fcm.stats()
+        sims = Table(title="What the simulators received")
+        for col in ("simulator", "requests", "accepted", "rejected", "duplicates"):
+            sims.add_column(col, justify="left" if col == "simulator" else "right")
+        for name, s in (("APNs", apns_stats), ("FCM", fcm_stats)):
+            rejected = ", ".join(f"{k} {v}" for k, v in s["rejected"].items()) or "0"
+            sims.add_row(name, str(s["requests_total"]), str(s["accepted_total"]), rejected,
+                         str(s["duplicates"]))
+        console.print(sims)
+
+        sent = sum(n for (status, _), n in by.items() if status == "SENT")
+        accepted = apns_stats["accepted_total"] + fcm_stats["accepted_total"]
+        all_final = all(status in FINAL_STATUSES for status, _ in by)
+        ok = all_final and sent == accepted and all(s.state == "done" for s in statuses)
+        verdict = "[green]OK[/]" if ok else "[red]FAILED[/]"
+        console.print(f"{verdict}: {sum(by.values())} deliveries, {sent} SENT, "
+                      f"simulators accepted {accepted}, every delivery final: {all_final}")
+        return 0 if ok else 1
+
+
+def _follow(client: PushlineClient, msgs: list[tuple[str, str]], console: Console,
+            timeout_s: float) -> list[MessageStatus]:
+    deadline = time.monotonic() + timeout_s
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as progress:
+        tasks = {mid: progress.add_task(label, total=None) for label, mid in msgs}
+        while True:
+            statuses = [client.message(mid) for _, mid in msgs]
+            for st in statuses:
+                final = sum(n for s, n in st.by_status.items() if s != "QUEUED")
+                progress.update(tasks[st.id], total=max(st.total, 1), completed=final)
+            if all(s.state in ("done", "failed") for s in statuses):
+                return statuses
+            if time.monotonic() > deadline:
+                console.print("[red]timed out waiting for deliveries[/]")
+                return statuses
+            time.sleep(0.2)
+
+
+def _deliveries(client: PushlineClient, message_id: str) -> Iterator[list[DeliveryOut]]:
+    cursor = None
+    while True:
+        page = client.deliveries(message_id, cursor=cursor, limit=1000)
+        yield page.items
+        if not page.next_cursor:
+            return
+        cursor = page.next_cursor
