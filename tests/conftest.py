@@ -1,0 +1,138 @@
+"""Shared fixtures: whole Pushline stacks on the real Redis and PostgreSQL (and on SQLite).
+
+A stack is expensive to start, so one per backend serves the whole session; tests stay
+independent by creating their own app and their own tokens.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from producer.client import PushlineClient
+from producer.stack import Credentials, Stack
+from schemas.api import MessageStatus
+
+REDIS = os.environ.get("PUSHLINE_TEST_REDIS", "redis://127.0.0.1:6379")
+POSTGRES = os.environ.get("PUSHLINE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+
+# Fast retries so "503 then success" takes a fraction of a second.
+TEST_ENV = {"PUSHLINE_RETRY_BASE_S": "0.05", "PUSHLINE_LOG_LEVEL": "INFO"}
+
+
+def fresh_postgres(name: str) -> str:
+    """A new, empty database on the local server; returns its URL."""
+    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{POSTGRES}/{name}"
+
+
+def fresh_redis(db: int) -> str:
+    url = f"{REDIS}/{db}"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture(scope="session")
+def pg_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = Stack(
+        tmp_path_factory.mktemp("pg-stack"),
+        redis_url=fresh_redis(11),
+        database_url=fresh_postgres(f"pushline_test_{os.getpid()}"),
+        extra_env=TEST_ENV,
+    )
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def sqlite_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = Stack(tmp_path_factory.mktemp("sqlite-stack"), redis_url=fresh_redis(12),
+                  extra_env=TEST_ENV)
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def any_stack(request: pytest.FixtureRequest) -> Stack:
+    """The same behaviour, proven on both stores."""
+    name = "pg_stack" if request.param == "postgresql" else "sqlite_stack"
+    stack: Stack = request.getfixturevalue(name)
+    return stack
+
+
+@pytest.fixture
+def stack(pg_stack: Stack) -> Stack:
+    return pg_stack
+
+
+class AppHandle:
+    """One app on a running stack with a client holding every role."""
+
+    def __init__(self, stack: Stack, creds: Credentials) -> None:
+        self.stack = stack
+        self.creds = creds
+        self.client = PushlineClient(stack.api_url, creds.api_key)
+
+    def ios(self, username: str | None = None, **kw: str) -> str:
+        token = secrets.token_hex(32)
+        self.client.register({"token": f"iOS:{token}", "username": username, **kw})
+        return token
+
+    def android(self, username: str | None = None, **kw: str) -> str:
+        token = f"fcm-{secrets.token_urlsafe(24)}:APA91b"
+        self.client.register({"token": f"android:{token}", "username": username, **kw})
+        return token
+
+    def registration_for(self, token: str, username: str) -> str:
+        page = self.client.registrations(username=username, limit=1000)
+        return next(r.id for r in page.items if r.token == token)
+
+    def wait(self, message_id: str, timeout: float = 60.0) -> MessageStatus:
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.client.message(message_id)
+            if st.state in ("done", "failed"):
+                return st
+            if time.monotonic() > deadline:
+                raise AssertionError(f"message {message_id} not final in {timeout}s: {st}")
+            time.sleep(0.05)
+
+    def push_users(self, *usernames: str, **payload: object) -> MessageStatus:
+        body = {"target": {"type": "users", "usernames": list(usernames)},
+                "payload": payload or {"alert": {"title": "t", "body": "b"}}}
+        return self.wait(self.client.push(body).id)
+
+
+@pytest.fixture
+def app(stack: Stack) -> AppHandle:
+    return AppHandle(stack, stack.add_app(f"t-{uuid.uuid4().hex[:12]}"))
+
+
+@pytest.fixture
+def any_app(any_stack: Stack) -> AppHandle:
+    return AppHandle(any_stack, any_stack.add_app(f"t-{uuid.uuid4().hex[:12]}"))
+
+
+def accepted(stack_sim_stats: dict[str, object], token: str) -> int:
+    counts = stack_sim_stats["accepted"]
+    assert isinstance(counts, dict)
+    return int(counts.get(token, 0))
+
+
+def log_tail(stack: Stack, name: str, chars: int = 3000) -> str:
+    path: Path = stack.state_dir / f"{name}.log"
+    return path.read_text()[-chars:] if path.exists() else ""
