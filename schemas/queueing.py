@@ -23,7 +23,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout_s,
+            # A chunk whose worker died is restored once its visibility timeout passes; kombu
+            # only sweeps every interval x throttle seconds (100 s by default), so sweep often.
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 2)),
+            "unacked_restore_throttle": 1,
+        },
         # Fail fast when the broker is down so the API can answer 503 instead of hanging.
         "broker_connection_timeout": 3,
         "broker_connection_retry_on_startup": True,

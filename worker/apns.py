@@ -20,13 +20,16 @@ from worker.payloads import ApnsRequest
 
 
 class GuardedProtocol(APNsTLSClientProtocol):
-    """aioapns 4.0's protocol with its two measured defects mended (DESIGN.md §4).
+    """aioapns 4.0's protocol with three measured defects mended (DESIGN.md §4).
 
     1. `request_streams` keeps an entry for every successful send until the connection
        closes (~170 bytes each): we drop it when the stream ends.
     2. An answer arriving after our timeout cancelled the future made `set_result` raise
        InvalidStateError inside `data_received`, killing the connection and stranding every
        other stream on it: we discard answers for futures that are already done.
+    3. Error bodies were never acknowledged to HTTP/2 flow control: after ~64 KiB of them
+       (~1,300 Unregistered answers) the server may send nothing more on the connection
+       and every later send hangs. We give the window back for every DATA frame.
     """
 
     def on_stream_ended(self, stream_id: int) -> None:
@@ -40,6 +43,7 @@ class GuardedProtocol(APNsTLSClientProtocol):
         super().on_response_received(headers)
 
     def on_data_received(self, raw_data: bytes, stream_id: int) -> None:
+        self.conn.acknowledge_received_data(len(raw_data), stream_id)
         notification_id = self.request_streams.get(stream_id)
         if notification_id is not None and self._abandoned(notification_id):
             self.request_streams.pop(stream_id, None)

@@ -1,0 +1,80 @@
+"""Command line for the simulators; Pushline's `pushline simulate ...` delegates to `main`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m simulators", description="Run a fake APNs or FCM for tests and demos."
+    )
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="logging level (default: warning; per-request lines never go above debug)",
+    )
+    sub = parser.add_subparsers(dest="provider", required=True)
+
+    apns = sub.add_parser("apns", help="fake APNs: HTTP/2 over TLS")
+    apns.add_argument("--host", default="127.0.0.1")
+    apns.add_argument("--port", type=int, default=2197, help="TLS port (0 = pick a free one)")
+    apns.add_argument(
+        "--control-port", type=int, default=2198, help="plain-HTTP control port (0 = free)"
+    )
+    apns.add_argument(
+        "--tls-dir",
+        type=Path,
+        default=Path(".simulators/tls"),
+        help="where ca.pem, server.pem/.key live (created if missing)",
+    )
+    apns.add_argument("--log-level", dest="sub_log_level", default=None)
+
+    fcm = sub.add_parser("fcm", help="fake FCM HTTP v1 + OAuth token endpoint")
+    fcm.add_argument("--host", default="127.0.0.1")
+    fcm.add_argument("--port", type=int, default=2199, help="HTTP port (0 = pick a free one)")
+    fcm.add_argument("--log-level", dest="sub_log_level", default=None)
+    return parser
+
+
+def _announce(line: str) -> None:
+    # One line on stdout is the readiness signal scripts and test fixtures wait for.
+    print(line, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level: str = (args.sub_log_level or args.log_level).lower()
+    logging.basicConfig(level=level.upper(), stream=sys.stderr)
+
+    if args.provider == "apns":
+        from simulators import apns
+
+        host = args.host
+
+        def ready_apns(port: int, control: int) -> None:
+            _announce(f"apns simulator listening on {host}:{port} (control :{control})")
+
+        coro = apns.serve(host, args.port, args.control_port, args.tls_dir, level, ready_apns)
+    else:
+        from simulators import fcm
+
+        host = args.host
+
+        def ready_fcm(port: int) -> None:
+            _announce(f"fcm simulator listening on {host}:{port}")
+
+        coro = fcm.serve(host, args.port, level, ready_fcm)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(coro)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,351 @@
+"""State shared by both simulators: scripts, configuration, counters, captured requests.
+
+Each simulator supplies a reason table (provider reason -> HTTP status); everything else
+(scripting, outages, error rates, quotas, stats, the /control routes) is identical, so
+tests and benchmarks drive APNs and FCM the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+#: How many requests per token /control/requests keeps.
+CAPTURE_PER_TOKEN = 20
+#: Bound on tokens with captured requests, so a million-device benchmark cannot exhaust memory.
+CAPTURE_MAX_TOKENS = 200_000
+REDACTED = "<redacted>"
+
+
+class ControlError(ValueError):
+    """A bad control request; answered with 400 and the message."""
+
+
+@dataclass
+class SimConfig:
+    latency_ms: int = 0
+    outage: str | None = None
+    error_rate: float = 0.0
+    error_reason: str | None = None
+    retry_after: int | None = None
+    quota_per_minute: int | None = None
+    device_rate_per_minute: int | None = None
+    capture_requests: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class _Script:
+    responses: deque[str]
+    then: str | None
+
+
+@dataclass
+class Decision:
+    """A non-success outcome chosen by scripts/config, with an optional Retry-After."""
+
+    reason: str
+    retry_after: int | None = None
+
+
+@dataclass
+class _Window:
+    """A fixed one-minute counting window (cheap; exactness is not the point)."""
+
+    minute: int = -1
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def hit(self, key: str, now: float) -> tuple[int, int]:
+        minute = int(now // 60)
+        if minute != self.minute:
+            self.minute = minute
+            self.counts.clear()
+        n = self.counts.get(key, 0) + 1
+        self.counts[key] = n
+        # Seconds until the window rolls over, for Retry-After.
+        return n, max(1, int((minute + 1) * 60 - now + 0.999))
+
+
+class SimState:
+    """Outcome decisions and bookkeeping for one simulator process."""
+
+    def __init__(
+        self,
+        reasons: Mapping[str, int],
+        *,
+        quota_reason: str,
+        device_rate_reason: str,
+        default_error_reason: str,
+    ) -> None:
+        self.reasons = dict(reasons)
+        self.quota_reason = quota_reason
+        self.device_rate_reason = device_rate_reason
+        self.default_error_reason = default_error_reason
+        self.reset()
+
+    # -- control -----------------------------------------------------------------------
+
+    def reset(self) -> None:
+        self.config = SimConfig()
+        self._scripts: dict[str, _Script] = {}
+        self._prefix_scripts: list[tuple[str, str]] = []  # (prefix, reason), longest first
+        self._quota = _Window()
+        self._device = _Window()
+        self.requests_total = 0
+        self.accepted_total = 0
+        self.rejected_total = 0
+        self.validated_total = 0
+        self.duplicates = 0
+        self.accepted: dict[str, int] = {}
+        self.rejected: dict[str, int] = {}
+        self._captured: dict[str, deque[dict[str, Any]]] = {}
+
+    def _check_reason(self, reason: Any, what: str) -> str:
+        if not isinstance(reason, str) or reason not in self.reasons:
+            known = ", ".join(sorted(self.reasons))
+            raise ControlError(f"{what}: unknown reason {reason!r}; known: {known}")
+        return reason
+
+    def script(
+        self,
+        token: str | None = None,
+        token_prefix: str | None = None,
+        responses: list[str] | tuple[str, ...] = (),
+        then: str | None = None,
+    ) -> None:
+        if (token is None) == (token_prefix is None):
+            raise ControlError("give exactly one of token, token_prefix")
+        checked = [self._check_reason(r, "responses") for r in responses]
+        if then is not None:
+            self._check_reason(then, "then")
+        if token is not None:
+            if not checked and then is None:
+                self._scripts.pop(token, None)
+            else:
+                self._scripts[token] = _Script(deque(checked), then)
+            return
+        assert token_prefix is not None
+        if checked:
+            # A prefix names an open-ended family; per-token sequences would need per-token
+            # cursors for tokens nobody listed, so only the sticky outcome is supported.
+            raise ControlError("token_prefix scripts take only 'then', not 'responses'")
+        rest = [(p, r) for p, r in self._prefix_scripts if p != token_prefix]
+        if then is not None:
+            rest.append((token_prefix, then))
+        self._prefix_scripts = sorted(rest, key=lambda pr: len(pr[0]), reverse=True)
+
+    def configure(self, updates: Mapping[str, Any]) -> SimConfig:
+        known = {f.name for f in fields(SimConfig)}
+        unknown = set(updates) - known
+        if unknown:
+            raise ControlError(f"unknown config keys: {sorted(unknown)}")
+        cfg = SimConfig(**{**self.config.as_dict(), **updates})
+        if cfg.outage is not None:
+            self._check_reason(cfg.outage, "outage")
+        if cfg.error_reason is not None:
+            self._check_reason(cfg.error_reason, "error_reason")
+        if not 0.0 <= float(cfg.error_rate) <= 1.0:
+            raise ControlError("error_rate must be within 0..1")
+        for name in ("latency_ms", "retry_after", "quota_per_minute", "device_rate_per_minute"):
+            value = getattr(cfg, name)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise ControlError(f"{name} must be a non-negative integer or null")
+        if not isinstance(cfg.latency_ms, int):
+            raise ControlError("latency_ms must be an integer")
+        cfg.error_rate = float(cfg.error_rate)
+        self.config = cfg
+        return cfg
+
+    # -- the request path ---------------------------------------------------------------
+
+    def decide(self, token: str, quota_key: str) -> Decision | None:
+        """The scripted/configured outcome for this request, or None for success."""
+        cfg = self.config
+        if cfg.outage is not None:
+            return Decision(cfg.outage, cfg.retry_after)
+        script = self._scripts.get(token)
+        if script is not None:
+            if script.responses:
+                return Decision(script.responses.popleft(), cfg.retry_after)
+            if script.then is not None:
+                return Decision(script.then, cfg.retry_after)
+            del self._scripts[token]  # exhausted, no sticky outcome: plain success from now on
+        for prefix, reason in self._prefix_scripts:
+            if token.startswith(prefix):
+                return Decision(reason, cfg.retry_after)
+        if cfg.error_rate and random.random() < cfg.error_rate:
+            return Decision(cfg.error_reason or self.default_error_reason, cfg.retry_after)
+        if cfg.quota_per_minute is not None or cfg.device_rate_per_minute is not None:
+            now = time.time()
+            if cfg.quota_per_minute is not None:
+                n, wait = self._quota.hit(quota_key, now)
+                if n > cfg.quota_per_minute:
+                    return Decision(self.quota_reason, cfg.retry_after or wait)
+            if cfg.device_rate_per_minute is not None:
+                n, wait = self._device.hit(token, now)
+                if n > cfg.device_rate_per_minute:
+                    return Decision(self.device_rate_reason, cfg.retry_after or wait)
+        return None
+
+    def record(
+        self,
+        token: str,
+        outcome: str,
+        headers: Callable[[], dict[str, str]] | None = None,
+        body: Any = None,
+    ) -> None:
+        """Count one answered request; `outcome` is "accepted", "validated" or a reason."""
+        self.requests_total += 1
+        if outcome == "accepted":
+            self.accepted_total += 1
+            n = self.accepted.get(token, 0)
+            if n:
+                self.duplicates += 1
+            self.accepted[token] = n + 1
+        elif outcome == "validated":
+            self.validated_total += 1
+        else:
+            self.rejected_total += 1
+            self.rejected[outcome] = self.rejected.get(outcome, 0) + 1
+        if not self.config.capture_requests or headers is None:
+            return
+        captured = self._captured.get(token)
+        if captured is None:
+            if len(self._captured) >= CAPTURE_MAX_TOKENS:
+                # Drop the oldest token's history (dicts keep insertion order).
+                del self._captured[next(iter(self._captured))]
+            captured = self._captured[token] = deque(maxlen=CAPTURE_PER_TOKEN)
+        # Headers are built lazily so the fast path with capture off pays nothing.
+        captured.append({"headers": headers(), "body": body, "outcome": outcome})
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "requests_total": self.requests_total,
+            "accepted_total": self.accepted_total,
+            "rejected_total": self.rejected_total,
+            "validated_total": self.validated_total,
+            "accepted": dict(self.accepted),
+            "rejected": dict(self.rejected),
+            "duplicates": self.duplicates,
+        }
+
+    def captured(self, token: str) -> list[dict[str, Any]]:
+        return list(self._captured.get(token, ()))
+
+
+def parse_body_json(raw: bytes) -> Any:
+    """Best-effort parse for capture: JSON if possible, else the text."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")
+
+
+Handler = Callable[[dict[str, Any]], None]
+
+
+def control_routes(state: SimState, registrations: Mapping[str, Handler]) -> list[Route]:
+    """The /control/* routes; `registrations` maps extra POST paths (keys, accounts)."""
+
+    async def _json(request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        if not raw.strip():
+            return {}
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise ControlError("body must be a JSON object")
+        return data
+
+    def _guard(
+        fn: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def wrapped(request: Request) -> Response:
+            try:
+                return await fn(request)
+            except (ControlError, ValueError, TypeError, KeyError) as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+
+        return wrapped
+
+    async def health(_: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    async def reset(_: Request) -> Response:
+        state.reset()
+        return JSONResponse({"ok": True})
+
+    async def script(request: Request) -> Response:
+        data = await _json(request)
+        extra = set(data) - {"token", "token_prefix", "responses", "then"}
+        if extra:
+            raise ControlError(f"unknown keys: {sorted(extra)}")
+        state.script(
+            token=data.get("token"),
+            token_prefix=data.get("token_prefix"),
+            responses=list(data.get("responses") or ()),
+            then=data.get("then"),
+        )
+        return JSONResponse({"ok": True})
+
+    async def config(request: Request) -> Response:
+        cfg = state.configure(await _json(request))
+        return JSONResponse(cfg.as_dict())
+
+    async def get_config(_: Request) -> Response:
+        return JSONResponse(state.config.as_dict())
+
+    async def stats(_: Request) -> Response:
+        return JSONResponse(state.stats())
+
+    async def requests(request: Request) -> Response:
+        token = request.query_params.get("token")
+        if token is None:
+            raise ControlError("token query parameter required")
+        return JSONResponse(state.captured(token))
+
+    def _registration(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            handler(await _json(request))
+            return JSONResponse({"ok": True})
+
+        return endpoint
+
+    routes = [
+        Route("/control/health", _guard(health), methods=["GET"]),
+        Route("/control/reset", _guard(reset), methods=["POST"]),
+        Route("/control/script", _guard(script), methods=["POST"]),
+        Route("/control/config", _guard(config), methods=["POST"]),
+        Route("/control/config", _guard(get_config), methods=["GET"]),
+        Route("/control/stats", _guard(stats), methods=["GET"]),
+        Route("/control/requests", _guard(requests), methods=["GET"]),
+    ]
+    for path, handler in registrations.items():
+        routes.append(Route(path, _guard(_registration(handler)), methods=["POST"]))
+    return routes
+
+
+def load_public_key_pem(data: Mapping[str, Any]) -> bytes:
+    """Public key PEM from `public_key_pem`, or derived from `private_key_pem`."""
+    from cryptography.hazmat.primitives import serialization
+
+    if data.get("public_key_pem"):
+        pem = str(data["public_key_pem"]).encode()
+        serialization.load_pem_public_key(pem)  # validate early: fail at registration time
+        return pem
+    if data.get("private_key_pem"):
+        key = serialization.load_pem_private_key(str(data["private_key_pem"]).encode(), None)
+        return key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    raise ControlError("public_key_pem or private_key_pem required")
