@@ -12,6 +12,7 @@ from aioapns import APNs, NotificationRequest, PushType
 from aioapns.common import NotificationResult
 from aioapns.connection import APNsTLSClientProtocol
 from aioapns.exceptions import ConnectionClosed, ConnectionError, MaxAttemptsExceeded
+from h2.utilities import SizeLimitDict
 
 from schemas.settings import Settings
 from schemas.tables import App
@@ -30,7 +31,16 @@ class GuardedProtocol(APNsTLSClientProtocol):
     3. Error bodies were never acknowledged to HTTP/2 flow control: after ~64 KiB of them
        (~1,300 Unregistered answers) the server may send nothing more on the connection
        and every later send hangs. We give the window back for every DATA frame.
+
+    Also: h2 remembers up to 65,536 closed streams per connection (~6 MB); a client that
+    opens millions of short streams needs only the recent ones.
     """
+
+    CLOSED_STREAMS_KEPT = 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.conn._closed_streams = SizeLimitDict(size_limit=self.CLOSED_STREAMS_KEPT)
 
     def on_stream_ended(self, stream_id: int) -> None:
         self.request_streams.pop(stream_id, None)
