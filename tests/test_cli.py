@@ -1,0 +1,77 @@
+"""The `pushline` command as an operator uses it (real processes, real stores)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from producer.stack import Stack
+from schemas.db import engine_for
+from schemas.tables import ApiKey
+from simulators.credentials import make_apns_key, make_service_account
+from tests.conftest import AppHandle
+
+PUSHLINE = str(Path(sys.executable).with_name("pushline"))
+
+
+def run(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PUSHLINE, *args], env={**os.environ, **env}, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_apps_and_keys_are_created_and_only_the_key_hash_is_stored(tmp_path: Path) -> None:
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "PUSHLINE_LOG_JSON": "false"}
+    assert run("db", "upgrade", env=env).returncode == 0
+    key = make_apns_key()
+    (tmp_path / "AuthKey.p8").write_text(key.key_pem)
+    (tmp_path / "sa.json").write_text(json.dumps(make_service_account("proj", "http://x/token")))
+    made = run("apps", "create", "shop", "--apns-key-file", str(tmp_path / "AuthKey.p8"),
+               "--apns-key-id", key.key_id, "--apns-team-id", key.team_id,
+               "--apns-topic", "com.example.shop", "--fcm-service-account",
+               str(tmp_path / "sa.json"), env=env)
+    assert made.returncode == 0, made.stderr
+    assert "app shop created" in made.stdout
+    listed = run("apps", "list", env=env)
+    assert "com.example.shop (production)" in listed.stdout and "proj" in listed.stdout
+    bad = run("keys", "create", "shop", "--roles", "push_all,fly", env=env)
+    assert bad.returncode == 2 and "fly" in bad.stdout
+    good = run("keys", "create", "shop", "--roles", "push_all,pushregistrations_read", env=env)
+    api_key = good.stdout.strip()
+    assert good.returncode == 0 and api_key.startswith("pl_")
+    with Session(engine_for(env["DATABASE_URL"])) as s:
+        [stored] = s.execute(select(ApiKey)).scalars()
+    assert api_key not in (stored.key_hash, stored.prefix) and stored.roles == (
+        "push_all,pushregistrations_read")
+    dup = run("apps", "create", "shop", "--fcm-service-account", str(tmp_path / "sa.json"),
+              env=env)
+    assert dup.returncode == 2 and "exists already" in dup.stdout
+
+
+def test_status_prints_counts_by_status_and_code(stack: Stack, app: AppHandle) -> None:
+    app.ios("st")
+    dead = app.ios("st")
+    stack.apns.script(token=dead, then="Unregistered")
+    st = app.push_users("st")
+    assert stack.database_url
+    env = {"DATABASE_URL": stack.database_url}
+    out = run("status", st.id, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "done" in out.stdout and "SENT" in out.stdout and "ERROR" in out.stdout
+    assert "code 7: registration expired" in out.stdout
+    watched = run("status", st.id, "--watch", env=env)
+    assert watched.returncode == 0 and "total" in watched.stdout
+    assert run("status", "no-such-message", env=env).returncode == 2
+
+
+def test_demo_runs_the_whole_stack_on_the_embedded_default(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    out = subprocess.run([PUSHLINE, "demo", "--state-dir", str(tmp_path)], env=env,
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "OK: 1003 deliveries, 991 SENT, simulators accepted 991" in out.stdout
