@@ -23,6 +23,14 @@ from producer.errors import (
 )
 
 __all__ = [
-    "Accepted", "Conflict", "Forbidden", "InvalidRequest", "NotFound", "PushlineClient",
-    "PushlineError", "Unauthorized", "Unavailable", "accept_push",
+    "Accepted",
+    "Conflict",
+    "Forbidden",
+    "InvalidRequest",
+    "NotFound",
+    "PushlineClient",
+    "PushlineError",
+    "Unauthorized",
+    "Unavailable",
+    "accept_push",
 ]

@@ -43,6 +43,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorBody} for s in (400, 401, 403, 404, 503)
 }
 
+
 def caller(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> Caller:
     """The app and roles behind the request's X-API-Key (header names are case-insensitive)."""
     resolver: KeyResolver = request.app.state.keys
@@ -88,8 +89,11 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
 
     # --- registrations -------------------------------------------------------------------
     @api.post(
-        "/v1/registrations", response_model=RegistrationOut, status_code=201,
-        tags=["registrations"], responses=ERRORS,
+        "/v1/registrations",
+        response_model=RegistrationOut,
+        status_code=201,
+        tags=["registrations"],
+        responses=ERRORS,
     )
     def register(body: RegistrationIn, who: CallerDep, response: Response) -> RegistrationOut:
         """Create or update a registration, idempotent on `device_id` (when given) or token.
@@ -102,17 +106,19 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         return RegistrationOut.model_validate(reg)
 
     @api.get(
-        "/v1/registrations/{registration_id}", response_model=RegistrationOut,
-        tags=["registrations"], responses=ERRORS,
+        "/v1/registrations/{registration_id}",
+        response_model=RegistrationOut,
+        tags=["registrations"],
+        responses=ERRORS,
     )
     def read_registration(registration_id: str, who: CallerDep) -> RegistrationOut:
         who.require(Role.REGISTRATIONS_READ)
-        return RegistrationOut.model_validate(
-            get_registration(engine, who.app_id, registration_id)
-        )
+        return RegistrationOut.model_validate(get_registration(engine, who.app_id, registration_id))
 
     @api.get(
-        "/v1/registrations", response_model=RegistrationPage, tags=["registrations"],
+        "/v1/registrations",
+        response_model=RegistrationPage,
+        tags=["registrations"],
         responses=ERRORS,
     )
     def registrations(
@@ -130,7 +136,9 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         )
 
     @api.delete(
-        "/v1/registrations/{registration_id}", status_code=204, tags=["registrations"],
+        "/v1/registrations/{registration_id}",
+        status_code=204,
+        tags=["registrations"],
         responses=ERRORS,
     )
     def unregister(registration_id: str, who: CallerDep) -> Response:
@@ -140,14 +148,21 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
 
     # --- messages ------------------------------------------------------------------------
     @api.post(
-        "/v1/messages", response_model=MessageAccepted, status_code=202, tags=["push"],
+        "/v1/messages",
+        response_model=MessageAccepted,
+        status_code=202,
+        tags=["push"],
         responses=ERRORS,
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": PushRequest.model_json_schema(
-                    ref_template="#/components/schemas/{model}"
-                )}},
+                "content": {
+                    "application/json": {
+                        "schema": PushRequest.model_json_schema(
+                            ref_template="#/components/schemas/{model}"
+                        )
+                    }
+                },
             }
         },
     )
@@ -169,14 +184,18 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         )
 
     @api.get(
-        "/v1/messages/{message_id}", response_model=MessageStatus, tags=["push"],
+        "/v1/messages/{message_id}",
+        response_model=MessageStatus,
+        tags=["push"],
         responses=ERRORS,
     )
     def read_message(message_id: str, who: CallerDep) -> MessageStatus:
         return message_status(engine, who.app_id, message_id)
 
     @api.get(
-        "/v1/messages/{message_id}/deliveries", response_model=DeliveryPage, tags=["push"],
+        "/v1/messages/{message_id}/deliveries",
+        response_model=DeliveryPage,
+        tags=["push"],
         responses=ERRORS,
     )
     def message_deliveries(
@@ -191,13 +210,16 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         )
 
     @api.get(
-        "/v1/deliveries/{delivery_id}", response_model=DeliveryOut, tags=["push"],
+        "/v1/deliveries/{delivery_id}",
+        response_model=DeliveryOut,
+        tags=["push"],
         responses=ERRORS,
     )
     def read_delivery(delivery_id: str, who: CallerDep) -> DeliveryOut:
         return get_delivery(engine, who.app_id, delivery_id)
 
     return api
+
 
 async def _json_body(request: Request) -> Any:
     raw = await request.body()
@@ -207,9 +229,9 @@ async def _json_body(request: Request) -> Any:
         rule = f"malformed JSON: {exc}"
         raise InvalidRequest(f"body: {rule}", [{"field": "body", "rule": rule}]) from exc
 
+
 def _error(status: int, kind: str, message: str, details: list[dict[str, str]]) -> JSONResponse:
     return JSONResponse(
         status_code=status,
         content={"error": kind, "message": message, "details": details},
     )
-

@@ -57,7 +57,11 @@ def create_app(
         if not apns.cert_pem and not (apns.key_pem and apns.key_id and apns.team_id):
             raise InvalidRequest("apns: give a .p8 key with key id and team id, or a certificate")
         app.apns_topic, app.apns_sandbox = apns.topic, apns.sandbox
-        app.apns_key_pem, app.apns_key_id, app.apns_team_id = apns.key_pem, apns.key_id, apns.team_id
+        app.apns_key_pem, app.apns_key_id, app.apns_team_id = (
+            apns.key_pem,
+            apns.key_id,
+            apns.team_id,
+        )
         app.apns_cert_pem = apns.cert_pem
     if fcm_service_account_json is not None:
         try:
@@ -65,7 +69,9 @@ def create_app(
             project_id = info["project_id"]
             info["private_key"], info["client_email"], info["token_uri"]  # noqa: B018
         except (ValueError, KeyError, TypeError) as exc:
-            raise InvalidRequest(f"fcm service account: not a service account JSON ({exc})")
+            raise InvalidRequest(
+                f"fcm service account: not a service account JSON ({exc})"
+            ) from exc
         app.fcm_service_account, app.fcm_project_id = fcm_service_account_json, project_id
     with session_scope(engine) as s:
         if s.execute(select(App).where(App.name == name)).first():
@@ -76,9 +82,10 @@ def create_app(
 
 def find_app(engine: Engine, name_or_id: str) -> App:
     with Session(engine) as s:
-        app = s.get(App, name_or_id) or s.execute(
-            select(App).where(App.name == name_or_id)
-        ).scalars().first()
+        app = (
+            s.get(App, name_or_id)
+            or s.execute(select(App).where(App.name == name_or_id)).scalars().first()
+        )
     if app is None:
         raise NotFound(f"app {name_or_id!r} not found")
     return app
@@ -100,7 +107,11 @@ def create_key(engine: Engine, app_id: str, roles: list[str]) -> tuple[str, ApiK
 
 def lookup_key(engine: Engine, key: str) -> ApiKey | None:
     with Session(engine) as s:
-        rec = s.execute(
-            select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))  # type: ignore[union-attr]
-        ).scalars().first()
+        rec = (
+            s.execute(
+                select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))  # type: ignore[union-attr]
+            )
+            .scalars()
+            .first()
+        )
     return rec

@@ -54,8 +54,11 @@ def up(
     """Run the API, a worker and the simulators until Ctrl-C (docs at /docs)."""
     from producer.stack import Stack
 
-    with Stack(state_dir, redis_url=os.environ.get("REDIS_URL"),
-               database_url=os.environ.get("DATABASE_URL")) as stack:
+    with Stack(
+        state_dir,
+        redis_url=os.environ.get("REDIS_URL"),
+        database_url=os.environ.get("DATABASE_URL"),
+    ) as stack:
         stack.api_port = get_settings().api_port
         stack.start()
         creds = stack.add_app(f"local-{int(time.time())}")
@@ -88,15 +91,28 @@ def api(
     import uvicorn
 
     settings = get_settings()
-    uvicorn.run("producer.api:create_app", factory=True, host=host or settings.api_host,
-                port=port or settings.api_port)
+    uvicorn.run(
+        "producer.api:create_app",
+        factory=True,
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+    )
 
 
 @cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def worker(ctx: typer.Context) -> None:
     """Run a Celery worker (extra arguments go to `celery worker`)."""
-    args = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-            "--without-gossip", "--without-mingle", *ctx.args]
+    args = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "--without-gossip",
+        "--without-mingle",
+        *ctx.args,
+    ]
     os.execv(sys.executable, args)
 
 
@@ -134,15 +150,19 @@ def apps_create(
         apns = ApnsCredentials(
             topic=apns_topic,
             key_pem=apns_key_file.read_text() if apns_key_file else None,
-            key_id=apns_key_id, team_id=apns_team_id,
+            key_id=apns_key_id,
+            team_id=apns_team_id,
             cert_pem=apns_cert_file.read_text() if apns_cert_file else None,
             sandbox=apns_sandbox,
         )
     try:
         app = create_app(
-            _engine(), name, apns=apns,
+            _engine(),
+            name,
+            apns=apns,
             fcm_service_account_json=fcm_service_account.read_text()
-            if fcm_service_account else None,
+            if fcm_service_account
+            else None,
         )
     except PushlineError as exc:
         console.print(f"[red]{exc.message}[/]")
@@ -155,8 +175,11 @@ def apps_list() -> None:
     """List apps and which providers each can reach."""
     table = Table("id", "name", "APNs", "FCM")
     for a in list_apps(_engine()):
-        apns = (f"{a.apns_topic} ({'sandbox' if a.apns_sandbox else 'production'})"
-                if a.apns_topic else "-")
+        apns = (
+            f"{a.apns_topic} ({'sandbox' if a.apns_sandbox else 'production'})"
+            if a.apns_topic
+            else "-"
+        )
         table.add_row(a.id, a.name, apns, a.fcm_project_id or "-")
     console.print(table)
 
@@ -164,8 +187,13 @@ def apps_list() -> None:
 @keys_cli.command("create")
 def keys_create(
     app: str,
-    roles: Annotated[str, typer.Option(help="comma-separated: push_single, push_multiple, "
-                                            "push_all, pushregistrations_read, admin")],
+    roles: Annotated[
+        str,
+        typer.Option(
+            help="comma-separated: push_single, push_multiple, "
+            "push_all, pushregistrations_read, admin"
+        ),
+    ],
 ) -> None:
     """Create an API key; it is printed once and only its hash is stored."""
     try:
@@ -180,7 +208,9 @@ def keys_create(
 @cli.command()
 def status(
     message_id: str,
-    watch: Annotated[bool, typer.Option("--watch", help="follow until every delivery is final")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="follow until every delivery is final")
+    ] = False,
 ) -> None:
     """Counts of a Message's Deliveries by status and result code."""
     engine = _engine()
@@ -200,8 +230,10 @@ def status(
 
 
 def _status_table(st: MessageStatus) -> Table:
-    table = Table(title=f"message {st.id}: {st.state}"
-                  + (f" (code {st.code}: {st.detail})" if st.code is not None else ""))
+    table = Table(
+        title=f"message {st.id}: {st.state}"
+        + (f" (code {st.code}: {st.detail})" if st.code is not None else "")
+    )
     table.add_column("status")
     table.add_column("count", justify="right")
     for s, n in sorted(st.by_status.items()):

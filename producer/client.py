@@ -27,7 +27,11 @@ from schemas.api import (
 )
 
 _ERRORS: dict[int, type[PushlineError]] = {
-    400: InvalidRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
+    400: InvalidRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
     503: Unavailable,
 }
 
@@ -94,7 +98,11 @@ class PushlineClient:
         return MessageStatus.model_validate(self._call("GET", f"/v1/messages/{message_id}"))
 
     def deliveries(
-        self, message_id: str, *, status: str | None = None, cursor: str | None = None,
+        self,
+        message_id: str,
+        *,
+        status: str | None = None,
+        cursor: str | None = None,
         limit: int = 100,
     ) -> DeliveryPage:
         params = {k: v for k, v in (("status", status), ("cursor", cursor)) if v}

@@ -44,18 +44,21 @@ def run_demo(state_dir: Path, console: Console, timeout_s: float = 120.0) -> int
         with console.status("starting Redis, the simulators, the API and a worker…"):
             stack.start()
             creds = stack.add_app(f"demo-{int(time.time())}")
-        console.print(f"API on {stack.api_url} (docs at {stack.api_url}/docs); "
-                      f"state in {state_dir}")
+        console.print(
+            f"API on {stack.api_url} (docs at {stack.api_url}/docs); state in {state_dir}"
+        )
         client = PushlineClient(stack.api_url, creds.api_key)
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console) as progress:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
             task = progress.add_task("registering devices", total=DEVICES)
             for i in range(DEVICES):
                 user = "alice" if i < 3 else f"user{i % 300}"
-                if i % 2 == 0:
-                    token = f"iOS:{apns_token(i)}"
-                else:
-                    token = f"android:{fcm_token(i)}"
+                token = f"iOS:{apns_token(i)}" if i % 2 == 0 else f"android:{fcm_token(i)}"
                 client.register({"token": token, "username": user, "device_id": f"demo-{i}"})
                 progress.advance(task)
         ios = [apns_token(i) for i in range(0, DEVICES, 2)]
@@ -67,16 +70,28 @@ def run_demo(state_dir: Path, console: Console, timeout_s: float = 120.0) -> int
         for t in android[-UNREGISTERED_FCM:]:
             stack.fcm.script(token=t, then="UNREGISTERED")
 
-        one = client.push({"target": {"type": "users", "usernames": ["alice"]},
-                           "payload": {"alert": {"title": "Hello Alice",
-                                                 "body": "Your order has shipped."},
-                                       "data": {"order": 42}}})
-        everyone = client.push({"target": {"type": "application"},
-                                "payload": {"alert": {"title": "Pushline demo",
-                                                      "body": "A broadcast to every device."},
-                                            "badge": 1, "sound": "default"}})
-        statuses = _follow(client, [("push to alice", one.id), ("broadcast", everyone.id)],
-                           console, timeout_s)
+        one = client.push(
+            {
+                "target": {"type": "users", "usernames": ["alice"]},
+                "payload": {
+                    "alert": {"title": "Hello Alice", "body": "Your order has shipped."},
+                    "data": {"order": 42},
+                },
+            }
+        )
+        everyone = client.push(
+            {
+                "target": {"type": "application"},
+                "payload": {
+                    "alert": {"title": "Pushline demo", "body": "A broadcast to every device."},
+                    "badge": 1,
+                    "sound": "default",
+                },
+            }
+        )
+        statuses = _follow(
+            client, [("push to alice", one.id), ("broadcast", everyone.id)], console, timeout_s
+        )
 
         by: Counter[tuple[str, int | None]] = Counter()
         for st in statuses:
@@ -96,8 +111,13 @@ def run_demo(state_dir: Path, console: Console, timeout_s: float = 120.0) -> int
             sims.add_column(col, justify="left" if col == "simulator" else "right")
         for name, s in (("APNs", apns_stats), ("FCM", fcm_stats)):
             rejected = ", ".join(f"{k} {v}" for k, v in s["rejected"].items()) or "0"
-            sims.add_row(name, str(s["requests_total"]), str(s["accepted_total"]), rejected,
-                         str(s["duplicates"]))
+            sims.add_row(
+                name,
+                str(s["requests_total"]),
+                str(s["accepted_total"]),
+                rejected,
+                str(s["duplicates"]),
+            )
         console.print(sims)
 
         sent = sum(n for (status, _), n in by.items() if status == "SENT")
@@ -105,16 +125,24 @@ def run_demo(state_dir: Path, console: Console, timeout_s: float = 120.0) -> int
         all_final = all(status in FINAL_STATUSES for status, _ in by)
         ok = all_final and sent == accepted and all(s.state == "done" for s in statuses)
         verdict = "[green]OK[/]" if ok else "[red]FAILED[/]"
-        console.print(f"{verdict}: {sum(by.values())} deliveries, {sent} SENT, "
-                      f"simulators accepted {accepted}, every delivery final: {all_final}")
+        console.print(
+            f"{verdict}: {sum(by.values())} deliveries, {sent} SENT, "
+            f"simulators accepted {accepted}, every delivery final: {all_final}"
+        )
         return 0 if ok else 1
 
 
-def _follow(client: PushlineClient, msgs: list[tuple[str, str]], console: Console,
-            timeout_s: float) -> list[MessageStatus]:
+def _follow(
+    client: PushlineClient, msgs: list[tuple[str, str]], console: Console, timeout_s: float
+) -> list[MessageStatus]:
     deadline = time.monotonic() + timeout_s
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
         tasks = {mid: progress.add_task(label, total=None) for label, mid in msgs}
         while True:
             statuses = [client.message(mid) for _, mid in msgs]

@@ -63,7 +63,9 @@ def _bad(field: str, rule: str) -> InvalidRequest:
     return InvalidRequest(f"{field}: {rule}", [{"field": field, "rule": rule}])
 
 
-def upsert_registration(engine: Engine, app_id: str, body: RegistrationIn) -> tuple[Registration, bool]:
+def upsert_registration(
+    engine: Engine, app_id: str, body: RegistrationIn
+) -> tuple[Registration, bool]:
     """Create or update, idempotent on the device id (when given) or the token.
 
     Returns the registration and whether it was created.
@@ -81,8 +83,9 @@ def upsert_registration(engine: Engine, app_id: str, body: RegistrationIn) -> tu
             s.flush()
         created = reg is None
         if reg is None:
-            reg = Registration(app_id=app_id, provider=norm.provider, token=norm.token,
-                               platform=norm.platform)
+            reg = Registration(
+                app_id=app_id, provider=norm.provider, token=norm.token, platform=norm.platform
+            )
         reg.provider, reg.token, reg.platform = norm.provider, norm.token, norm.platform
         for field in ("device_id", "username", "global_user_id", "locale"):
             value = getattr(body, field)

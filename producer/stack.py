@@ -6,6 +6,7 @@ It starts the worker as a separate process by module name; the producer never im
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -68,12 +69,29 @@ class Stack:
             self.database_url = f"sqlite:///{self.state_dir / 'pushline.db'}"
         upgrade(self.database_url)
         tls = self.state_dir / "tls"
-        self.apns_port, self.apns_control_port, self.fcm_port = free_port(), free_port(), free_port()
-        self._spawn("apns-sim", [sys.executable, "-m", "simulators", "apns", "--port",
-                                 str(self.apns_port), "--control-port",
-                                 str(self.apns_control_port), "--tls-dir", str(tls)])
-        self._spawn("fcm-sim", [sys.executable, "-m", "simulators", "fcm", "--port",
-                                str(self.fcm_port)])
+        self.apns_port, self.apns_control_port, self.fcm_port = (
+            free_port(),
+            free_port(),
+            free_port(),
+        )
+        self._spawn(
+            "apns-sim",
+            [
+                sys.executable,
+                "-m",
+                "simulators",
+                "apns",
+                "--port",
+                str(self.apns_port),
+                "--control-port",
+                str(self.apns_control_port),
+                "--tls-dir",
+                str(tls),
+            ],
+        )
+        self._spawn(
+            "fcm-sim", [sys.executable, "-m", "simulators", "fcm", "--port", str(self.fcm_port)]
+        )
         self.apns = SimulatorControl(f"http://127.0.0.1:{self.apns_control_port}")
         self.fcm = SimulatorControl(f"http://127.0.0.1:{self.fcm_port}")
         self.apns.wait_ready(30)
@@ -101,9 +119,23 @@ class Stack:
 
     def start_api(self) -> None:
         self.api_port = self.api_port or free_port()
-        self._spawn("api", [sys.executable, "-m", "uvicorn", "producer.api:create_app",
-                            "--factory", "--host", "127.0.0.1", "--port", str(self.api_port),
-                            "--log-level", "warning", "--no-access-log"])
+        self._spawn(
+            "api",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "producer.api:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.api_port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -117,24 +149,44 @@ class Stack:
 
     def start_worker(self, name: str = "worker", *, concurrency: int | None = None) -> None:
         c = concurrency or self.worker_concurrency
-        self._spawn(name, [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-                           "--concurrency", str(c), "--pool", "prefork", "--loglevel", "WARNING",
-                           "--without-gossip", "--without-mingle", "--without-heartbeat",
-                           "-n", f"{name}-{os.getpid()}@%h"])
+        self._spawn(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "worker",
+                "--concurrency",
+                str(c),
+                "--pool",
+                "prefork",
+                "--loglevel",
+                "WARNING",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                f"{name}-{os.getpid()}@%h",
+            ],
+        )
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs.pop(name)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)  # the worker's pool children die with it
-        except ProcessLookupError:
-            pass
         proc.wait(timeout=30)
 
     def _spawn(self, name: str, cmd: list[str]) -> None:
         log = open(self.state_dir / f"{name}.log", "ab")  # noqa: SIM115 (lives with the process)
         env = getattr(self, "env", None) or {**os.environ, **self.extra_env}
         self.procs[name] = subprocess.Popen(
-            cmd, env=env, stdout=log, stderr=log, start_new_session=True,
+            cmd,
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
 
     def _check_alive(self, name: str) -> None:
@@ -143,7 +195,9 @@ class Stack:
             tail = (self.state_dir / f"{name}.log").read_text()[-2000:]
             raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
 
-    def add_app(self, name: str, roles: tuple[str, ...] = tuple(r.value for r in Role)) -> Credentials:
+    def add_app(
+        self, name: str, roles: tuple[str, ...] = tuple(r.value for r in Role)
+    ) -> Credentials:
         """An app with APNs and FCM credentials that the simulators know, and an API key."""
         assert self.database_url
         engine = engine_for(self.database_url)
@@ -153,13 +207,17 @@ class Stack:
         project = f"{name}-project"
         account = make_service_account(project, f"http://127.0.0.1:{self.fcm_port}/token")
         self.fcm.register_service_account(
-            account["client_email"], account["private_key_id"], project,
+            account["client_email"],
+            account["private_key_id"],
+            project,
             private_key_pem=account["private_key"],
         )
         app = create_app(
-            engine, name,
-            apns=ApnsCredentials(topic=topic, key_pem=key.key_pem, key_id=key.key_id,
-                                 team_id=key.team_id),
+            engine,
+            name,
+            apns=ApnsCredentials(
+                topic=topic, key_pem=key.key_pem, key_id=key.key_id, team_id=key.team_id
+            ),
             fcm_service_account_json=service_account_json(account),
         )
         api_key, _ = create_key(engine, app.id, list(roles))
@@ -169,12 +227,10 @@ class Stack:
         for name in list(self.procs):
             proc = self.procs[name]
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         deadline = time.monotonic() + 10
-        for name, proc in list(self.procs.items()):
+        for proc in list(self.procs.values()):
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:

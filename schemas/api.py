@@ -36,8 +36,15 @@ class Alert(Strict):
 
 
 PushType = Literal[
-    "alert", "background", "voip", "complication", "fileprovider", "mdm", "liveactivity",
-    "location", "pushtotalk",
+    "alert",
+    "background",
+    "voip",
+    "complication",
+    "fileprovider",
+    "mdm",
+    "liveactivity",
+    "location",
+    "pushtotalk",
 ]
 
 
@@ -73,7 +80,9 @@ class Payload(Strict):
             try:
                 v = json.loads(v)
             except ValueError as exc:
-                raise ValueError(f"data must be a JSON object or its serialized form: {exc}")
+                raise ValueError(
+                    f"data must be a JSON object or its serialized form: {exc}"
+                ) from exc
             if not isinstance(v, dict):
                 raise ValueError("data must be a JSON object")
         return v

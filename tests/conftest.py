@@ -58,8 +58,9 @@ def pg_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="session")
 def sqlite_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = Stack(tmp_path_factory.mktemp("sqlite-stack"), redis_url=fresh_redis(12),
-                  extra_env=TEST_ENV)
+    stack = Stack(
+        tmp_path_factory.mktemp("sqlite-stack"), redis_url=fresh_redis(12), extra_env=TEST_ENV
+    )
     try:
         yield stack.start()
     finally:
@@ -112,8 +113,10 @@ class AppHandle:
             time.sleep(0.05)
 
     def push_users(self, *usernames: str, **payload: object) -> MessageStatus:
-        body = {"target": {"type": "users", "usernames": list(usernames)},
-                "payload": payload or {"alert": {"title": "t", "body": "b"}}}
+        body = {
+            "target": {"type": "users", "usernames": list(usernames)},
+            "payload": payload or {"alert": {"title": "t", "body": "b"}},
+        }
         return self.wait(self.client.push(body).id)
 
 

@@ -22,11 +22,13 @@ def raw(app: AppHandle, method: str, path: str, **kw: object) -> httpx.Response:
 
 
 def test_registering_twice_with_the_same_device_id_updates_one_registration(app: AppHandle) -> None:
-    first = app.client.register({"token": f"iOS:{secrets.token_hex(32)}", "device_id": "imei-1",
-                                 "username": "ann"})
+    first = app.client.register(
+        {"token": f"iOS:{secrets.token_hex(32)}", "device_id": "imei-1", "username": "ann"}
+    )
     new_token = secrets.token_hex(32)
-    second = app.client.register({"token": f"iOS:{new_token}", "device_id": "imei-1",
-                                  "username": "ann", "locale": "de-DE"})
+    second = app.client.register(
+        {"token": f"iOS:{new_token}", "device_id": "imei-1", "username": "ann", "locale": "de-DE"}
+    )
     assert second.id == first.id
     assert (second.token, second.locale) == (new_token, "de-DE")
     assert [r.id for r in app.client.registrations(username="ann").items] == [first.id]
@@ -43,7 +45,10 @@ def test_microbizz_tokens_set_provider_and_platform(app: AppHandle) -> None:
     # The seed's own Android token has a second colon: split at the first only.
     reg = app.client.register({"token": "android:ePqP4to:APA91bUoDCXP2yOIjAKsmCpyzXSyTaym9r_P4L"})
     assert (reg.provider, reg.platform, reg.token) == (
-        "fcm", "android", "ePqP4to:APA91bUoDCXP2yOIjAKsmCpyzXSyTaym9r_P4L")
+        "fcm",
+        "android",
+        "ePqP4to:APA91bUoDCXP2yOIjAKsmCpyzXSyTaym9r_P4L",
+    )
     ios = app.client.register({"token": f"iOS:{'ab' * 32}", "device_id": "+4512345678"})
     assert (ios.provider, ios.platform, ios.device_id) == ("apns", "ios", "+4512345678")
 
@@ -68,8 +73,10 @@ def test_a_bad_registration_is_a_400_naming_the_field(
 
 
 def test_registrations_list_by_username_is_paginated(app: AppHandle) -> None:
-    ids = {app.client.register({"token": f"iOS:{secrets.token_hex(32)}", "username": "pat"}).id
-           for _ in range(5)}
+    ids = {
+        app.client.register({"token": f"iOS:{secrets.token_hex(32)}", "username": "pat"}).id
+        for _ in range(5)
+    }
     seen: list[str] = []
     cursor = None
     while True:
@@ -102,8 +109,11 @@ def test_a_key_of_app_a_can_neither_read_nor_push_to_app_b(stack: Stack) -> None
         a.client.deliveries(b_msg.id)
     assert a.client.registrations(username="shared-name").items == []
     # Pushing with A's key to B's registration id or B's user reaches nobody.
-    st = a.wait(a.client.push({"target": {"type": "device", "registration_id": b_reg},
-                               "payload": {"alert": "x"}}).id)
+    st = a.wait(
+        a.client.push(
+            {"target": {"type": "device", "registration_id": b_reg}, "payload": {"alert": "x"}}
+        ).id
+    )
     assert (st.state, st.code) == ("failed", 2)
     assert a.push_users("shared-name").code == 2
     assert len(stack.apns.requests(b_token)) == 1  # only B's own push
@@ -129,8 +139,13 @@ def test_missing_or_unknown_key_is_401_and_a_missing_role_is_403_naming_it(
 
 
 def test_malformed_json_is_a_clean_400(app: AppHandle) -> None:
-    r = raw(app, "POST", "/v1/messages", content=b'{"target": {"type": "application"},, }',
-            headers={"Content-Type": "application/json"})
+    r = raw(
+        app,
+        "POST",
+        "/v1/messages",
+        content=b'{"target": {"type": "application"},, }',
+        headers={"Content-Type": "application/json"},
+    )
     assert r.status_code == 400
     assert r.json()["details"][0]["field"] == "body"
     assert "malformed JSON" in r.json()["message"]
@@ -153,8 +168,12 @@ def test_malformed_json_is_a_clean_400(app: AppHandle) -> None:
 def test_an_invalid_payload_is_a_400_naming_the_field_and_the_limit(
     app: AppHandle, payload: dict[str, object], field: str, words: str
 ) -> None:
-    r = raw(app, "POST", "/v1/messages",
-            json={"target": {"type": "users", "usernames": ["a"]}, "payload": payload})
+    r = raw(
+        app,
+        "POST",
+        "/v1/messages",
+        json={"target": {"type": "users", "usernames": ["a"]}, "payload": payload},
+    )
     assert r.status_code == 400, r.text
     detail = r.json()["details"][0]
     assert detail["field"] == field and words in detail["rule"], detail
@@ -189,8 +208,12 @@ def test_unknown_ids_are_404(app: AppHandle) -> None:
 
 def test_openapi_document_lists_the_native_routes(stack: Stack) -> None:
     paths = httpx.get(f"{stack.api_url}/openapi.json").json()["paths"]
-    assert {"/v1/messages", "/v1/registrations", "/v1/messages/{message_id}/deliveries",
-            "/v1/deliveries/{delivery_id}"} <= set(paths)
+    assert {
+        "/v1/messages",
+        "/v1/registrations",
+        "/v1/messages/{message_id}/deliveries",
+        "/v1/deliveries/{delivery_id}",
+    } <= set(paths)
     assert httpx.get(f"{stack.api_url}/docs").status_code == 200
 
 
@@ -198,5 +221,6 @@ def test_client_rejects_bad_input_before_sending(app: AppHandle) -> None:
     with pytest.raises(Exception, match="usernames"):
         app.client.push({"target": {"type": "users"}, "payload": {"alert": "x"}})
     with pytest.raises(InvalidRequest):
-        app.client._call("POST", "/v1/messages", json={"target": {"type": "galaxy"},
-                                                       "payload": {"alert": "x"}})
+        app.client._call(
+            "POST", "/v1/messages", json={"target": {"type": "galaxy"}, "payload": {"alert": "x"}}
+        )

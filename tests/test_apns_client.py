@@ -40,8 +40,20 @@ class Sim:
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
     tls = tmp_path_factory.mktemp("tls")
     port, control_port = free_port(), free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "simulators", "apns", "--port", str(port),
-                             "--control-port", str(control_port), "--tls-dir", str(tls)])
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "simulators",
+            "apns",
+            "--port",
+            str(port),
+            "--control-port",
+            str(control_port),
+            "--tls-dir",
+            str(tls),
+        ]
+    )
     control = SimulatorControl(f"http://127.0.0.1:{control_port}")
     try:
         control.wait_ready(30)
@@ -58,15 +70,22 @@ def clean(sim: Sim) -> Sim:
 
 
 def settings_for(sim: Sim, **kw: object) -> Settings:
-    return Settings(apns_host="127.0.0.1", apns_port=sim.port,
-                    apns_ca_file=str(sim.tls / "ca.pem"), **kw)  # type: ignore[arg-type]
+    return Settings(
+        apns_host="127.0.0.1", apns_port=sim.port, apns_ca_file=str(sim.tls / "ca.pem"), **kw
+    )  # type: ignore[arg-type]
 
 
 def key_app(sim: Sim) -> App:
     key = make_apns_key()
     sim.control.register_apns_key(key.key_id, key.team_id, private_key_pem=key.key_pem)
-    return App(id="a1", name="guards", apns_topic=TOPIC, apns_key_pem=key.key_pem,
-               apns_key_id=key.key_id, apns_team_id=key.team_id)
+    return App(
+        id="a1",
+        name="guards",
+        apns_topic=TOPIC,
+        apns_key_pem=key.key_pem,
+        apns_key_id=key.key_id,
+        apns_team_id=key.team_id,
+    )
 
 
 async def send_many(sender: ApnsSender, tokens: list[str]) -> list[ProviderAnswer]:
@@ -200,8 +219,14 @@ def test_a_wrong_key_is_refused_with_invalid_provider_token(clean: Sim) -> None:
 def test_an_unreachable_provider_is_a_transport_failure_not_a_verdict(tmp_path: Path) -> None:
     settings = Settings(apns_host="127.0.0.1", apns_port=free_port(), send_timeout_s=3)
     key = make_apns_key()
-    app = App(id="a3", name="down", apns_topic=TOPIC, apns_key_pem=key.key_pem,
-              apns_key_id=key.key_id, apns_team_id=key.team_id)
+    app = App(
+        id="a3",
+        name="down",
+        apns_topic=TOPIC,
+        apns_key_pem=key.key_pem,
+        apns_key_id=key.key_id,
+        apns_team_id=key.team_id,
+    )
 
     async def run() -> ProviderAnswer:
         sender = ApnsSender(app, settings)

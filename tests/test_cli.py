@@ -21,8 +21,13 @@ PUSHLINE = str(Path(sys.executable).with_name("pushline"))
 
 
 def run(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PUSHLINE, *args], env={**os.environ, **env}, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [PUSHLINE, *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_apps_and_keys_are_created_and_only_the_key_hash_is_stored(tmp_path: Path) -> None:
@@ -31,10 +36,22 @@ def test_apps_and_keys_are_created_and_only_the_key_hash_is_stored(tmp_path: Pat
     key = make_apns_key()
     (tmp_path / "AuthKey.p8").write_text(key.key_pem)
     (tmp_path / "sa.json").write_text(json.dumps(make_service_account("proj", "http://x/token")))
-    made = run("apps", "create", "shop", "--apns-key-file", str(tmp_path / "AuthKey.p8"),
-               "--apns-key-id", key.key_id, "--apns-team-id", key.team_id,
-               "--apns-topic", "com.example.shop", "--fcm-service-account",
-               str(tmp_path / "sa.json"), env=env)
+    made = run(
+        "apps",
+        "create",
+        "shop",
+        "--apns-key-file",
+        str(tmp_path / "AuthKey.p8"),
+        "--apns-key-id",
+        key.key_id,
+        "--apns-team-id",
+        key.team_id,
+        "--apns-topic",
+        "com.example.shop",
+        "--fcm-service-account",
+        str(tmp_path / "sa.json"),
+        env=env,
+    )
     assert made.returncode == 0, made.stderr
     assert "app shop created" in made.stdout
     listed = run("apps", "list", env=env)
@@ -47,9 +64,9 @@ def test_apps_and_keys_are_created_and_only_the_key_hash_is_stored(tmp_path: Pat
     with Session(engine_for(env["DATABASE_URL"])) as s:
         [stored] = s.execute(select(ApiKey)).scalars()
     assert api_key not in (stored.key_hash, stored.prefix) and stored.roles == (
-        "push_all,pushregistrations_read")
-    dup = run("apps", "create", "shop", "--fcm-service-account", str(tmp_path / "sa.json"),
-              env=env)
+        "push_all,pushregistrations_read"
+    )
+    dup = run("apps", "create", "shop", "--fcm-service-account", str(tmp_path / "sa.json"), env=env)
     assert dup.returncode == 2 and "exists already" in dup.stdout
 
 
@@ -71,7 +88,12 @@ def test_status_prints_counts_by_status_and_code(stack: Stack, app: AppHandle) -
 
 def test_demo_runs_the_whole_stack_on_the_embedded_default(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
-    out = subprocess.run([PUSHLINE, "demo", "--state-dir", str(tmp_path)], env=env,
-                         capture_output=True, text=True, timeout=240)
+    out = subprocess.run(
+        [PUSHLINE, "demo", "--state-dir", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "OK: 1003 deliveries, 991 SENT, simulators accepted 991" in out.stdout

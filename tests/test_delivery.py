@@ -11,8 +11,9 @@ from tests.conftest import AppHandle, accepted
 
 def test_apns_push_to_a_user_is_sent_once_and_recorded_with_its_apns_id(any_app: AppHandle) -> None:
     token = any_app.ios("ann")
-    st = any_app.push_users("ann", alert={"title": "Hello", "body": "World"}, badge=3,
-                            data={"order": 42})
+    st = any_app.push_users(
+        "ann", alert={"title": "Hello", "body": "World"}, badge=3, data={"order": 42}
+    )
     assert (st.state, st.by_status, st.by_code) == ("done", {"SENT": 1}, {"0": 1})
     [d] = any_app.client.deliveries(st.id).items
     assert (d.status, d.code, d.attempts, d.provider) == ("SENT", 0, 1, "apns")
@@ -23,18 +24,22 @@ def test_apns_push_to_a_user_is_sent_once_and_recorded_with_its_apns_id(any_app:
     assert req["headers"]["apns-push-type"] == "alert"
     assert req["headers"]["apns-priority"] == "10"
     assert req["headers"]["apns-id"] == d.id
-    assert req["body"] == {"order": 42, "aps": {"alert": {"title": "Hello", "body": "World"},
-                                                "badge": 3}}
+    assert req["body"] == {
+        "order": 42,
+        "aps": {"alert": {"title": "Hello", "body": "World"}, "badge": 3},
+    }
 
 
 def test_fcm_push_is_sent_with_string_data_and_records_the_message_name(any_app: AppHandle) -> None:
     token = any_app.android("bob")
-    st = any_app.push_users("bob", alert={"title": "Hi", "body": "there"},
-                            data={"n": 7, "flag": True, "s": "x"})
+    st = any_app.push_users(
+        "bob", alert={"title": "Hi", "body": "there"}, data={"n": 7, "flag": True, "s": "x"}
+    )
     assert st.by_code == {"0": 1}
     [d] = any_app.client.deliveries(st.id).items
     assert d.provider_ref and d.provider_ref.startswith(
-        f"projects/{any_app.creds.fcm_project}/messages/")
+        f"projects/{any_app.creds.fcm_project}/messages/"
+    )
     assert accepted(any_app.stack.fcm.stats(), token) == 1
     [req] = any_app.stack.fcm.requests(token)
     message = req["body"]["message"]
@@ -133,8 +138,9 @@ def test_broadcast_reaches_every_active_device_of_the_app_only(app: AppHandle) -
     dead = app.ios("dead")
     app.stack.apns.script(token=dead, then="Unregistered")
     app.push_users("dead")
-    st = app.wait(app.client.push({"target": {"type": "application"},
-                                   "payload": {"alert": "to all"}}).id)
+    st = app.wait(
+        app.client.push({"target": {"type": "application"}, "payload": {"alert": "to all"}}).id
+    )
     assert (st.total, st.by_status) == (12, {"SENT": 12})
     apns, fcm = app.stack.apns.stats(), app.stack.fcm.stats()
     assert all(accepted(apns, t) + accepted(fcm, t) == 1 for t in mine)
@@ -143,8 +149,14 @@ def test_broadcast_reaches_every_active_device_of_the_app_only(app: AppHandle) -
 def test_push_to_one_registration_by_id(app: AppHandle) -> None:
     token = app.ios("liz")
     reg_id = app.registration_for(token, "liz")
-    st = app.wait(app.client.push({"target": {"type": "device", "registration_id": reg_id},
-                                   "payload": {"alert": "only you"}}).id)
+    st = app.wait(
+        app.client.push(
+            {
+                "target": {"type": "device", "registration_id": reg_id},
+                "payload": {"alert": "only you"},
+            }
+        ).id
+    )
     assert st.by_code == {"0": 1}
 
 

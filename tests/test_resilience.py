@@ -25,11 +25,20 @@ CHUNK = 50
 @pytest.fixture
 def fragile_stack(tmp_path: Path) -> Stack:
     # Short leases and visibility so a killed worker's chunk comes back within seconds.
-    env = {**TEST_ENV, "PUSHLINE_LEASE_S": "4", "PUSHLINE_VISIBILITY_TIMEOUT_S": "4",
-           "PUSHLINE_CHUNK_SIZE": str(CHUNK), "PUSHLINE_SEND_CONCURRENCY": "5"}
-    stack = Stack(tmp_path, redis_url=fresh_redis(13),
-                  database_url=fresh_postgres(f"pushline_kill_{uuid.uuid4().hex[:8]}"),
-                  worker_concurrency=1, extra_env=env)
+    env = {
+        **TEST_ENV,
+        "PUSHLINE_LEASE_S": "4",
+        "PUSHLINE_VISIBILITY_TIMEOUT_S": "4",
+        "PUSHLINE_CHUNK_SIZE": str(CHUNK),
+        "PUSHLINE_SEND_CONCURRENCY": "5",
+    }
+    stack = Stack(
+        tmp_path,
+        redis_url=fresh_redis(13),
+        database_url=fresh_postgres(f"pushline_kill_{uuid.uuid4().hex[:8]}"),
+        worker_concurrency=1,
+        extra_env=env,
+    )
     stack.start()
     yield stack  # type: ignore[misc]
     stack.stop()
@@ -39,8 +48,9 @@ def register_bulk(stack: Stack, app_id: str, n: int) -> list[str]:
     tokens = [secrets.token_hex(32) for _ in range(n)]
     assert stack.database_url
     with Session(engine_for(stack.database_url)) as s:
-        s.add_all(Registration(app_id=app_id, provider="apns", platform="ios", token=t)
-                  for t in tokens)
+        s.add_all(
+            Registration(app_id=app_id, provider="apns", platform="ios", token=t) for t in tokens
+        )
         s.commit()
     return tokens
 
@@ -72,8 +82,10 @@ def test_a_worker_killed_mid_chunk_loses_nothing_and_resends_at_most_that_chunk(
 
 
 def test_broker_down_is_503_and_nothing_is_persisted(tmp_path: Path) -> None:
-    settings = Settings(redis_url="redis://127.0.0.1:1/0",  # nothing listens on port 1
-                        database_url=f"sqlite:///{tmp_path / 'p.db'}")
+    settings = Settings(
+        redis_url="redis://127.0.0.1:1/0",  # nothing listens on port 1
+        database_url=f"sqlite:///{tmp_path / 'p.db'}",
+    )
     from fastapi.testclient import TestClient
 
     from producer.apps import create_app as create_tenant
@@ -83,8 +95,11 @@ def test_broker_down_is_503_and_nothing_is_persisted(tmp_path: Path) -> None:
     engine = engine_for(settings.database_url)
     tenant = create_tenant(engine, "broker-down")
     key, _ = create_key(engine, tenant.id, ["push_all"])
-    r = TestClient(api).post("/v1/messages", headers={"X-API-Key": key},
-                             json={"target": {"type": "application"}, "payload": {"alert": "x"}})
+    r = TestClient(api).post(
+        "/v1/messages",
+        headers={"X-API-Key": key},
+        json={"target": {"type": "application"}, "payload": {"alert": "x"}},
+    )
     assert r.status_code == 503
     assert "queue is unavailable" in r.json()["message"]
     with Session(engine) as s:
@@ -104,8 +119,11 @@ def test_store_down_is_503_with_a_clear_message(tmp_path: Path) -> None:
     # The API's store disappears: point its engine at a PostgreSQL port where nothing listens.
     api.state.keys.engine = engine_for("postgresql://postgres@127.0.0.1:1/none")
     api.state.keys._cache.clear()
-    r = TestClient(api).post("/v1/messages", headers={"X-API-Key": key},
-                             json={"target": {"type": "application"}, "payload": {"alert": "x"}})
+    r = TestClient(api).post(
+        "/v1/messages",
+        headers={"X-API-Key": key},
+        json={"target": {"type": "application"}, "payload": {"alert": "x"}},
+    )
     assert r.status_code == 503
     assert r.json()["error"] == "unavailable"
 
@@ -115,9 +133,14 @@ def test_a_python_service_enqueues_with_the_same_function_as_the_api(stack: Stac
     token = app.ios("sam")
     assert stack.redis_url and stack.database_url
     settings = Settings(redis_url=stack.redis_url, database_url=stack.database_url)
-    accepted = accept_push(app.creds.app_id, {"target": {"type": "users", "usernames": ["sam"]},
-                                              "payload": {"alert": {"title": "from python"}}},
-                           settings=settings)
+    accepted = accept_push(
+        app.creds.app_id,
+        {
+            "target": {"type": "users", "usernames": ["sam"]},
+            "payload": {"alert": {"title": "from python"}},
+        },
+        settings=settings,
+    )
     st = app.wait(accepted.message_id)
     assert st.by_code == {"0": 1}
     assert stack.apns.requests(token)[0]["body"]["aps"]["alert"] == {"title": "from python"}
@@ -128,15 +151,19 @@ def test_a_python_service_enqueues_with_the_same_function_as_the_api(stack: Stac
 def test_accept_push_raises_unavailable_when_the_broker_is_down(tmp_path: Path) -> None:
     from schemas.db import upgrade
 
-    settings = Settings(redis_url="redis://127.0.0.1:1/0",
-                        database_url=f"sqlite:///{tmp_path / 'p.db'}")
+    settings = Settings(
+        redis_url="redis://127.0.0.1:1/0", database_url=f"sqlite:///{tmp_path / 'p.db'}"
+    )
     upgrade(settings.database_url)
     from producer.apps import create_app as create_tenant
 
     tenant = create_tenant(engine_for(settings.database_url), "down")
     with pytest.raises(Unavailable):
-        accept_push(tenant.id, {"target": {"type": "application"}, "payload": {"alert": "x"}},
-                    settings=settings)
+        accept_push(
+            tenant.id,
+            {"target": {"type": "application"}, "payload": {"alert": "x"}},
+            settings=settings,
+        )
     with Session(engine_for(settings.database_url)) as s:
         assert s.execute(select(func.count()).select_from(Message)).scalar_one() == 0
         assert s.execute(select(func.count()).select_from(Delivery)).scalar_one() == 0

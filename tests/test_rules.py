@@ -43,8 +43,13 @@ def test_apns_answers_map_through_the_one_table(
 ) -> None:
     out = classify("apns", ProviderAnswer(status, reason))
     assert (out.code, out.retry, out.deactivate) == (code, retry, deactivate)
-    assert out.status == (DeliveryStatus.SENT if code == 0 else
-                          DeliveryStatus.QUEUED if retry else DeliveryStatus.ERROR)
+    assert out.status == (
+        DeliveryStatus.SENT
+        if code == 0
+        else DeliveryStatus.QUEUED
+        if retry
+        else DeliveryStatus.ERROR
+    )
 
 
 @pytest.mark.parametrize(
@@ -93,14 +98,36 @@ def test_exhausted_retries_end_in_12_or_13() -> None:
 
 
 def test_an_alert_becomes_aps_alert_with_custom_keys_beside_it() -> None:
-    req = build_apns({"alert": {"title": "T", "body": "B"}, "badge": 0, "sound": "ding",
-                      "data": {"k": 1}, "collapse_id": "c", "time_to_live": 60,
-                      "thread_id": "th", "category": "cat", "mutable_content": True})
-    assert req.body == {"k": 1, "aps": {"alert": {"title": "T", "body": "B"}, "badge": 0,
-                                        "sound": "ding", "category": "cat", "thread-id": "th",
-                                        "mutable-content": 1}}
+    req = build_apns(
+        {
+            "alert": {"title": "T", "body": "B"},
+            "badge": 0,
+            "sound": "ding",
+            "data": {"k": 1},
+            "collapse_id": "c",
+            "time_to_live": 60,
+            "thread_id": "th",
+            "category": "cat",
+            "mutable_content": True,
+        }
+    )
+    assert req.body == {
+        "k": 1,
+        "aps": {
+            "alert": {"title": "T", "body": "B"},
+            "badge": 0,
+            "sound": "ding",
+            "category": "cat",
+            "thread-id": "th",
+            "mutable-content": 1,
+        },
+    }
     assert (req.push_type, req.priority, req.collapse_id, req.time_to_live) == (
-        "alert", 10, "c", 60)
+        "alert",
+        10,
+        "c",
+        60,
+    )
 
 
 def test_a_silent_push_is_a_background_push_at_priority_5() -> None:
@@ -120,9 +147,13 @@ def test_fcm_silent_push_is_data_only() -> None:
     assert parts.notification is None and parts.data == {"a": "1"}
 
 
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(),
-                    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(), c, max_size=3),
-                    max_leaves=8))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(),
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(), c, max_size=3),
+        max_leaves=8,
+    )
+)
 def test_fcm_data_values_are_strings_the_app_recovers_with_one_json_parse(value: object) -> None:
     encoded = fcm_data_value(value)
     assert isinstance(encoded, str)
@@ -134,14 +165,24 @@ def test_fcm_data_values_are_strings_the_app_recovers_with_one_json_parse(value:
     ("token", "provider", "platform", "expect"),
     [
         ("iOS:" + "AB" * 32, None, None, ("apns", "ios", "ab" * 32)),
-        ("android:abc:APA91b_xxxxxxxxxxxxxxxx", None, None,
-         ("fcm", "android", "abc:APA91b_xxxxxxxxxxxxxxxx")),
+        (
+            "android:abc:APA91b_xxxxxxxxxxxxxxxx",
+            None,
+            None,
+            ("fcm", "android", "abc:APA91b_xxxxxxxxxxxxxxxx"),
+        ),
         ("ab" * 32, None, "ipados", ("apns", "ipados", "ab" * 32)),
-        ("ePqP4to:APA91bUoDCXP2yOIjAKs", "fcm", None, ("fcm", "android", "ePqP4to:APA91bUoDCXP2yOIjAKs")),
+        (
+            "ePqP4to:APA91bUoDCXP2yOIjAKs",
+            "fcm",
+            None,
+            ("fcm", "android", "ePqP4to:APA91bUoDCXP2yOIjAKs"),
+        ),
     ],
 )
-def test_tokens_normalise(token: str, provider: str | None, platform: str | None,
-                          expect: tuple[str, str, str]) -> None:
+def test_tokens_normalise(
+    token: str, provider: str | None, platform: str | None, expect: tuple[str, str, str]
+) -> None:
     n = normalise_token(token, provider, platform)
     assert (n.provider, n.platform, n.token) == expect
 

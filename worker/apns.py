@@ -71,7 +71,9 @@ class GuardedProtocol(APNsTLSClientProtocol):
 
 def protocol_for(host: str, port: int) -> type[GuardedProtocol]:
     # aioapns has no host argument: the protocol class carries it (DESIGN.md §4).
-    return type("PushlineAPNsProtocol", (GuardedProtocol,), {"APNS_SERVER": host, "APNS_PORT": port})
+    return type(
+        "PushlineAPNsProtocol", (GuardedProtocol,), {"APNS_SERVER": host, "APNS_PORT": port}
+    )
 
 
 class _ExtraPushType:

@@ -43,7 +43,9 @@ def _enqueue_retry(ids: list[str], delay_s: float) -> None:
 @app.task(name=FANOUT_TASK)
 def fanout(message_id: str) -> int:
     return fan_out(
-        message_id, settings=settings, engine=engine_for(settings.database_url),
+        message_id,
+        settings=settings,
+        engine=engine_for(settings.database_url),
         enqueue_chunk=_enqueue_chunk,
     )
 
@@ -51,7 +53,9 @@ def fanout(message_id: str) -> int:
 @app.task(name=DELIVER_TASK)
 def deliver(delivery_ids: list[str]) -> int:
     report = deliver_chunk(
-        delivery_ids, settings=settings, engine=engine_for(settings.database_url),
+        delivery_ids,
+        settings=settings,
+        engine=engine_for(settings.database_url),
         enqueue_retry=_enqueue_retry,
     )
     return report.claimed

@@ -73,57 +73,116 @@ def deliver_chunk(
         if outcome.retry and c.attempts < settings.max_attempts:
             msg = messages.get(c.message_id)
             delay = retry_delay(
-                outcome.code, c.attempts, base_scale=settings.retry_base_s,
-                cap_s=settings.retry_cap_s, retry_after=answer.retry_after if answer else None,
+                outcome.code,
+                c.attempts,
+                base_scale=settings.retry_base_s,
+                cap_s=settings.retry_cap_s,
+                retry_after=answer.retry_after if answer else None,
             )
-            if msg is not None and msg.expires_at is not None and now + timedelta(seconds=delay) > msg.expires_at:
+            if (
+                msg is not None
+                and msg.expires_at is not None
+                and now + timedelta(seconds=delay) > msg.expires_at
+            ):
                 outcome = Outcome(
-                    ResultCode.COMMUNICATION_FAILED, DeliveryStatus.ERROR,
-                    message=f"expired: time to live ends before the next attempt ({outcome.message})",
+                    ResultCode.COMMUNICATION_FAILED,
+                    DeliveryStatus.ERROR,
+                    message=f"expired: time to live ends before the next try ({outcome.message})",
                 )
             else:
-                retries.append((c.id, outcome.code, outcome.message[:500], now + timedelta(seconds=delay)))
+                retries.append(
+                    (c.id, outcome.code, outcome.message[:500], now + timedelta(seconds=delay))
+                )
                 retry_groups[math.ceil(delay)].append(c.id)
                 report.retried += 1
                 report.codes[outcome.code] += 1
-                log.warning("delivery retry", delivery=c.id, code=outcome.code,
-                            attempt=c.attempts, delay_s=round(delay, 2), reason=outcome.message)
+                log.warning(
+                    "delivery retry",
+                    delivery=c.id,
+                    code=outcome.code,
+                    attempt=c.attempts,
+                    delay_s=round(delay, 2),
+                    reason=outcome.message,
+                )
                 return
         elif outcome.retry:
             outcome = Outcome(
-                exhausted_code(outcome.code), DeliveryStatus.ERROR,
+                exhausted_code(outcome.code),
+                DeliveryStatus.ERROR,
                 message=f"gave up after {c.attempts} attempts: {outcome.message}",
             )
-        finals.append(store.Record(
-            id=c.id, status=outcome.status, code=outcome.code,
-            provider_message=outcome.message[:500] or None,
-            provider_ref=answer.ref if answer else None,
-            sent=outcome.status == DeliveryStatus.SENT,
-        ))
+        finals.append(
+            store.Record(
+                id=c.id,
+                status=outcome.status,
+                code=outcome.code,
+                provider_message=outcome.message[:500] or None,
+                provider_ref=answer.ref if answer else None,
+                sent=outcome.status == DeliveryStatus.SENT,
+            )
+        )
         report.codes[outcome.code] += 1
         if outcome.deactivate:
             deactivate.append((c.registration_id, outcome.code))
         if outcome.status == DeliveryStatus.ERROR:
-            log.warning("delivery failed", delivery=c.id, code=outcome.code,
-                        token=shorten_token(c.token), reason=outcome.message)
+            log.warning(
+                "delivery failed",
+                delivery=c.id,
+                code=outcome.code,
+                token=shorten_token(c.token),
+                reason=outcome.message,
+            )
 
     sendable: dict[tuple[str, str], list[store.ClaimedDelivery]] = defaultdict(list)
     for c in claimed:
         msg = messages.get(c.message_id)
         if msg is None:
-            settle(c, Outcome(ResultCode.TARGET_NOT_FOUND, DeliveryStatus.ERROR, message="message is gone"), None)
+            settle(
+                c,
+                Outcome(
+                    ResultCode.TARGET_NOT_FOUND, DeliveryStatus.ERROR, message="message is gone"
+                ),
+                None,
+            )
         elif not c.registration_id:
-            settle(c, Outcome(ResultCode.TARGET_NOT_FOUND, DeliveryStatus.ERROR,
-                              message="registration was deleted"), None)
+            settle(
+                c,
+                Outcome(
+                    ResultCode.TARGET_NOT_FOUND,
+                    DeliveryStatus.ERROR,
+                    message="registration was deleted",
+                ),
+                None,
+            )
         elif not c.registration_active:
             code = c.deactivated_code or ResultCode.REGISTRATION_EXPIRED
-            settle(c, Outcome(code, DeliveryStatus.ERROR,
-                              message="registration is inactive: the provider retired its token"), None)
+            settle(
+                c,
+                Outcome(
+                    code,
+                    DeliveryStatus.ERROR,
+                    message="registration is inactive: the provider retired its token",
+                ),
+                None,
+            )
         elif not c.token:
-            settle(c, Outcome(ResultCode.TOKEN_MISSING, DeliveryStatus.ERROR, message="push token missing"), None)
+            settle(
+                c,
+                Outcome(
+                    ResultCode.TOKEN_MISSING, DeliveryStatus.ERROR, message="push token missing"
+                ),
+                None,
+            )
         elif msg.expires_at is not None and msg.expires_at < now:
-            settle(c, Outcome(ResultCode.COMMUNICATION_FAILED, DeliveryStatus.ERROR,
-                              message="expired: time to live passed before delivery"), None)
+            settle(
+                c,
+                Outcome(
+                    ResultCode.COMMUNICATION_FAILED,
+                    DeliveryStatus.ERROR,
+                    message="expired: time to live passed before delivery",
+                ),
+                None,
+            )
         else:
             sendable[(c.app_id, c.provider)].append(c)
 
@@ -132,13 +191,19 @@ def deliver_chunk(
             app = load_app(engine, app_id)
             answers = process_loop().run(
                 _send_group(app, provider, group, messages, settings),
-                timeout=settings.send_timeout_s * (len(group) / max(1, settings.send_concurrency) + 4),
+                timeout=settings.send_timeout_s
+                * (len(group) / max(1, settings.send_concurrency) + 4),
             )
         except MissingCredentials as exc:
             _warn_config_once(app_id, provider, str(exc))
             for c in group:
-                settle(c, Outcome(ResultCode.CONFIGURATION_EXPIRED, DeliveryStatus.ERROR,
-                                  message=str(exc)), None)
+                settle(
+                    c,
+                    Outcome(
+                        ResultCode.CONFIGURATION_EXPIRED, DeliveryStatus.ERROR, message=str(exc)
+                    ),
+                    None,
+                )
             continue
         for c, answer in zip(group, answers, strict=True):
             if isinstance(answer, Outcome):
@@ -155,7 +220,9 @@ def deliver_chunk(
     store.finish_if_done(engine, messages.keys())
     log.info(
         "chunk delivered",
-        claimed=report.claimed, skipped=report.skipped, retried=report.retried,
+        claimed=report.claimed,
+        skipped=report.skipped,
+        retried=report.retried,
         sent=report.codes.get(0, 0),
         failed={str(k): v for k, v in report.codes.items() if k != 0},
         ms=round((time.monotonic() - started) * 1000),
@@ -179,8 +246,11 @@ async def _send_group(
     messages: dict[str, Message],
     settings: Settings,
 ) -> list[ProviderAnswer | Outcome]:
-    too_large = Outcome(ResultCode.PAYLOAD_TOO_LARGE, DeliveryStatus.ERROR,
-                        message="payload exceeds the provider's size limit; not sent")
+    too_large = Outcome(
+        ResultCode.PAYLOAD_TOO_LARGE,
+        DeliveryStatus.ERROR,
+        message="payload exceeds the provider's size limit; not sent",
+    )
     if provider == "apns":
         sender = apns_sender(app, settings)
         built: dict[str, ApnsRequest] = {}

@@ -54,7 +54,10 @@ def fan_out(
             break
     if enqueued == 0 and store.load_messages(engine, [message_id])[message_id].total == 0:
         store.set_message_state(
-            engine, message_id, MessageState.FAILED, code=ResultCode.TARGET_NOT_FOUND,
+            engine,
+            message_id,
+            MessageState.FAILED,
+            code=ResultCode.TARGET_NOT_FOUND,
             detail="no active registration matched the target",
         )
         log.info("nothing matched", message=message_id, target=message.target.get("type"))

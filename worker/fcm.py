@@ -48,7 +48,9 @@ class FcmSender:
         """Send (token, parts) pairs, at most `concurrency` at once; answers keep the order."""
         answers: list[ProviderAnswer] = []
         for start in range(0, len(items), self.concurrency):
-            batch = [to_message(token, parts) for token, parts in items[start : start + self.concurrency]]
+            batch = [
+                to_message(token, parts) for token, parts in items[start : start + self.concurrency]
+            ]
             try:
                 result = await asyncio.wait_for(
                     messaging.send_each_async(batch, app=self.fb_app), timeout=self.timeout * 2

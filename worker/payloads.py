@@ -88,7 +88,9 @@ def build_fcm(payload: dict[str, Any]) -> FcmParts:
     alert = payload.get("alert") or {}
     notification = {k: alert[k] for k in ("title", "body") if alert.get(k)} or None
     data = {k: fcm_data_value(v) for k, v in (payload.get("data") or {}).items()} or None
-    android: dict[str, Any] = {"priority": "high" if payload.get("priority") != "normal" else "normal"}
+    android: dict[str, Any] = {
+        "priority": "high" if payload.get("priority") != "normal" else "normal"
+    }
     if payload.get("time_to_live") is not None:
         android["ttl"] = payload["time_to_live"]
     if payload.get("collapse_id"):

@@ -42,7 +42,9 @@ class Record:
     sent: bool
 
 
-def claim(engine: Engine, ids: Sequence[str], lease_s: int) -> tuple[list[ClaimedDelivery], datetime | None]:
+def claim(
+    engine: Engine, ids: Sequence[str], lease_s: int
+) -> tuple[list[ClaimedDelivery], datetime | None]:
     """Take the QUEUED, unleased Deliveries among `ids` for this task.
 
     Returns the claimed rows and, when some rows are still leased by another task (one
@@ -69,25 +71,44 @@ def claim(engine: Engine, ids: Sequence[str], lease_s: int) -> tuple[list[Claime
             ).scalars()
         )
         leased_until = s.execute(
-            select(Delivery.lease_until).where(
+            select(Delivery.lease_until)
+            .where(
                 Delivery.id.in_(ids),  # type: ignore[attr-defined]
                 Delivery.status == DeliveryStatus.QUEUED,
                 Delivery.id.not_in(claimed_ids) if claimed_ids else True,  # type: ignore[attr-defined]
-            ).order_by(Delivery.lease_until.desc()).limit(1)  # type: ignore[union-attr]
-        ).scalar()
-        rows = s.execute(
-            select(
-                Delivery.id, Delivery.message_id, Delivery.app_id, Delivery.provider,
-                Delivery.attempts, Registration.token, Registration.id,
-                Registration.active, Registration.deactivated_code,
             )
-            .join(Registration, Registration.id == Delivery.registration_id, isouter=True)
-            .where(Delivery.id.in_(claimed_ids))  # type: ignore[attr-defined]
-        ).all() if claimed_ids else []
+            .order_by(Delivery.lease_until.desc())
+            .limit(1)  # type: ignore[union-attr]
+        ).scalar()
+        rows = (
+            s.execute(
+                select(
+                    Delivery.id,
+                    Delivery.message_id,
+                    Delivery.app_id,
+                    Delivery.provider,
+                    Delivery.attempts,
+                    Registration.token,
+                    Registration.id,
+                    Registration.active,
+                    Registration.deactivated_code,
+                )
+                .join(Registration, Registration.id == Delivery.registration_id, isouter=True)
+                .where(Delivery.id.in_(claimed_ids))  # type: ignore[attr-defined]
+            ).all()
+            if claimed_ids
+            else []
+        )
     claimed = [
         ClaimedDelivery(
-            id=r[0], message_id=r[1], app_id=r[2], provider=r[3], attempts=r[4],
-            token=r[5] or "", registration_id=r[6] or "", registration_active=bool(r[7]),
+            id=r[0],
+            message_id=r[1],
+            app_id=r[2],
+            provider=r[3],
+            attempts=r[4],
+            token=r[5] or "",
+            registration_id=r[6] or "",
+            registration_active=bool(r[7]),
             deactivated_code=r[8],
         )
         for r in rows
@@ -127,8 +148,11 @@ def record(
                 ),
                 [
                     {
-                        "b_id": f.id, "b_status": f.status, "b_code": f.code,
-                        "b_msg": f.provider_message, "b_ref": f.provider_ref,
+                        "b_id": f.id,
+                        "b_status": f.status,
+                        "b_code": f.code,
+                        "b_msg": f.provider_message,
+                        "b_ref": f.provider_ref,
                         "b_sent": now if f.sent else None,
                     }
                     for f in finals
@@ -145,17 +169,18 @@ def record(
                     lease_until=None,
                     updated_at=now,
                 ),
-                [
-                    {"b_id": i, "b_code": c, "b_msg": m, "b_next": t}
-                    for i, c, m, t in retries
-                ],
+                [{"b_id": i, "b_code": c, "b_msg": m, "b_next": t} for i, c, m, t in retries],
             )
         if deactivate:
             s.execute(
                 update(Registration.__table__)  # type: ignore[arg-type]
                 .where(r.id == bindparam("b_id"))
-                .values(active=False, deactivated_code=bindparam("b_code"), deactivated_at=now,
-                        updated_at=now),
+                .values(
+                    active=False,
+                    deactivated_code=bindparam("b_code"),
+                    deactivated_at=now,
+                    updated_at=now,
+                ),
                 [{"b_id": i, "b_code": c} for i, c in deactivate],
             )
 
@@ -181,6 +206,7 @@ def finish_if_done(engine: Engine, message_ids: Iterable[str]) -> list[str]:
 
 # --- fan-out -------------------------------------------------------------------------------
 
+
 def insert_deliveries(
     engine: Engine, message: Message, page: Sequence[tuple[str, str]], cursor: str
 ) -> list[tuple[str, str]]:
@@ -192,9 +218,15 @@ def insert_deliveries(
     now = utcnow()
     rows: list[dict[str, Any]] = [
         {
-            "id": new_id(), "message_id": message.id, "registration_id": rid,
-            "app_id": message.app_id, "provider": provider, "status": DeliveryStatus.QUEUED,
-            "attempts": 0, "created_at": now, "updated_at": now,
+            "id": new_id(),
+            "message_id": message.id,
+            "registration_id": rid,
+            "app_id": message.app_id,
+            "provider": provider,
+            "status": DeliveryStatus.QUEUED,
+            "attempts": 0,
+            "created_at": now,
+            "updated_at": now,
         }
         for rid, provider in page
     ]
@@ -242,7 +274,11 @@ def audience_page(
 
 
 def set_message_state(
-    engine: Engine, message_id: str, state: str, *, code: int | None = None,
+    engine: Engine,
+    message_id: str,
+    state: str,
+    *,
+    code: int | None = None,
     detail: str | None = None,
 ) -> None:
     now = utcnow()

@@ -1,0 +1,1 @@
+"""How work leaves Pushline: Celery tasks, targeting, payloads, APNs and FCM senders."""
