@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/pushline demo
 
-test: $(STAMP)
+test: $(STAMP) lint
 	bash scripts/services.sh
 	$(PY) -m pytest -q
 

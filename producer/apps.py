@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from producer.errors import Conflict, InvalidRequest, NotFound
 from schemas.codes import Role
@@ -74,7 +74,7 @@ def create_app(
             ) from exc
         app.fcm_service_account, app.fcm_project_id = fcm_service_account_json, project_id
     with session_scope(engine) as s:
-        if s.execute(select(App).where(App.name == name)).first():
+        if s.execute(select(App).where(col(App.name) == name)).first():
             raise Conflict(f"app {name!r} exists already")
         s.add(app)
     return app
@@ -84,7 +84,7 @@ def find_app(engine: Engine, name_or_id: str) -> App:
     with Session(engine) as s:
         app = (
             s.get(App, name_or_id)
-            or s.execute(select(App).where(App.name == name_or_id)).scalars().first()
+            or s.execute(select(App).where(col(App.name) == name_or_id)).scalars().first()
         )
     if app is None:
         raise NotFound(f"app {name_or_id!r} not found")
@@ -93,7 +93,7 @@ def find_app(engine: Engine, name_or_id: str) -> App:
 
 def list_apps(engine: Engine) -> list[App]:
     with Session(engine) as s:
-        return list(s.execute(select(App).order_by(App.name)).scalars())  # type: ignore[arg-type]
+        return list(s.execute(select(App).order_by(col(App.name))).scalars())
 
 
 def create_key(engine: Engine, app_id: str, roles: list[str]) -> tuple[str, ApiKey]:
@@ -109,7 +109,9 @@ def lookup_key(engine: Engine, key: str) -> ApiKey | None:
     with Session(engine) as s:
         rec = (
             s.execute(
-                select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))  # type: ignore[union-attr]
+                select(ApiKey).where(
+                    col(ApiKey.key_hash) == hash_key(key), col(ApiKey.revoked_at).is_(None)
+                )
             )
             .scalars()
             .first()

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from sqlalchemy import Engine
 
 from producer.apps import ApnsCredentials, create_app, create_key, find_app, list_apps, parse_roles
 from producer.errors import PushlineError
@@ -33,7 +34,7 @@ console = Console()
 STATE_DIR = Path(".pushline")
 
 
-def _engine():  # type: ignore[no-untyped-def]
+def _engine() -> Engine:
     return engine_for(get_settings().database_url)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from producer.errors import InvalidRequest, NotFound
 from schemas.api import RegistrationIn
@@ -72,9 +72,11 @@ def upsert_registration(
     """
     norm = normalise_token(body.token, body.provider, body.platform)
     with session_scope(engine) as s:
-        by_token = _one(s, app_id, Registration.token == norm.token)
+        by_token = _one(s, app_id, col(Registration.token) == norm.token)
         by_device = (
-            _one(s, app_id, Registration.device_id == body.device_id) if body.device_id else None
+            _one(s, app_id, col(Registration.device_id) == body.device_id)
+            if body.device_id
+            else None
         )
         reg = by_device or by_token
         if by_device is not None and by_token is not None and by_token.id != by_device.id:
@@ -101,7 +103,7 @@ def upsert_registration(
 
 
 def _one(s: Session, app_id: str, cond: Any) -> Registration | None:
-    q = select(Registration).where(Registration.app_id == app_id, cond)
+    q = select(Registration).where(col(Registration.app_id) == app_id, cond)
     return s.execute(q).scalars().first()
 
 
@@ -117,12 +119,12 @@ def list_registrations(
     engine: Engine, app_id: str, *, username: str | None, cursor: str | None, limit: int
 ) -> tuple[list[Registration], str | None]:
     """Keyset page by id; `cursor` is the last id of the previous page."""
-    q = select(Registration).where(Registration.app_id == app_id)
+    q = select(Registration).where(col(Registration.app_id) == app_id)
     if username is not None:
-        q = q.where(Registration.username == username)
+        q = q.where(col(Registration.username) == username)
     if cursor:
-        q = q.where(Registration.id > cursor)
-    q = q.order_by(Registration.id).limit(limit + 1)  # type: ignore[arg-type]
+        q = q.where(col(Registration.id) > cursor)
+    q = q.order_by(col(Registration.id)).limit(limit + 1)
     with Session(engine) as s:
         rows = list(s.execute(q).scalars())
     next_cursor = rows[limit - 1].id if len(rows) > limit else None

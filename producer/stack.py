@@ -25,6 +25,8 @@ from schemas.db import engine_for, upgrade
 from simulators.control import SimulatorControl
 from simulators.credentials import make_apns_key, make_service_account, service_account_json
 
+ALL_ROLES = tuple(r.value for r in Role)
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -195,9 +197,7 @@ class Stack:
             tail = (self.state_dir / f"{name}.log").read_text()[-2000:]
             raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
 
-    def add_app(
-        self, name: str, roles: tuple[str, ...] = tuple(r.value for r in Role)
-    ) -> Credentials:
+    def add_app(self, name: str, roles: tuple[str, ...] = ALL_ROLES) -> Credentials:
         """An app with APNs and FCM credentials that the simulators know, and an API key."""
         assert self.database_url
         engine = engine_for(self.database_url)

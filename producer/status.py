@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import Engine, func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from producer.errors import NotFound
 from schemas.api import DeliveryOut, DeliveryPage, MessageStatus
@@ -17,9 +17,9 @@ def message_status(engine: Engine, app_id: str | None, message_id: str) -> Messa
         if msg is None or (app_id is not None and msg.app_id != app_id):
             raise NotFound(f"message {message_id} not found")
         rows = s.execute(
-            select(Delivery.status, Delivery.code, func.count())
-            .where(Delivery.message_id == message_id)
-            .group_by(Delivery.status, Delivery.code)  # type: ignore[arg-type]
+            select(col(Delivery.status), col(Delivery.code), func.count())
+            .where(col(Delivery.message_id) == message_id)
+            .group_by(col(Delivery.status), col(Delivery.code))
         ).all()
     by_status: dict[str, int] = {}
     by_code: dict[str, int] = {}
@@ -52,12 +52,12 @@ def list_deliveries(
     limit: int = 100,
 ) -> DeliveryPage:
     message_status(engine, app_id, message_id)  # 404 for unknown or another app's message
-    q = select(Delivery).where(Delivery.message_id == message_id)
+    q = select(Delivery).where(col(Delivery.message_id) == message_id)
     if status:
-        q = q.where(Delivery.status == status)
+        q = q.where(col(Delivery.status) == status)
     if cursor:
-        q = q.where(Delivery.id > cursor)
-    q = q.order_by(Delivery.id).limit(limit + 1)  # type: ignore[arg-type]
+        q = q.where(col(Delivery.id) > cursor)
+    q = q.order_by(col(Delivery.id)).limit(limit + 1)
     with Session(engine) as s:
         rows = list(s.execute(q).scalars())
     next_cursor = rows[limit - 1].id if len(rows) > limit else None

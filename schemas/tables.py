@@ -6,12 +6,18 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def table(model: type[SQLModel]) -> Table:
+    """The Core table of a model, for bulk statements that bypass the ORM."""
+    t: Table = model.__table__  # type: ignore[attr-defined]
+    return t
 
 
 def new_id() -> str:

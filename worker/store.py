@@ -7,14 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, exists, func, or_, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from schemas.codes import DeliveryStatus, MessageState
 from schemas.db import session_scope
-from schemas.tables import Delivery, Message, Registration, new_id, utcnow
+from schemas.tables import Delivery, Message, Registration, new_id, table, utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +54,9 @@ def claim(
     now = utcnow()
     with session_scope(engine) as s:
         free = and_(
-            Delivery.id.in_(ids),  # type: ignore[attr-defined]
-            Delivery.status == DeliveryStatus.QUEUED,
-            or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),  # type: ignore[union-attr, operator]
+            col(Delivery.id).in_(ids),
+            col(Delivery.status) == DeliveryStatus.QUEUED,
+            or_(col(Delivery.lease_until).is_(None), col(Delivery.lease_until) < now),
         )
         claimed_ids = list(
             s.execute(
@@ -64,37 +64,41 @@ def claim(
                 .where(free)
                 .values(
                     lease_until=now + timedelta(seconds=lease_s),
-                    attempts=Delivery.attempts + 1,
+                    attempts=col(Delivery.attempts) + 1,
                     updated_at=now,
                 )
-                .returning(Delivery.id)
+                .returning(col(Delivery.id))
             ).scalars()
         )
         leased_until = s.execute(
-            select(Delivery.lease_until)
+            select(col(Delivery.lease_until))
             .where(
-                Delivery.id.in_(ids),  # type: ignore[attr-defined]
-                Delivery.status == DeliveryStatus.QUEUED,
-                Delivery.id.not_in(claimed_ids) if claimed_ids else True,  # type: ignore[attr-defined]
+                col(Delivery.id).in_(ids),
+                col(Delivery.status) == DeliveryStatus.QUEUED,
+                col(Delivery.id).not_in(claimed_ids) if claimed_ids else true(),
             )
-            .order_by(Delivery.lease_until.desc())
-            .limit(1)  # type: ignore[union-attr]
+            .order_by(col(Delivery.lease_until).desc())
+            .limit(1)
         ).scalar()
         rows = (
             s.execute(
                 select(
-                    Delivery.id,
-                    Delivery.message_id,
-                    Delivery.app_id,
-                    Delivery.provider,
-                    Delivery.attempts,
-                    Registration.token,
-                    Registration.id,
-                    Registration.active,
-                    Registration.deactivated_code,
+                    col(Delivery.id),
+                    col(Delivery.message_id),
+                    col(Delivery.app_id),
+                    col(Delivery.provider),
+                    col(Delivery.attempts),
+                    col(Registration.token),
+                    col(Registration.id),
+                    col(Registration.active),
+                    col(Registration.deactivated_code),
                 )
-                .join(Registration, Registration.id == Delivery.registration_id, isouter=True)
-                .where(Delivery.id.in_(claimed_ids))  # type: ignore[attr-defined]
+                .join(
+                    Registration,
+                    col(Registration.id) == col(Delivery.registration_id),
+                    isouter=True,
+                )
+                .where(col(Delivery.id).in_(claimed_ids))
             ).all()
             if claimed_ids
             else []
@@ -118,7 +122,7 @@ def claim(
 
 def load_messages(engine: Engine, ids: Iterable[str]) -> dict[str, Message]:
     with Session(engine) as s:
-        rows = s.execute(select(Message).where(Message.id.in_(list(ids)))).scalars()  # type: ignore[attr-defined]
+        rows = s.execute(select(Message).where(col(Message.id).in_(list(ids)))).scalars()
         return {m.id: m for m in rows}
 
 
@@ -131,11 +135,11 @@ def record(
     """Write a chunk's outcomes in one transaction, a few executemany statements."""
     now = utcnow()
     # Core tables, not the ORM: a plain executemany is the fast path on both databases.
-    d, r = Delivery.__table__.c, Registration.__table__.c  # type: ignore[attr-defined]
+    d, r = table(Delivery).c, table(Registration).c
     with engine.begin() as s:
         if finals:
             s.execute(
-                update(Delivery.__table__)  # type: ignore[arg-type]
+                update(table(Delivery))
                 .where(d.id == bindparam("b_id"), d.status == DeliveryStatus.QUEUED)
                 .values(
                     status=bindparam("b_status"),
@@ -160,7 +164,7 @@ def record(
             )
         if retries:
             s.execute(
-                update(Delivery.__table__)  # type: ignore[arg-type]
+                update(table(Delivery))
                 .where(d.id == bindparam("b_id"), d.status == DeliveryStatus.QUEUED)
                 .values(
                     code=bindparam("b_code"),
@@ -173,7 +177,7 @@ def record(
             )
         if deactivate:
             s.execute(
-                update(Registration.__table__)  # type: ignore[arg-type]
+                update(table(Registration))
                 .where(r.id == bindparam("b_id"))
                 .values(
                     active=False,
@@ -192,11 +196,13 @@ def finish_if_done(engine: Engine, message_ids: Iterable[str]) -> list[str]:
     with session_scope(engine) as s:
         for mid in set(message_ids):
             pending = exists().where(
-                Delivery.message_id == mid, Delivery.status == DeliveryStatus.QUEUED
+                col(Delivery.message_id) == mid, col(Delivery.status) == DeliveryStatus.QUEUED
             )
             res = s.execute(
                 update(Message)
-                .where(Message.id == mid, Message.state == MessageState.DISPATCHED, ~pending)
+                .where(
+                    col(Message.id) == mid, col(Message.state) == MessageState.DISPATCHED, ~pending
+                )
                 .values(state=MessageState.DONE, completed_at=now)
             )
             if res.rowcount:  # type: ignore[attr-defined]
@@ -234,8 +240,8 @@ def insert_deliveries(
     with session_scope(engine) as s:
         existing = s.execute(
             select(func.count()).where(
-                Delivery.message_id == message.id,
-                Delivery.registration_id.in_(page_ids),  # type: ignore[attr-defined]
+                col(Delivery.message_id) == message.id,
+                col(Delivery.registration_id).in_(page_ids),
             )
         ).scalar_one()
         dialect = s.get_bind().dialect.name
@@ -246,17 +252,17 @@ def insert_deliveries(
         s.execute(stmt, rows)
         s.execute(
             update(Message)
-            .where(Message.id == message.id)
+            .where(col(Message.id) == message.id)
             .values(
                 fanout_cursor=cursor,
-                total=Message.total + (len(page) - existing),
+                total=col(Message.total) + (len(page) - existing),
             )
         )
         queued = s.execute(
-            select(Delivery.id, Delivery.provider).where(
-                Delivery.message_id == message.id,
-                Delivery.registration_id.in_(page_ids),  # type: ignore[attr-defined]
-                Delivery.status == DeliveryStatus.QUEUED,
+            select(col(Delivery.id), col(Delivery.provider)).where(
+                col(Delivery.message_id) == message.id,
+                col(Delivery.registration_id).in_(page_ids),
+                col(Delivery.status) == DeliveryStatus.QUEUED,
             )
         ).all()
     return [(i, p) for i, p in queued]
@@ -265,10 +271,10 @@ def insert_deliveries(
 def audience_page(
     engine: Engine, condition: Any, after: str | None, limit: int
 ) -> list[tuple[str, str]]:
-    q = select(Registration.id, Registration.provider).where(condition)
+    q = select(col(Registration.id), col(Registration.provider)).where(condition)
     if after:
-        q = q.where(Registration.id > after)
-    q = q.order_by(Registration.id).limit(limit)  # type: ignore[arg-type]
+        q = q.where(col(Registration.id) > after)
+    q = q.order_by(col(Registration.id)).limit(limit)
     with Session(engine) as s:
         return [(r[0], r[1]) for r in s.execute(q).all()]
 
@@ -292,4 +298,4 @@ def set_message_state(
     if detail is not None:
         values["detail"] = detail
     with session_scope(engine) as s:
-        s.execute(update(Message).where(Message.id == message_id).values(**values))
+        s.execute(update(Message).where(col(Message.id) == message_id).values(**values))
