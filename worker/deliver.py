@@ -61,7 +61,28 @@ def deliver_chunk(
         enqueue_retry([i for i in delivery_ids if i not in claimed_ids], wait)
     if not claimed:
         return report
+    with structlog.contextvars.bound_contextvars(
+        chunk=str(delivery_ids[0])[:8],
+        app=_label({c.app_id for c in claimed}),
+        message=_label({c.message_id for c in claimed}),
+        provider=_label({c.provider for c in claimed}),
+    ):
+        _deliver_claimed(claimed, report, started, settings, engine, enqueue_retry)
+    return report
 
+
+def _label(values: set[str]) -> str:
+    return next(iter(values)) if len(values) == 1 else f"{len(values)} distinct"
+
+
+def _deliver_claimed(
+    claimed: list[store.ClaimedDelivery],
+    report: ChunkReport,
+    started: float,
+    settings: Settings,
+    engine: Engine,
+    enqueue_retry: RetryEnqueuer,
+) -> None:
     messages = store.load_messages(engine, {c.message_id for c in claimed})
     finals: list[store.Record] = []
     retries: list[tuple[str, int, str, Any]] = []
@@ -224,10 +245,9 @@ def deliver_chunk(
         skipped=report.skipped,
         retried=report.retried,
         sent=report.codes.get(0, 0),
-        failed={str(k): v for k, v in report.codes.items() if k != 0},
+        codes={str(k): v for k, v in report.codes.items() if k != 0},
         ms=round((time.monotonic() - started) * 1000),
     )
-    return report
 
 
 def _warn_config_once(app_id: str, provider: str, text: str) -> None:
