@@ -8,7 +8,13 @@ from schemas.settings import Settings
 
 FANOUT_TASK = "pushline.fanout"
 DELIVER_TASK = "pushline.deliver"
-DEFAULT_QUEUE = "pushline"
+DEFAULT_QUEUE = "pushline"  # campaigns: application, topics, many users
+PRIORITY_QUEUE = "pushline.priority"  # one device or one user at high priority
+SCHEDULER_TICK_TASK = "pushline.scheduler_tick"
+
+
+def queue_for(lane: str) -> str:
+    return PRIORITY_QUEUE if lane == "priority" else DEFAULT_QUEUE
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

@@ -39,6 +39,18 @@ class Settings(BaseSettings):
     retry_base_s: float = 1.0
     retry_cap_s: float = 300.0
 
+    # Provider lanes (app, provider): a shared token bucket, and a shared pause when the
+    # provider says the whole project is over quota. Per-app columns override the defaults.
+    fcm_rate_per_minute: int = 600_000  # FCM's default project quota
+    apns_rate_per_minute: int | None = None  # Apple publishes no quota
+    fcm_quota_pause_s: float = 60.0  # Google asks for at least a minute after QUOTA_EXCEEDED
+
+    # Schedules and the recovery sweep (the scheduler process).
+    scheduler_tick_s: float = 1.0
+    repeat_every_min_s: int = 60
+    sweep_interval_s: float = 15.0
+    sweep_grace_s: float = 180.0  # no progress for this long: the broker lost the work
+
     log_level: str = "INFO"
     log_json: bool | None = None  # None: JSON unless stdout is a terminal
     api_host: str = "127.0.0.1"

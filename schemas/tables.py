@@ -39,6 +39,9 @@ class App(SQLModel, table=True):
     # FCM: the service account JSON as Google issues it.
     fcm_service_account: str | None = Field(default=None, sa_column=Column(Text))
     fcm_project_id: str | None = Field(default=None, max_length=100)
+    # Sending rate per provider lane, shared by every worker (None: the setting's default).
+    apns_rate_per_minute: int | None = None
+    fcm_rate_per_minute: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -84,6 +87,12 @@ class Registration(SQLModel, table=True):
 
 class Message(SQLModel, table=True):
     __tablename__ = "message"
+    __table_args__ = (
+        UniqueConstraint("app_id", "idempotency_key", name="uq_message_app_idempotency"),
+        # One Message per run of a Schedule: two schedulers can never publish a run twice.
+        UniqueConstraint("schedule_id", "run_at", name="uq_message_schedule_run"),
+        Index("ix_message_state_created", "state", "created_at"),
+    )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
     app_id: str = Field(foreign_key="app.id", index=True, max_length=36)
@@ -95,9 +104,39 @@ class Message(SQLModel, table=True):
     total: int = 0  # Deliveries written so far
     fanout_cursor: str | None = Field(default=None, max_length=36)  # last registration id done
     expires_at: datetime | None = None  # time to live, as an instant
+    lane: str = Field(default="bulk", max_length=16)  # "priority": one device or user, high
+    idempotency_key: str | None = Field(default=None, max_length=255)
+    request_hash: str | None = Field(default=None, max_length=64)  # to tell a replay from a clash
+    schedule_id: str | None = Field(default=None, max_length=36, index=True)
+    run_at: datetime | None = None  # the Schedule's due time this Message publishes
     created_at: datetime = Field(default_factory=utcnow)
     dispatched_at: datetime | None = None
     completed_at: datetime | None = None
+
+
+class Schedule(SQLModel, table=True):
+    """When a push is published: once at a time, every N seconds until an expiry, or on cron."""
+
+    __tablename__ = "schedule"
+    __table_args__ = (Index("ix_schedule_state_next", "state", "next_run_at"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    app_id: str = Field(foreign_key="app.id", index=True, max_length=36)
+    target: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    lane: str = Field(default="bulk", max_length=16)
+    kind: str = Field(max_length=8)  # once | repeat | cron
+    publish_at: datetime | None = None
+    repeat_every_s: int | None = None
+    repeat_expires_at: datetime | None = None
+    cron: str | None = Field(default=None, max_length=120)
+    timezone: str = Field(default="UTC", max_length=64)
+    state: str = Field(default="scheduled", max_length=12)  # scheduled|paused|cancelled|finished
+    next_run_at: datetime | None = None
+    runs: int = 0
+    last_run_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
 
 
 class Delivery(SQLModel, table=True):
@@ -106,6 +145,7 @@ class Delivery(SQLModel, table=True):
         UniqueConstraint("message_id", "registration_id", name="uq_delivery_message_registration"),
         Index("ix_delivery_message_status", "message_id", "status"),
         Index("ix_delivery_message_id", "message_id", "id"),
+        Index("ix_delivery_status_updated", "status", "updated_at"),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
