@@ -1,4 +1,4 @@
-"""Accepting a push: validate, normalise, persist the Message, enqueue its fan-out.
+"""Accepting a push: validate, normalise, persist the Message (or Schedule), enqueue fan-out.
 
 The REST API and Python services call the same function, so a push means the same thing
 whichever way it arrives.
@@ -6,27 +6,41 @@ whichever way it arrives.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Engine, delete
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine, delete, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlmodel import Session, col
 
 from producer.enqueue import enqueue_fanout
-from producer.errors import InvalidRequest, Unavailable
+from producer.errors import Conflict, InvalidRequest, Unavailable
 from schemas.api import PushRequest
 from schemas.codes import MessageState
 from schemas.db import engine_for, session_scope
+from schemas.queueing import lane_for
+from schemas.scheduling import ScheduleError, plan
 from schemas.settings import Settings, get_settings
-from schemas.tables import Message, utcnow
+from schemas.tables import Message, Schedule, utcnow
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
 class Accepted:
-    message_id: str
+    message_id: str  # the Schedule's id when `state` is "scheduled"
     state: str
+    next_run_at: datetime | None = None
+    replayed: bool = False
+
+    @property
+    def status_url(self) -> str:
+        kind = "schedules" if self.state == "scheduled" else "messages"
+        return f"/v1/{kind}/{self.message_id}"
 
 
 def validation_details(exc: ValidationError) -> list[dict[str, str]]:
@@ -47,43 +61,132 @@ def parse_push(body: dict[str, Any] | PushRequest) -> PushRequest:
         raise InvalidRequest(f"{first['field']}: {first['rule']}", details) from exc
 
 
+def request_hash(request: PushRequest) -> str:
+    canonical = request.model_dump(mode="json", exclude={"idempotency_key"}, exclude_none=True)
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
 def accept_push(
     app_id: str,
     body: dict[str, Any] | PushRequest,
     *,
     settings: Settings | None = None,
     engine: Engine | None = None,
+    idempotency_key: str | None = None,
 ) -> Accepted:
-    """Persist a Message and enqueue its fan-out; raise InvalidRequest or Unavailable.
+    """Persist a Message and enqueue its fan-out, or persist a Schedule.
 
-    The Message is committed before the task is published (so a fast worker always finds
-    it) and removed again when the broker refuses the task: nothing is half-accepted.
+    Raises InvalidRequest, Conflict (an idempotency key reused with another body) or
+    Unavailable. The Message is committed before the task is published (so a fast worker
+    always finds it) and removed again when the broker refuses the task: nothing is
+    half-accepted.
     """
     settings = settings or get_settings()
     engine = engine or engine_for(settings.database_url)
     request = parse_push(body)
-    payload = request.payload.model_dump(exclude_none=True)
+    key = idempotency_key or request.idempotency_key
+    lane = lane_for(request.target.model_dump(), request.payload.priority)
     now = utcnow()
-    ttl = request.payload.time_to_live
-    message = Message(
-        app_id=app_id,
-        target=request.target.model_dump(),
-        payload=payload,
-        state=MessageState.ACCEPTED,
-        created_at=now,
-        expires_at=now + timedelta(seconds=ttl) if ttl else None,
-    )
     try:
-        with session_scope(engine) as s:
-            s.add(message)
+        if request.schedule is not None:
+            return _accept_schedule(engine, settings, app_id, request, lane, now)
+        digest = request_hash(request)
+        if key is not None:
+            replay = _replay(engine, app_id, key, digest, now)
+            if replay is not None:
+                return replay
+        payload = request.payload.model_dump(exclude_none=True)
+        ttl = request.payload.time_to_live
+        message = Message(
+            app_id=app_id,
+            target=request.target.model_dump(),
+            payload=payload,
+            state=MessageState.ACCEPTED,
+            lane=lane,
+            idempotency_key=key,
+            request_hash=digest,
+            created_at=now,
+            expires_at=now + timedelta(seconds=ttl) if ttl else None,
+        )
+        try:
+            with session_scope(engine) as s:
+                s.add(message)
+        except IntegrityError:
+            # Another request with the same key won the race: answer as its replay.
+            replay = _replay(engine, app_id, key or "", digest, now)
+            if replay is None:
+                raise
+            return replay
     except OperationalError as exc:
         raise Unavailable(f"the store is unavailable; nothing was accepted ({exc.orig})") from exc
     try:
-        enqueue_fanout(settings, message.id)
+        enqueue_fanout(settings, message.id, lane)
     except Exception as exc:  # kombu raises several types for a broker that is down
         with session_scope(engine) as s:
-            s.execute(delete(Message).where(Message.id == message.id))  # type: ignore[arg-type]
+            s.execute(delete(Message).where(col(Message.id) == message.id))
         raise Unavailable(
             f"the queue is unavailable (result code 3); nothing was accepted ({exc})"
         ) from exc
     return Accepted(message_id=message.id, state=message.state)
+
+
+def _replay(engine: Engine, app_id: str, key: str, digest: str, now: datetime) -> Accepted | None:
+    """The first Message for this key within 24 h, or None; 409 when the body differs."""
+    with Session(engine) as s:
+        first = (
+            s.execute(
+                select(Message).where(
+                    col(Message.app_id) == app_id, col(Message.idempotency_key) == key
+                )
+            )
+            .scalars()
+            .first()
+        )
+    if first is None:
+        return None
+    if first.created_at < now - IDEMPOTENCY_WINDOW:
+        # An old key is free again: release it from the Message that held it.
+        with session_scope(engine) as s:
+            s.execute(
+                update(Message).where(col(Message.id) == first.id).values(idempotency_key=None)
+            )
+        return None
+    if first.request_hash != digest:
+        rule = "this Idempotency-Key was used within 24 hours for a different request"
+        raise Conflict(rule, [{"field": "idempotency_key", "rule": rule}])
+    return Accepted(message_id=first.id, state=first.state, replayed=True)
+
+
+def _accept_schedule(
+    engine: Engine,
+    settings: Settings,
+    app_id: str,
+    request: PushRequest,
+    lane: str,
+    now: datetime,
+) -> Accepted:
+    assert request.schedule is not None
+    try:
+        p = plan(request.schedule, now, repeat_every_min_s=settings.repeat_every_min_s)
+    except ScheduleError as exc:
+        raise InvalidRequest(
+            str(exc), [{"field": exc.field, "rule": exc.rule}], code=exc.code
+        ) from exc
+    schedule = Schedule(
+        app_id=app_id,
+        target=request.target.model_dump(),
+        payload=request.payload.model_dump(exclude_none=True),
+        lane=lane,
+        kind=p.kind,
+        publish_at=p.publish_at,
+        repeat_every_s=p.repeat_every_s,
+        repeat_expires_at=p.repeat_expires_at,
+        cron=p.cron,
+        timezone=p.timezone,
+        next_run_at=p.first_run_at,
+        created_at=now,
+        updated_at=now,
+    )
+    with session_scope(engine) as s:
+        s.add(schedule)
+    return Accepted(message_id=schedule.id, state="scheduled", next_run_at=p.first_run_at)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import structlog
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
@@ -21,6 +21,7 @@ from producer.registrations import (
     list_registrations,
     upsert_registration,
 )
+from producer.schedules import get_schedule, list_schedules, set_state
 from producer.status import get_delivery, list_deliveries, message_status
 from schemas.api import (
     TARGET_ROLE,
@@ -33,6 +34,8 @@ from schemas.api import (
     RegistrationIn,
     RegistrationOut,
     RegistrationPage,
+    ScheduleOut,
+    SchedulePage,
 )
 from schemas.codes import Role
 from schemas.db import engine_for, upgrade
@@ -40,7 +43,7 @@ from schemas.settings import Settings, get_settings
 
 log = structlog.get_logger("pushline.api")
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorBody} for s in (400, 401, 403, 404, 503)
+    s: {"model": ErrorBody} for s in (400, 401, 403, 404, 409, 503)
 }
 
 
@@ -67,7 +70,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
 
     @api.exception_handler(PushlineError)
     async def _pushline_error(_: Request, exc: PushlineError) -> JSONResponse:
-        return _error(exc.status, exc.kind, exc.message, exc.details)
+        return _error(exc.status, exc.kind, exc.message, exc.details, exc.code)
 
     @api.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -166,22 +169,80 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
             }
         },
     )
-    async def push(request: Request, who: CallerDep) -> MessageAccepted:
+    async def push(
+        request: Request,
+        who: CallerDep,
+        idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    ) -> MessageAccepted:
         """Push to one registration, to users (all their devices) or to the whole app.
 
-        Answers 202 with the Message id as soon as it is persisted and queued.
+        Answers 202 with the Message id as soon as it is persisted and queued; with a
+        `schedule`, 202 with the Schedule (`state` "scheduled") and its first run. The same
+        `Idempotency-Key` (header or field) within 24 h returns the first Message.
         """
         body = await _json_body(request)
         parsed = parse_push(body)
         who.require(TARGET_ROLE[parsed.target.type])
         accepted = await run_in_threadpool(
-            accept_push, who.app_id, parsed, settings=settings, engine=engine
+            accept_push,
+            who.app_id,
+            parsed,
+            settings=settings,
+            engine=engine,
+            idempotency_key=idempotency_key,
         )
         return MessageAccepted(
             id=accepted.message_id,
             state=accepted.state,
-            status_url=f"/v1/messages/{accepted.message_id}",
+            status_url=accepted.status_url,
+            next_run_at=accepted.next_run_at,
+            replayed=accepted.replayed,
         )
+
+    # --- schedules -------------------------------------------------------------------------
+    @api.get("/v1/schedules", response_model=SchedulePage, tags=["schedules"], responses=ERRORS)
+    def schedules(
+        who: CallerDep,
+        state: str | None = None,
+        cursor: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> SchedulePage:
+        """Schedules of the app with their next run and the Messages they produced."""
+        return list_schedules(engine, who.app_id, state=state, cursor=cursor, limit=limit)
+
+    @api.get(
+        "/v1/schedules/{schedule_id}",
+        response_model=ScheduleOut,
+        tags=["schedules"],
+        responses=ERRORS,
+    )
+    def read_schedule(schedule_id: str, who: CallerDep) -> ScheduleOut:
+        return get_schedule(engine, who.app_id, schedule_id)
+
+    @api.post(
+        "/v1/schedules/{schedule_id}/{action}",
+        response_model=ScheduleOut,
+        tags=["schedules"],
+        responses=ERRORS,
+    )
+    def steer_schedule(
+        schedule_id: str, action: Literal["pause", "resume", "cancel"], who: CallerDep
+    ) -> ScheduleOut:
+        """Pause, resume (runs that fell due while paused are skipped) or cancel."""
+        current = get_schedule(engine, who.app_id, schedule_id)
+        who.require(TARGET_ROLE[str(current.target.get("type"))])
+        return set_state(engine, who.app_id, schedule_id, action)
+
+    @api.delete(
+        "/v1/schedules/{schedule_id}",
+        response_model=ScheduleOut,
+        tags=["schedules"],
+        responses=ERRORS,
+    )
+    def cancel_schedule(schedule_id: str, who: CallerDep) -> ScheduleOut:
+        current = get_schedule(engine, who.app_id, schedule_id)
+        who.require(TARGET_ROLE[str(current.target.get("type"))])
+        return set_state(engine, who.app_id, schedule_id, "cancel")
 
     @api.get(
         "/v1/messages/{message_id}",
@@ -230,8 +291,10 @@ async def _json_body(request: Request) -> Any:
         raise InvalidRequest(f"body: {rule}", [{"field": "body", "rule": rule}]) from exc
 
 
-def _error(status: int, kind: str, message: str, details: list[dict[str, str]]) -> JSONResponse:
-    return JSONResponse(
-        status_code=status,
-        content={"error": kind, "message": message, "details": details},
-    )
+def _error(
+    status: int, kind: str, message: str, details: list[dict[str, str]], code: int | None = None
+) -> JSONResponse:
+    content: dict[str, Any] = {"error": kind, "message": message, "details": details}
+    if code is not None:
+        content["code"] = code
+    return JSONResponse(status_code=status, content=content)

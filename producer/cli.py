@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 
 from producer.apps import ApnsCredentials, create_app, create_key, find_app, list_apps, parse_roles
 from producer.errors import PushlineError
+from producer.schedules import get_schedule, list_schedules, set_state
 from producer.status import message_status
 from schemas.api import MessageStatus
 from schemas.codes import CODE_MEANINGS
@@ -27,9 +28,11 @@ cli = typer.Typer(help="Pushline: self-hosted push notification delivery.", no_a
 db_cli = typer.Typer(help="The SQL store.", no_args_is_help=True)
 apps_cli = typer.Typer(help="Apps (tenants) and their provider credentials.", no_args_is_help=True)
 keys_cli = typer.Typer(help="API keys of an app.", no_args_is_help=True)
+schedules_cli = typer.Typer(help="Scheduled, repeating and cron pushes.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(apps_cli, name="apps")
 cli.add_typer(keys_cli, name="keys")
+cli.add_typer(schedules_cli, name="schedules")
 console = Console()
 STATE_DIR = Path(".pushline")
 
@@ -115,6 +118,12 @@ def worker(ctx: typer.Context) -> None:
         *ctx.args,
     ]
     os.execv(sys.executable, args)
+
+
+@cli.command()
+def scheduler() -> None:
+    """Publish due Schedules and run the recovery sweep (one or more per deployment)."""
+    os.execv(sys.executable, [sys.executable, "-m", "worker.scheduler"])
 
 
 @cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -245,6 +254,68 @@ def _status_table(st: MessageStatus) -> Table:
     table.add_section()
     table.add_row("total", str(st.total))
     return table
+
+
+@schedules_cli.command("list")
+def schedules_list(
+    app: Annotated[str | None, typer.Option(help="app name or id")] = None,
+    state: Annotated[
+        str | None, typer.Option(help="scheduled, paused, cancelled, finished")
+    ] = None,
+) -> None:
+    """Schedules with their next run and how many Messages they produced."""
+    engine = _engine()
+    app_id = find_app(engine, app).id if app else None
+    page = list_schedules(engine, app_id, state=state, cursor=None, limit=500)
+    table = Table("id", "state", "kind", "when", "next run", "runs")
+    for sc in page.items:
+        when = (
+            sc.cron
+            and f"cron {sc.cron} ({sc.timezone})"
+            or (f"every {sc.repeat_every}s" if sc.repeat_every else "once")
+        )
+        nxt = sc.next_run_at.isoformat(timespec="seconds") if sc.next_run_at else "-"
+        table.add_row(sc.id, sc.state, sc.kind, when, nxt, str(sc.runs))
+    console.print(table)
+
+
+@schedules_cli.command("show")
+def schedules_show(schedule_id: str) -> None:
+    """One Schedule and the Messages it produced."""
+    try:
+        sc = get_schedule(_engine(), None, schedule_id)
+    except PushlineError as exc:
+        console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(2) from exc
+    console.print_json(sc.model_dump_json())
+
+
+def _steer(schedule_id: str, action: str) -> None:
+    try:
+        sc = set_state(_engine(), None, schedule_id, action)
+    except PushlineError as exc:
+        console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(2) from exc
+    nxt = sc.next_run_at.isoformat(timespec="seconds") if sc.next_run_at else "-"
+    console.print(f"schedule {sc.id}: {sc.state}, next run {nxt}")
+
+
+@schedules_cli.command("pause")
+def schedules_pause(schedule_id: str) -> None:
+    """Stop publishing until resumed."""
+    _steer(schedule_id, "pause")
+
+
+@schedules_cli.command("resume")
+def schedules_resume(schedule_id: str) -> None:
+    """Publish again from the next slot after now (runs missed while paused are skipped)."""
+    _steer(schedule_id, "resume")
+
+
+@schedules_cli.command("cancel")
+def schedules_cancel(schedule_id: str) -> None:
+    """Never publish again."""
+    _steer(schedule_id, "cancel")
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from schemas.queueing import DEFAULT_QUEUE, FANOUT_TASK, celery_config
+from schemas.queueing import FANOUT_TASK, celery_config, queue_for
 from schemas.settings import Settings
 
 _clients: dict[str, Celery] = {}
@@ -19,6 +19,6 @@ def _client(settings: Settings) -> Celery:
     return app
 
 
-def enqueue_fanout(settings: Settings, message_id: str) -> None:
+def enqueue_fanout(settings: Settings, message_id: str, lane: str = "bulk") -> None:
     """Raise on a broker that cannot take the task (after a short bounded retry)."""
-    _client(settings).send_task(FANOUT_TASK, args=[message_id], queue=DEFAULT_QUEUE)
+    _client(settings).send_task(FANOUT_TASK, args=[message_id], queue=queue_for(lane))

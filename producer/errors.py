@@ -9,10 +9,13 @@ class PushlineError(Exception):
     status = 500
     kind = "internal_error"
 
-    def __init__(self, message: str, details: list[dict[str, str]] | None = None) -> None:
+    def __init__(
+        self, message: str, details: list[dict[str, str]] | None = None, code: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details or []
+        self.code = code  # a seed service's own error code (Backendless 5003, 5030…)
 
 
 class InvalidRequest(PushlineError):

@@ -63,7 +63,7 @@ class Stack:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _redis: Any = None
 
-    def start(self, *, api: bool = True, worker: bool = True) -> Stack:
+    def start(self, *, api: bool = True, worker: bool = True, scheduler: bool = True) -> Stack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if self.redis_url is None:
             self._redis, self.redis_url = embedded_redis(self.state_dir)
@@ -113,6 +113,8 @@ class Stack:
             self.start_api()
         if worker:
             self.start_worker()
+        if scheduler:
+            self.start_scheduler()
         return self
 
     @property
@@ -149,7 +151,16 @@ class Stack:
             time.sleep(0.1)
         raise TimeoutError("the API did not start")
 
-    def start_worker(self, name: str = "worker", *, concurrency: int | None = None) -> None:
+    def start_scheduler(self, name: str = "scheduler") -> None:
+        self._spawn(name, [sys.executable, "-m", "worker.scheduler"])
+
+    def start_worker(
+        self,
+        name: str = "worker",
+        *,
+        concurrency: int | None = None,
+        queues: str = "pushline,pushline.priority",
+    ) -> None:
         c = concurrency or self.worker_concurrency
         self._spawn(
             name,
@@ -169,6 +180,8 @@ class Stack:
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",
+                "-Q",
+                queues,
                 "-n",
                 f"{name}-{os.getpid()}@%h",
             ],

@@ -153,15 +153,56 @@ TARGET_ROLE: dict[str, str] = {
 }
 
 
+class ScheduleSpec(Strict):
+    """When to publish. Times are ISO 8601 or, as Backendless sends them, epoch milliseconds."""
+
+    publish_at: datetime | int | None = None
+    repeat_every: Annotated[int, Field(ge=1)] | None = None  # seconds
+    repeat_expires_at: datetime | int | None = None
+    cron: Annotated[str, Field(min_length=1, max_length=120)] | None = None
+    timezone: Annotated[str, Field(max_length=64)] = "UTC"
+
+
 class PushRequest(Strict):
     target: Target
     payload: Payload
+    schedule: ScheduleSpec | None = None
+    # The same key for the same app within 24 h returns the first Message and sends nothing.
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=255)] | None = None
 
 
 class MessageAccepted(BaseModel):
+    """202 answer: a Message (sent now) or a Schedule (`state` "scheduled")."""
+
     id: str
     state: str
     status_url: str
+    next_run_at: datetime | None = None
+    replayed: bool = False  # an idempotent repeat: nothing new was sent
+
+
+class ScheduleOut(BaseModel):
+    id: str
+    app_id: str
+    state: str
+    kind: str
+    target: dict[str, Any]
+    payload: dict[str, Any]
+    publish_at: datetime | None
+    repeat_every: int | None
+    repeat_expires_at: datetime | None
+    cron: str | None
+    timezone: str
+    next_run_at: datetime | None
+    runs: int
+    last_run_at: datetime | None
+    created_at: datetime
+    message_ids: list[str] = []
+
+
+class SchedulePage(BaseModel):
+    items: list[ScheduleOut]
+    next_cursor: str | None
 
 
 class MessageStatus(BaseModel):
@@ -242,4 +283,5 @@ class ErrorDetail(BaseModel):
 class ErrorBody(BaseModel):
     error: str
     message: str
+    code: int | None = None  # a service's own error code where it has one (5003, 5030)
     details: list[ErrorDetail] = []

@@ -13,6 +13,19 @@ PRIORITY_QUEUE = "pushline.priority"  # one device or one user at high priority
 SCHEDULER_TICK_TASK = "pushline.scheduler_tick"
 
 
+def lane_for(target: dict[str, Any], priority: str) -> str:
+    """One device or one user at high priority is transactional: it gets its own queue, so
+    a million-device campaign never delays it."""
+    if priority != "high":
+        return "bulk"
+    if target.get("type") == "device":
+        return "priority"
+    if target.get("type") == "users":
+        people = len(target.get("usernames") or []) + len(target.get("global_user_ids") or [])
+        return "priority" if people == 1 else "bulk"
+    return "bulk"
+
+
 def queue_for(lane: str) -> str:
     return PRIORITY_QUEUE if lane == "priority" else DEFAULT_QUEUE
 

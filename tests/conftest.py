@@ -25,7 +25,12 @@ REDIS = os.environ.get("PUSHLINE_TEST_REDIS", "redis://127.0.0.1:6379")
 POSTGRES = os.environ.get("PUSHLINE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 
 # Fast retries so "503 then success" takes a fraction of a second.
-TEST_ENV = {"PUSHLINE_RETRY_BASE_S": "0.05", "PUSHLINE_LOG_LEVEL": "INFO"}
+TEST_ENV = {
+    "PUSHLINE_RETRY_BASE_S": "0.05",
+    "PUSHLINE_LOG_LEVEL": "INFO",
+    "PUSHLINE_REPEAT_EVERY_MIN_S": "1",
+    "PUSHLINE_SCHEDULER_TICK_S": "0.2",
+}
 
 
 def fresh_postgres(name: str) -> str:

@@ -1,6 +1,7 @@
-"""The Celery app: two tasks, fan-out and deliver, on Redis.
+"""The Celery app: fan-out and deliver tasks on Redis, in two lanes (queues).
 
-Run it with `pushline worker` (= `celery -A worker.celery_app worker`).
+Run it with `pushline worker` (= `celery -A worker.celery_app worker`); `-Q pushline` for
+campaigns, `-Q pushline.priority` for one-device / one-user pushes, both by default.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from celery import Celery, signals
 
 from schemas.db import engine_for
 from schemas.logs import configure_logging
-from schemas.queueing import DEFAULT_QUEUE, DELIVER_TASK, FANOUT_TASK, celery_config
+from schemas.queueing import DELIVER_TASK, FANOUT_TASK, celery_config, queue_for
 from schemas.settings import get_settings
 from worker.deliver import deliver_chunk
 from worker.fanout import fan_out
@@ -32,12 +33,12 @@ def _fresh_process(**_: Any) -> None:
     engine_for(settings.database_url).dispose(close=False)
 
 
-def _enqueue_chunk(provider: str, ids: list[str]) -> None:
-    deliver.apply_async(args=[ids], queue=DEFAULT_QUEUE)
+def enqueue_fanout(message_id: str, lane: str) -> None:
+    fanout.apply_async(args=[message_id], queue=queue_for(lane))
 
 
-def _enqueue_retry(ids: list[str], delay_s: float) -> None:
-    deliver.apply_async(args=[ids], countdown=delay_s, queue=DEFAULT_QUEUE)
+def enqueue_chunk(provider: str, ids: list[str], lane: str) -> None:
+    deliver.apply_async(args=[ids, lane], queue=queue_for(lane))
 
 
 @app.task(name=FANOUT_TASK)
@@ -46,16 +47,19 @@ def fanout(message_id: str) -> int:
         message_id,
         settings=settings,
         engine=engine_for(settings.database_url),
-        enqueue_chunk=_enqueue_chunk,
+        enqueue_chunk=enqueue_chunk,
     )
 
 
 @app.task(name=DELIVER_TASK)
-def deliver(delivery_ids: list[str]) -> int:
+def deliver(delivery_ids: list[str], lane: str = "bulk") -> int:
+    def retry_later(ids: list[str], delay_s: float) -> None:
+        deliver.apply_async(args=[ids, lane], countdown=delay_s, queue=queue_for(lane))
+
     report = deliver_chunk(
         delivery_ids,
         settings=settings,
         engine=engine_for(settings.database_url),
-        enqueue_retry=_enqueue_retry,
+        enqueue_retry=retry_later,
     )
     return report.claimed

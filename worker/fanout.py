@@ -15,7 +15,7 @@ from worker.targeting import audience
 
 log = structlog.get_logger("pushline.fanout")
 
-ChunkEnqueuer = Callable[[str, list[str]], None]  # (provider, delivery ids)
+ChunkEnqueuer = Callable[[str, list[str], str], None]  # (provider, delivery ids, lane)
 
 
 def chunks(ids: list[str], size: int) -> list[list[str]]:
@@ -48,7 +48,7 @@ def fan_out(
             by_provider[provider].append(delivery_id)
         for provider, ids in by_provider.items():
             for chunk in chunks(ids, settings.chunk_size):
-                enqueue_chunk(provider, chunk)
+                enqueue_chunk(provider, chunk, message.lane)
                 enqueued += len(chunk)
         if len(page) < settings.fanout_page_size:
             break

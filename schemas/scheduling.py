@@ -1,0 +1,121 @@
+"""Schedule rules (pure): validating a request and computing the next run.
+
+Missed runs: a scheduler that was down publishes ONE run for everything it missed (the
+first missed due time), then continues with the next slot after now — never a burst of
+one Message per missed interval.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+from schemas.api import ScheduleSpec
+
+INVALID_PUBLISH_AT = 5030  # Backendless: "Invalid publishAt date"
+INVALID_REPEAT_EXPIRES_AT = 5003  # Backendless: "Invalid repeatExpiresAt date"
+
+
+class ScheduleError(ValueError):
+    def __init__(self, field: str, rule: str, code: int | None = None) -> None:
+        super().__init__(f"{field}: {rule}")
+        self.field, self.rule, self.code = field, rule, code
+
+
+@dataclass(frozen=True)
+class Plan:
+    kind: str  # once | repeat | cron
+    first_run_at: datetime
+    publish_at: datetime | None
+    repeat_every_s: int | None
+    repeat_expires_at: datetime | None
+    cron: str | None
+    timezone: str
+
+
+def as_instant(value: datetime | int | None, field: str, code: int) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ScheduleError(field, "must be a time", code)
+    if isinstance(value, int):
+        try:
+            return datetime.fromtimestamp(value / 1000, UTC)  # epoch milliseconds
+        except (OverflowError, OSError, ValueError) as exc:
+            raise ScheduleError(field, "is not a valid time", code) from exc
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def plan(spec: ScheduleSpec, now: datetime, *, repeat_every_min_s: int) -> Plan:
+    """Validate a schedule as Backendless documents it; raise ScheduleError naming the rule."""
+    publish_at = as_instant(spec.publish_at, "schedule.publish_at", INVALID_PUBLISH_AT)
+    expires = as_instant(
+        spec.repeat_expires_at, "schedule.repeat_expires_at", INVALID_REPEAT_EXPIRES_AT
+    )
+    if publish_at is not None and publish_at < now:
+        raise ScheduleError("schedule.publish_at", "Invalid publishAt date", INVALID_PUBLISH_AT)
+    try:
+        zone = ZoneInfo(spec.timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ScheduleError("schedule.timezone", f"unknown time zone {spec.timezone!r}") from exc
+    if spec.repeat_every is not None and spec.cron is not None:
+        raise ScheduleError("schedule", "give repeat_every or cron, not both")
+    if spec.repeat_every is not None and spec.repeat_every < repeat_every_min_s:
+        raise ScheduleError(
+            "schedule.repeat_every", f"must be at least {repeat_every_min_s} seconds"
+        )
+    if spec.cron is not None and not croniter.is_valid(spec.cron):
+        raise ScheduleError("schedule.cron", f"not a valid cron expression: {spec.cron!r}")
+    if expires is not None and spec.repeat_every is None and spec.cron is None:
+        raise ScheduleError("schedule.repeat_expires_at", "needs repeat_every or cron")
+
+    start = publish_at or now
+    if spec.cron is not None:
+        first = cron_next(spec.cron, zone, start - timedelta(microseconds=1))
+        kind = "cron"
+    else:
+        first = start
+        kind = "repeat" if spec.repeat_every is not None else "once"
+    if expires is not None and expires <= first:
+        raise ScheduleError(
+            "schedule.repeat_expires_at", "Invalid repeatExpiresAt date", INVALID_REPEAT_EXPIRES_AT
+        )
+    return Plan(kind, first, publish_at, spec.repeat_every, expires, spec.cron, spec.timezone)
+
+
+def cron_next(expr: str, zone: ZoneInfo, after: datetime) -> datetime:
+    """The first cron time strictly after `after`, read in the schedule's time zone."""
+    local = after.astimezone(zone)
+    nxt: datetime = croniter(expr, local).get_next(datetime)
+    return nxt.astimezone(UTC)
+
+
+def next_run(
+    kind: str,
+    due: datetime,
+    now: datetime,
+    *,
+    repeat_every_s: int | None,
+    repeat_expires_at: datetime | None,
+    cron: str | None,
+    timezone: str,
+) -> datetime | None:
+    """The run after the one due at `due`, skipping every slot that is not after `now`."""
+    if kind == "once":
+        return None
+    if kind == "repeat":
+        assert repeat_every_s
+        step = timedelta(seconds=repeat_every_s)
+        missed = max(0, int((now - due) / step))  # slots that passed while nobody published
+        nxt = due + step * (missed + 1)
+        while nxt <= now:
+            nxt += step
+    else:
+        assert cron
+        nxt = cron_next(cron, ZoneInfo(timezone), max(due, now))
+    if repeat_expires_at is not None and nxt > repeat_expires_at:
+        return None
+    return nxt

@@ -1,0 +1,127 @@
+"""The recovery sweep: the SQL store is the truth, Redis only dispatches work.
+
+When Redis loses its contents (FLUSHALL, a restart without persistence, a failover) the
+tasks are gone but the rows are not. The sweep, run by the scheduler process, finds
+
+- Messages accepted but not fanned out, with no sign of a fan-out at work, and
+- dispatched Messages with QUEUED Deliveries that made no progress for a grace period
+  (no Delivery of the Message touched, none leased, none waiting for a retry),
+
+and enqueues their work again. A Delivery enqueued twice costs one claim query, never a
+second send (deliver_chunk claims rows with a lease); a Delivery re-enqueued is touched so
+the next sweep gives it another grace period.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy import Engine, and_, exists, or_, select, update
+from sqlmodel import Session, col
+
+from schemas.codes import DeliveryStatus, MessageState
+from schemas.db import session_scope
+from schemas.settings import Settings
+from schemas.tables import Delivery, Message
+from worker.fanout import chunks
+
+log = structlog.get_logger("pushline.recovery")
+
+PAGE = 5000
+
+
+@dataclass
+class SweepReport:
+    fanouts: int = 0
+    deliveries: int = 0
+
+
+def sweep(
+    engine: Engine,
+    settings: Settings,
+    now: datetime,
+    enqueue_fanout: Callable[[str, str], None],
+    enqueue_chunk: Callable[[str, list[str], str], None],
+) -> SweepReport:
+    report = SweepReport()
+    cutoff = now - timedelta(seconds=settings.sweep_grace_s)
+    with Session(engine) as s:
+        recent_work = exists().where(
+            col(Delivery.message_id) == col(Message.id), col(Delivery.updated_at) > cutoff
+        )
+        stalled_fanouts = s.execute(
+            select(col(Message.id), col(Message.lane)).where(
+                col(Message.state) == MessageState.ACCEPTED,
+                col(Message.created_at) < cutoff,
+                ~recent_work,
+            )
+        ).all()
+        stalled = s.execute(
+            select(col(Message.id), col(Message.lane)).where(
+                col(Message.state) == MessageState.DISPATCHED,
+                exists().where(
+                    col(Delivery.message_id) == col(Message.id),
+                    col(Delivery.status) == DeliveryStatus.QUEUED,
+                ),
+                ~recent_work,
+            )
+        ).all()
+    for message_id, lane in stalled_fanouts:
+        enqueue_fanout(message_id, lane)
+        report.fanouts += 1
+    for message_id, lane in stalled:
+        report.deliveries += _requeue(
+            engine, message_id, lane, now, cutoff, settings, enqueue_chunk
+        )
+    if report.fanouts or report.deliveries:
+        log.warning(
+            "recovered work the broker lost", fanouts=report.fanouts, deliveries=report.deliveries
+        )
+    return report
+
+
+def _requeue(
+    engine: Engine,
+    message_id: str,
+    lane: str,
+    now: datetime,
+    cutoff: datetime,
+    settings: Settings,
+    enqueue_chunk: Callable[[str, list[str], str], None],
+) -> int:
+    idle = and_(
+        col(Delivery.message_id) == message_id,
+        col(Delivery.status) == DeliveryStatus.QUEUED,
+        or_(col(Delivery.lease_until).is_(None), col(Delivery.lease_until) < now),
+        or_(col(Delivery.next_attempt_at).is_(None), col(Delivery.next_attempt_at) < cutoff),
+    )
+    total, after = 0, ""
+    while True:
+        with session_scope(engine) as s:
+            rows = s.execute(
+                select(col(Delivery.id), col(Delivery.provider))
+                .where(idle, col(Delivery.id) > after)
+                .order_by(col(Delivery.id))
+                .limit(PAGE)
+            ).all()
+            if not rows:
+                return total
+            ids = [r[0] for r in rows]
+            s.execute(
+                update(Delivery)
+                .where(col(Delivery.id).in_(ids))
+                .values(updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        by_provider: dict[str, list[str]] = defaultdict(list)
+        for delivery_id, provider in rows:
+            by_provider[provider].append(delivery_id)
+        for provider, group in by_provider.items():
+            for chunk in chunks(group, settings.chunk_size):
+                enqueue_chunk(provider, chunk, lane)
+        total += len(ids)
+        after = ids[-1]

@@ -1,0 +1,156 @@
+"""The scheduler process: publishes due Schedules and runs the recovery sweep.
+
+Schedules are durable rows, not Celery ETAs. Each tick claims due rows and writes one
+Message per run in the same transaction as it moves `next_run_at` on:
+
+- PostgreSQL: candidates are read `FOR UPDATE SKIP LOCKED`, so two schedulers never wait
+  on or take the same row;
+- SQLite (no SKIP LOCKED; writers are serialised): the move of `next_run_at` is a
+  compare-and-set on the value that was read, so only one scheduler wins a run;
+- on both, a unique (schedule_id, run_at) on Message makes a second publication of the
+  same run impossible.
+
+Run it with `pushline scheduler` (the Procfile's `scheduler`).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy import Engine, select, update
+from sqlmodel import Session, col
+
+from schemas.codes import MessageState
+from schemas.scheduling import next_run
+from schemas.settings import Settings
+from schemas.tables import Message, Schedule, utcnow
+
+log = structlog.get_logger("pushline.scheduler")
+
+FanoutEnqueuer = Callable[[str, str], None]  # (message id, lane)
+
+
+def publish_due(
+    engine: Engine, now: datetime, enqueue: FanoutEnqueuer, *, limit: int = 100
+) -> list[str]:
+    """Publish every run due at `now` once; returns the ids of the Messages written."""
+    published: list[tuple[str, str]] = []
+    with Session(engine) as s, s.begin():
+        q = (
+            select(Schedule)
+            .where(col(Schedule.state) == "scheduled", col(Schedule.next_run_at) <= now)
+            .order_by(col(Schedule.next_run_at))
+            .limit(limit)
+        )
+        if s.get_bind().dialect.name == "postgresql":
+            q = q.with_for_update(skip_locked=True)
+        for sch in s.execute(q).scalars().all():
+            due = sch.next_run_at
+            assert due is not None
+            nxt = next_run(
+                sch.kind,
+                due,
+                now,
+                repeat_every_s=sch.repeat_every_s,
+                repeat_expires_at=sch.repeat_expires_at,
+                cron=sch.cron,
+                timezone=sch.timezone,
+            )
+            won = s.execute(
+                update(Schedule)
+                .where(
+                    col(Schedule.id) == sch.id,
+                    col(Schedule.next_run_at) == due,
+                    col(Schedule.state) == "scheduled",
+                )
+                .values(
+                    next_run_at=nxt,
+                    state="scheduled" if nxt is not None else "finished",
+                    runs=col(Schedule.runs) + 1,
+                    last_run_at=due,
+                    updated_at=now,
+                )
+                .execution_options(synchronize_session=False)
+            ).rowcount  # type: ignore[attr-defined]
+            if not won:
+                continue  # another scheduler published this run
+            message = Message(
+                app_id=sch.app_id,
+                target=sch.target,
+                payload=sch.payload,
+                state=MessageState.ACCEPTED,
+                lane=sch.lane,
+                schedule_id=sch.id,
+                run_at=due,
+                created_at=now,
+            )
+            ttl = sch.payload.get("time_to_live")
+            if ttl:
+                message.expires_at = now + timedelta(seconds=ttl)
+            s.add(message)
+            s.flush()
+            published.append((message.id, sch.lane))
+            log.info(
+                "schedule run published",
+                schedule=sch.id,
+                message=message.id,
+                run_at=due.isoformat(),
+                next_run_at=nxt.isoformat() if nxt else None,
+            )
+    for message_id, lane in published:
+        try:
+            enqueue(message_id, lane)
+        except Exception as exc:  # the recovery sweep fans it out once the broker is back
+            log.warning(
+                "fan-out not enqueued; the sweep will retry", message=message_id, error=str(exc)
+            )
+    return [m for m, _ in published]
+
+
+def run(
+    settings: Settings,
+    engine: Engine,
+    enqueue_fanout: FanoutEnqueuer,
+    enqueue_chunk: Callable[[str, list[str], str], None],
+    stop: threading.Event,
+) -> None:
+    from worker.recovery import sweep
+
+    last_sweep = 0.0
+    while not stop.is_set():
+        try:
+            publish_due(engine, utcnow(), enqueue_fanout)
+            if time.monotonic() - last_sweep >= settings.sweep_interval_s:
+                last_sweep = time.monotonic()
+                sweep(engine, settings, utcnow(), enqueue_fanout, enqueue_chunk)
+        except Exception:
+            log.exception("scheduler tick failed; trying again next tick")
+        stop.wait(settings.scheduler_tick_s)
+
+
+def main() -> None:
+    from schemas.db import engine_for
+    from schemas.logs import configure_logging
+    from schemas.settings import get_settings
+    from worker.celery_app import enqueue_chunk, enqueue_fanout
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    log.info(
+        "scheduler started",
+        tick_s=settings.scheduler_tick_s,
+        sweep_interval_s=settings.sweep_interval_s,
+    )
+    run(settings, engine_for(settings.database_url), enqueue_fanout, enqueue_chunk, stop)
+
+
+if __name__ == "__main__":
+    main()
