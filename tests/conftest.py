@@ -16,10 +16,13 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+from sqlmodel import Session
 
 from producer.client import PushlineClient
 from producer.stack import Credentials, Stack
 from schemas.api import MessageStatus
+from schemas.db import engine_for
+from schemas.tables import Registration
 
 REDIS = os.environ.get("PUSHLINE_TEST_REDIS", "redis://127.0.0.1:6379")
 POSTGRES = os.environ.get("PUSHLINE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
@@ -144,3 +147,15 @@ def accepted(stack_sim_stats: dict[str, object], token: str) -> int:
 def log_tail(stack: Stack, name: str, chars: int = 3000) -> str:
     path: Path = stack.state_dir / f"{name}.log"
     return path.read_text()[-chars:] if path.exists() else ""
+
+
+def register_bulk(stack: Stack, app_id: str, n: int) -> list[str]:
+    """n iOS registrations written straight to the store (REST would only measure the API)."""
+    tokens = [secrets.token_hex(32) for _ in range(n)]
+    assert stack.database_url
+    with Session(engine_for(stack.database_url)) as s:
+        s.add_all(
+            Registration(app_id=app_id, provider="apns", platform="ios", token=t) for t in tokens
+        )
+        s.commit()
+    return tokens

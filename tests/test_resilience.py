@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 import uuid
 from pathlib import Path
@@ -16,8 +15,8 @@ from producer.api import create_app
 from producer.stack import Stack
 from schemas.db import engine_for
 from schemas.settings import Settings
-from schemas.tables import Delivery, Message, Registration, utcnow
-from tests.conftest import TEST_ENV, AppHandle, fresh_postgres, fresh_redis, log_tail
+from schemas.tables import Delivery, Message, utcnow
+from tests.conftest import TEST_ENV, AppHandle, fresh_postgres, fresh_redis, log_tail, register_bulk
 
 CHUNK = 50
 
@@ -42,17 +41,6 @@ def fragile_stack(tmp_path: Path) -> Stack:
     stack.start()
     yield stack  # type: ignore[misc]
     stack.stop()
-
-
-def register_bulk(stack: Stack, app_id: str, n: int) -> list[str]:
-    tokens = [secrets.token_hex(32) for _ in range(n)]
-    assert stack.database_url
-    with Session(engine_for(stack.database_url)) as s:
-        s.add_all(
-            Registration(app_id=app_id, provider="apns", platform="ios", token=t) for t in tokens
-        )
-        s.commit()
-    return tokens
 
 
 def test_a_worker_killed_mid_chunk_loses_nothing_and_resends_at_most_that_chunk(
