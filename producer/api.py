@@ -19,6 +19,8 @@ from producer.registrations import (
     delete_registration,
     get_registration,
     list_registrations,
+    subscribe,
+    unsubscribe,
     upsert_registration,
 )
 from producer.schedules import get_schedule, list_schedules, set_state
@@ -36,6 +38,7 @@ from schemas.api import (
     RegistrationPage,
     ScheduleOut,
     SchedulePage,
+    TopicsIn,
 )
 from schemas.codes import Role
 from schemas.db import engine_for, upgrade
@@ -106,7 +109,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         who.require(Role.ADMIN)
         reg, created = upsert_registration(engine, who.app_id, body)
         response.status_code = 201 if created else 200
-        return RegistrationOut.model_validate(reg)
+        return reg
 
     @api.get(
         "/v1/registrations/{registration_id}",
@@ -116,7 +119,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     )
     def read_registration(registration_id: str, who: CallerDep) -> RegistrationOut:
         who.require(Role.REGISTRATIONS_READ)
-        return RegistrationOut.model_validate(get_registration(engine, who.app_id, registration_id))
+        return get_registration(engine, who.app_id, registration_id)
 
     @api.get(
         "/v1/registrations",
@@ -127,16 +130,42 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     def registrations(
         who: CallerDep,
         username: str | None = None,
+        push_group: str | None = None,
         cursor: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> RegistrationPage:
+        """Registrations of the app, by username or push group, in keyset pages."""
         who.require(Role.REGISTRATIONS_READ)
         rows, nxt = list_registrations(
-            engine, who.app_id, username=username, cursor=cursor, limit=limit
+            engine,
+            who.app_id,
+            username=username,
+            push_group=push_group,
+            cursor=cursor,
+            limit=limit,
         )
-        return RegistrationPage(
-            items=[RegistrationOut.model_validate(r) for r in rows], next_cursor=nxt
-        )
+        return RegistrationPage(items=rows, next_cursor=nxt)
+
+    @api.post(
+        "/v1/registrations/{registration_id}/topics",
+        response_model=RegistrationOut,
+        tags=["registrations"],
+        responses=ERRORS,
+    )
+    def subscribe_topics(registration_id: str, body: TopicsIn, who: CallerDep) -> RegistrationOut:
+        """Subscribe a registration to topics (existing subscriptions stay)."""
+        who.require(Role.ADMIN)
+        return subscribe(engine, who.app_id, registration_id, body.topics)
+
+    @api.delete(
+        "/v1/registrations/{registration_id}/topics/{topic}",
+        response_model=RegistrationOut,
+        tags=["registrations"],
+        responses=ERRORS,
+    )
+    def unsubscribe_topic(registration_id: str, topic: str, who: CallerDep) -> RegistrationOut:
+        who.require(Role.ADMIN)
+        return unsubscribe(engine, who.app_id, registration_id, topic)
 
     @api.delete(
         "/v1/registrations/{registration_id}",

@@ -6,13 +6,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, select
 from sqlmodel import Session, col
 
 from producer.errors import InvalidRequest, NotFound
-from schemas.api import RegistrationIn
+from schemas.api import Capability, RegistrationIn, RegistrationOut
 from schemas.db import session_scope
-from schemas.tables import Registration, utcnow
+from schemas.tables import Registration, RegistrationCapability, RegistrationTopic, utcnow
 
 # Microbizz writes a token as "<platform>:<token>"; these are its two platform names.
 _PREFIXES = {"iOS": ("apns", "ios"), "android": ("fcm", "android")}
@@ -63,14 +63,47 @@ def _bad(field: str, rule: str) -> InvalidRequest:
     return InvalidRequest(f"{field}: {rule}", [{"field": field, "rule": rule}])
 
 
+SCALAR_FIELDS = (
+    "device_id",
+    "username",
+    "global_user_id",
+    "external_user_id",
+    "push_group",
+    "locale",
+    "preferred_languages",
+    "time_zone",
+    "form_factor",
+    "device_model",
+    "device_manufacturer",
+    "os_version",
+    "sdk_version",
+    "app_version",
+    "device_secure",
+    "notifications_enabled",
+    "primary_device",
+    "custom_attributes",
+)
+
+
+def normalise_phone(number: str) -> str:
+    """International numbers compare by digits: '+45 12 34', '0045-1234' and '451234' agree."""
+    digits = "".join(ch for ch in number if ch.isdigit())
+    if number.strip().startswith("00"):
+        digits = digits[2:]
+    if len(digits) < 3:
+        raise _bad("phone_number", "an international number with at least 3 digits")
+    return digits
+
+
 def upsert_registration(
     engine: Engine, app_id: str, body: RegistrationIn
-) -> tuple[Registration, bool]:
+) -> tuple[RegistrationOut, bool]:
     """Create or update, idempotent on the device id (when given) or the token.
 
     Returns the registration and whether it was created.
     """
     norm = normalise_token(body.token, body.provider, body.platform)
+    phone = normalise_phone(body.phone_number) if body.phone_number else None
     with session_scope(engine) as s:
         by_token = _one(s, app_id, col(Registration.token) == norm.token)
         by_device = (
@@ -89,17 +122,65 @@ def upsert_registration(
                 app_id=app_id, provider=norm.provider, token=norm.token, platform=norm.platform
             )
         reg.provider, reg.token, reg.platform = norm.provider, norm.token, norm.platform
-        for field in ("device_id", "username", "global_user_id", "locale"):
+        for field in SCALAR_FIELDS:
             value = getattr(body, field)
             if value is not None:
                 setattr(reg, field, value)
+        if phone is not None:
+            reg.phone_number = phone
+        if body.email is not None:
+            reg.email = body.email.lower()
         # Registering again revives a token the provider had retired.
         reg.active, reg.deactivated_code, reg.deactivated_at = True, None, None
         reg.updated_at = utcnow()
         s.add(reg)
         s.flush()
+        if body.topics is not None:
+            _replace_topics(s, reg, body.topics)
+        if body.capabilities is not None:
+            s.execute(
+                delete(RegistrationCapability).where(
+                    col(RegistrationCapability.registration_id) == reg.id
+                )
+            )
+            s.add_all(
+                RegistrationCapability(
+                    registration_id=reg.id,
+                    app_id=app_id,
+                    name=c.name,
+                    category=c.category,
+                    value=c.value,
+                )
+                for c in {c.name: c for c in body.capabilities}.values()
+            )
+        s.flush()
         s.refresh(reg)
-        return reg, created
+        return registration_out(s, reg), created
+
+
+def _replace_topics(s: Session, reg: Registration, topics: list[str]) -> None:
+    s.execute(delete(RegistrationTopic).where(col(RegistrationTopic.registration_id) == reg.id))
+    s.add_all(
+        RegistrationTopic(registration_id=reg.id, app_id=reg.app_id, topic=t)
+        for t in dict.fromkeys(topics)
+    )
+
+
+def registration_out(s: Session, reg: Registration) -> RegistrationOut:
+    topics = s.execute(
+        select(col(RegistrationTopic.topic))
+        .where(col(RegistrationTopic.registration_id) == reg.id)
+        .order_by(col(RegistrationTopic.topic))
+    ).scalars()
+    caps = s.execute(
+        select(RegistrationCapability)
+        .where(col(RegistrationCapability.registration_id) == reg.id)
+        .order_by(col(RegistrationCapability.name))
+    ).scalars()
+    out = RegistrationOut.model_validate(reg)
+    out.topics = list(topics)
+    out.capabilities = [Capability(name=c.name, category=c.category, value=c.value) for c in caps]
+    return out
 
 
 def _one(s: Session, app_id: str, cond: Any) -> Registration | None:
@@ -107,33 +188,76 @@ def _one(s: Session, app_id: str, cond: Any) -> Registration | None:
     return s.execute(q).scalars().first()
 
 
-def get_registration(engine: Engine, app_id: str, registration_id: str) -> Registration:
+def _owned(s: Session, app_id: str, registration_id: str) -> Registration:
+    reg = s.get(Registration, registration_id)
+    if reg is None or reg.app_id != app_id:
+        raise NotFound(f"registration {registration_id} not found")
+    return reg
+
+
+def get_registration(engine: Engine, app_id: str, registration_id: str) -> RegistrationOut:
     with Session(engine) as s:
-        reg = s.get(Registration, registration_id)
-        if reg is None or reg.app_id != app_id:
-            raise NotFound(f"registration {registration_id} not found")
-        return reg
+        return registration_out(s, _owned(s, app_id, registration_id))
 
 
 def list_registrations(
-    engine: Engine, app_id: str, *, username: str | None, cursor: str | None, limit: int
-) -> tuple[list[Registration], str | None]:
+    engine: Engine,
+    app_id: str,
+    *,
+    username: str | None = None,
+    push_group: str | None = None,
+    cursor: str | None = None,
+    limit: int = 100,
+) -> tuple[list[RegistrationOut], str | None]:
     """Keyset page by id; `cursor` is the last id of the previous page."""
     q = select(Registration).where(col(Registration.app_id) == app_id)
     if username is not None:
         q = q.where(col(Registration.username) == username)
+    if push_group is not None:
+        q = q.where(col(Registration.push_group) == push_group)
     if cursor:
         q = q.where(col(Registration.id) > cursor)
     q = q.order_by(col(Registration.id)).limit(limit + 1)
     with Session(engine) as s:
         rows = list(s.execute(q).scalars())
+        items = [registration_out(s, r) for r in rows[:limit]]
     next_cursor = rows[limit - 1].id if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    return items, next_cursor
+
+
+def subscribe(
+    engine: Engine, app_id: str, registration_id: str, topics: list[str]
+) -> RegistrationOut:
+    with session_scope(engine) as s:
+        reg = _owned(s, app_id, registration_id)
+        have = set(
+            s.execute(
+                select(col(RegistrationTopic.topic)).where(
+                    col(RegistrationTopic.registration_id) == reg.id
+                )
+            ).scalars()
+        )
+        s.add_all(
+            RegistrationTopic(registration_id=reg.id, app_id=app_id, topic=t)
+            for t in dict.fromkeys(topics)
+            if t not in have
+        )
+        s.flush()
+        return registration_out(s, reg)
+
+
+def unsubscribe(engine: Engine, app_id: str, registration_id: str, topic: str) -> RegistrationOut:
+    with session_scope(engine) as s:
+        reg = _owned(s, app_id, registration_id)
+        s.execute(
+            delete(RegistrationTopic).where(
+                col(RegistrationTopic.registration_id) == reg.id,
+                col(RegistrationTopic.topic) == topic,
+            )
+        )
+        return registration_out(s, reg)
 
 
 def delete_registration(engine: Engine, app_id: str, registration_id: str) -> None:
     with session_scope(engine) as s:
-        reg = s.get(Registration, registration_id)
-        if reg is None or reg.app_id != app_id:
-            raise NotFound(f"registration {registration_id} not found")
-        s.delete(reg)
+        s.delete(_owned(s, app_id, registration_id))

@@ -241,14 +241,46 @@ class DeliveryPage(BaseModel):
     next_cursor: str | None
 
 
+Short = Annotated[str, Field(min_length=1, max_length=255)]
+Version = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class Capability(Strict):
+    name: Short
+    category: Short | None = None
+    value: Annotated[str, Field(max_length=1000)] | None = None
+
+
 class RegistrationIn(Strict):
+    """One installation of the app on one device. Every field but the token is optional."""
+
     token: Annotated[str, Field(min_length=1, max_length=4096)]
     provider: Literal["apns", "fcm"] | None = None
     platform: Literal["ios", "ipados", "android"] | None = None
-    device_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
-    username: Annotated[str, Field(min_length=1, max_length=255)] | None = None
-    global_user_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
-    locale: Annotated[str, Field(max_length=64)] | None = None
+    device_id: Short | None = None  # may be an IMEI or a phone number (Microbizz)
+    username: Short | None = None
+    global_user_id: Short | None = None
+    external_user_id: Short | None = None
+    phone_number: Annotated[str, Field(min_length=3, max_length=32)] | None = None
+    email: (
+        Annotated[str, Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")] | None
+    ) = None
+    push_group: Short | None = None
+    topics: list[Short] | None = None  # replaces the subscriptions when given
+    capabilities: list[Capability] | None = None  # replaces them when given
+    locale: Annotated[str, Field(max_length=64)] | None = None  # SAP userLocale
+    preferred_languages: list[Annotated[str, Field(max_length=64)]] | None = None
+    time_zone: Annotated[str, Field(max_length=64)] | None = None
+    form_factor: Annotated[str, Field(max_length=32)] | None = None
+    device_model: Short | None = None
+    device_manufacturer: Short | None = None
+    os_version: Version | None = None
+    sdk_version: Version | None = None
+    app_version: Version | None = None
+    device_secure: bool | None = None
+    notifications_enabled: bool | None = None
+    primary_device: bool | None = None
+    custom_attributes: dict[Short, str | int | float | bool | None] | None = None
 
 
 class RegistrationOut(BaseModel):
@@ -262,12 +294,34 @@ class RegistrationOut(BaseModel):
     device_id: str | None
     username: str | None
     global_user_id: str | None
+    external_user_id: str | None
+    phone_number: str | None
+    email: str | None
+    push_group: str | None
+    topics: list[str] = []
+    capabilities: list[Capability] = []
     locale: str | None
+    preferred_languages: list[str] | None
+    time_zone: str | None
+    form_factor: str | None
+    device_model: str | None
+    device_manufacturer: str | None
+    os_version: str | None
+    sdk_version: str | None
+    app_version: str | None
+    device_secure: bool | None
+    notifications_enabled: bool
+    primary_device: bool
+    custom_attributes: dict[str, Any] | None
     active: bool
     deactivated_code: int | None
     deactivated_at: datetime | None
     created_at: datetime
     updated_at: datetime
+
+
+class TopicsIn(Strict):
+    topics: Annotated[list[Short], Field(min_length=1)]
 
 
 class RegistrationPage(BaseModel):

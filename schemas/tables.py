@@ -66,6 +66,10 @@ class Registration(SQLModel, table=True):
         Index("ix_registration_app_username", "app_id", "username"),
         Index("ix_registration_app_global_user", "app_id", "global_user_id"),
         Index("ix_registration_app_active_id", "app_id", "active", "id"),
+        Index("ix_registration_app_external_user", "app_id", "external_user_id"),
+        Index("ix_registration_app_phone", "app_id", "phone_number"),
+        Index("ix_registration_app_email", "app_id", "email"),
+        Index("ix_registration_app_group", "app_id", "push_group"),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
@@ -76,13 +80,61 @@ class Registration(SQLModel, table=True):
     device_id: str | None = Field(default=None, max_length=255)
     username: str | None = Field(default=None, max_length=255)
     global_user_id: str | None = Field(default=None, max_length=255)
-    locale: str | None = Field(default=None, max_length=64)
+    locale: str | None = Field(default=None, max_length=64)  # SAP userLocale
+    external_user_id: str | None = Field(default=None, max_length=255)
+    phone_number: str | None = Field(default=None, max_length=32)  # digits only, international
+    email: str | None = Field(default=None, max_length=320)  # lower-cased
+    push_group: str | None = Field(default=None, max_length=255)
+    preferred_languages: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    time_zone: str | None = Field(default=None, max_length=64)
+    form_factor: str | None = Field(default=None, max_length=32)
+    device_model: str | None = Field(default=None, max_length=255)
+    device_manufacturer: str | None = Field(default=None, max_length=255)
+    os_version: str | None = Field(default=None, max_length=64)
+    sdk_version: str | None = Field(default=None, max_length=64)
+    app_version: str | None = Field(default=None, max_length=64)
+    device_secure: bool | None = None
+    notifications_enabled: bool = True  # CM pushAuthorization; Infobip notificationsEnabled
+    primary_device: bool = False
+    custom_attributes: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     active: bool = True
     # Why and when the provider retired this token (codes 6 and 7); never sent to again.
     deactivated_code: int | None = None
     deactivated_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class RegistrationTopic(SQLModel, table=True):
+    """A registration's subscription to a topic (SAP topics, Backendless channels)."""
+
+    __tablename__ = "registration_topic"
+    __table_args__ = (
+        Index("ix_registration_topic_app_topic", "app_id", "topic", "registration_id"),
+    )
+
+    registration_id: str = Field(
+        foreign_key="registration.id", primary_key=True, max_length=36, ondelete="CASCADE"
+    )
+    topic: str = Field(primary_key=True, max_length=255)
+    app_id: str = Field(max_length=36)
+
+
+class RegistrationCapability(SQLModel, table=True):
+    """A capability the app reported for a device (SAP: name, category, value)."""
+
+    __tablename__ = "registration_capability"
+    __table_args__ = (
+        Index("ix_registration_capability_app_name", "app_id", "name", "registration_id"),
+    )
+
+    registration_id: str = Field(
+        foreign_key="registration.id", primary_key=True, max_length=36, ondelete="CASCADE"
+    )
+    name: str = Field(primary_key=True, max_length=255)
+    app_id: str = Field(max_length=36)
+    category: str | None = Field(default=None, max_length=255)
+    value: str | None = Field(default=None, max_length=1000)
 
 
 class Message(SQLModel, table=True):

@@ -224,3 +224,75 @@ def test_client_rejects_bad_input_before_sending(app: AppHandle) -> None:
         app.client._call(
             "POST", "/v1/messages", json={"target": {"type": "galaxy"}, "payload": {"alert": "x"}}
         )
+
+
+def test_a_registration_carries_every_targeting_attribute(app: AppHandle) -> None:
+    reg = app.client.register(
+        {
+            "token": f"android:{secrets.token_urlsafe(30)}",
+            "device_id": "356938035643809",
+            "username": "vera",
+            "global_user_id": "uuid-vera",
+            "external_user_id": "crm-17",
+            "phone_number": "+45 12 34 56 78",
+            "email": "Vera@Example.COM",
+            "push_group": "field-staff",
+            "topics": ["news", "offers", "news"],
+            "capabilities": [{"name": "camera", "category": "hw", "value": "12MP"}],
+            "locale": "de-DE-bay",
+            "preferred_languages": ["de-DE", "en"],
+            "time_zone": "Europe/Berlin",
+            "form_factor": "tablet",
+            "device_model": "Pixel 9",
+            "device_manufacturer": "Google",
+            "os_version": "15",
+            "sdk_version": "3.2.1",
+            "app_version": "7.0",
+            "device_secure": True,
+            "notifications_enabled": False,
+            "primary_device": True,
+            "custom_attributes": {"tier": "gold", "age": 41},
+        }
+    )
+    assert (reg.phone_number, reg.email, reg.push_group) == (
+        "4512345678",
+        "vera@example.com",
+        "field-staff",
+    )
+    assert reg.topics == ["news", "offers"]
+    assert [c.name for c in reg.capabilities] == ["camera"]
+    assert (reg.notifications_enabled, reg.primary_device, reg.device_secure) == (False, True, True)
+    assert reg.custom_attributes == {"tier": "gold", "age": 41}
+    again = app.client.registration(reg.id)
+    assert again.model_dump() == reg.model_dump()
+
+
+def test_topics_are_subscribed_and_unsubscribed_over_rest(app: AppHandle) -> None:
+    reg = app.client.register({"token": f"iOS:{secrets.token_hex(32)}", "topics": ["a"]})
+    h = {"X-API-Key": app.creds.api_key}
+    url = f"{app.stack.api_url}/v1/registrations/{reg.id}/topics"
+    assert httpx.post(url, headers=h, json={"topics": ["b", "a"]}).json()["topics"] == ["a", "b"]
+    assert httpx.delete(f"{url}/a", headers=h).json()["topics"] == ["b"]
+    assert httpx.post(url, headers=h, json={"topics": []}).status_code == 400
+
+
+def test_registrations_list_by_push_group(app: AppHandle) -> None:
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    ids = {
+        app.client.register({"token": f"iOS:{secrets.token_hex(32)}", "push_group": group}).id
+        for _ in range(3)
+    }
+    app.client.register({"token": f"iOS:{secrets.token_hex(32)}", "push_group": "other"})
+    r = httpx.get(
+        f"{app.stack.api_url}/v1/registrations",
+        params={"push_group": group},
+        headers={"X-API-Key": app.creds.api_key},
+    )
+    assert {i["id"] for i in r.json()["items"]} == ids
+
+
+def test_deleting_a_registration_drops_its_topics(app: AppHandle) -> None:
+    reg = app.client.register({"token": f"iOS:{secrets.token_hex(32)}", "topics": ["x"]})
+    app.client.unregister(reg.id)
+    again = app.client.register({"token": f"iOS:{reg.token}"})
+    assert again.id != reg.id and again.topics == []
