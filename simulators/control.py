@@ -74,7 +74,8 @@ class SimulatorControl:
 
     def configure(self, **kw: Any) -> dict[str, Any]:
         """Update latency_ms, outage, error_rate, error_reason, retry_after, quota_per_minute,
-        device_rate_per_minute, capture_requests; returns the whole configuration."""
+        quota_window_s, device_rate_per_minute, capture_requests; returns the whole
+        configuration."""
         result: dict[str, Any] = self._post("/control/config", kw)
         return result
 

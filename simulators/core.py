@@ -38,6 +38,9 @@ class SimConfig:
     error_reason: str | None = None
     retry_after: int | None = None
     quota_per_minute: int | None = None
+    # The project quota is counted in fixed windows of this many seconds (a pro-rata share
+    # of quota_per_minute each), so a test can exercise a rate limit in seconds, not minutes.
+    quota_window_s: int = 60
     device_rate_per_minute: int | None = None
     capture_requests: bool = True
 
@@ -61,20 +64,20 @@ class Decision:
 
 @dataclass
 class _Window:
-    """A fixed one-minute counting window (cheap; exactness is not the point)."""
+    """A fixed counting window, one minute unless told (cheap; exactness is not the point)."""
 
-    minute: int = -1
+    index: int = -1
     counts: dict[str, int] = field(default_factory=dict)
 
-    def hit(self, key: str, now: float) -> tuple[int, int]:
-        minute = int(now // 60)
-        if minute != self.minute:
-            self.minute = minute
+    def hit(self, key: str, now: float, length: int = 60) -> tuple[int, int]:
+        index = int(now // length)
+        if index != self.index:
+            self.index = index
             self.counts.clear()
         n = self.counts.get(key, 0) + 1
         self.counts[key] = n
         # Seconds until the window rolls over, for Retry-After.
-        return n, max(1, int((minute + 1) * 60 - now + 0.999))
+        return n, max(1, int((index + 1) * length - now + 0.999))
 
 
 class SimState:
@@ -161,6 +164,10 @@ class SimState:
             value = getattr(cfg, name)
             if value is not None and (not isinstance(value, int) or value < 0):
                 raise ControlError(f"{name} must be a non-negative integer or null")
+        if not isinstance(cfg.quota_window_s, int) or not 1 <= cfg.quota_window_s <= 60:
+            raise ControlError("quota_window_s must be an integer within 1..60")
+        if cfg.quota_window_s != self.config.quota_window_s:
+            self._quota = _Window()  # counts from windows of another length mean nothing
         if not isinstance(cfg.latency_ms, int):
             raise ControlError("latency_ms must be an integer")
         cfg.error_rate = float(cfg.error_rate)
@@ -189,8 +196,8 @@ class SimState:
         if cfg.quota_per_minute is not None or cfg.device_rate_per_minute is not None:
             now = time.time()
             if cfg.quota_per_minute is not None:
-                n, wait = self._quota.hit(quota_key, now)
-                if n > cfg.quota_per_minute:
+                n, wait = self._quota.hit(quota_key, now, cfg.quota_window_s)
+                if n > cfg.quota_per_minute * cfg.quota_window_s / 60:
                     return Decision(self.quota_reason, cfg.retry_after or wait)
             if cfg.device_rate_per_minute is not None:
                 n, wait = self._device.hit(token, now)

@@ -610,6 +610,19 @@ def test_fcm_project_quota_per_minute_answers_quota_exceeded(fcm_sim: FcmSim) ->
     assert 1 <= int(failed.exception.http_response.headers["Retry-After"]) <= 60
 
 
+def test_fcm_project_quota_can_be_counted_in_one_second_windows(fcm_sim: FcmSim) -> None:
+    # 120 a minute in 1-second windows: 2 per window. Six sends at once span at most two
+    # windows, so 2 to 4 succeed and the rest wait 1 s.
+    fcm_sim.ctl.configure(quota_per_minute=120, quota_window_s=1)
+    batch = fcm_send(fcm_sim, [messaging.Message(token=f"{FCM_TOKEN}{i}") for i in range(6)])
+    assert 2 <= batch.success_count <= 4
+    failed = [r.exception for r in batch.responses if not r.success]
+    assert all(isinstance(e, messaging.QuotaExceededError) for e in failed)
+    assert {e.http_response.headers["Retry-After"] for e in failed} == {"1"}
+    with pytest.raises(ValueError, match="quota_window_s"):
+        fcm_sim.ctl.configure(quota_window_s=0)
+
+
 def test_fcm_malformed_token_is_invalid_argument(fcm_sim: FcmSim) -> None:
     (response,) = fcm_send(fcm_sim, [messaging.Message(token="short!")]).responses
     assert isinstance(response.exception, exceptions.InvalidArgumentError)

@@ -6,11 +6,14 @@ import asyncio
 import os
 import ssl
 import tempfile
+import time
 from typing import Any
 
+import jwt
+import structlog
 from aioapns import APNs, NotificationRequest, PushType
 from aioapns.common import NotificationResult
-from aioapns.connection import APNsTLSClientProtocol
+from aioapns.connection import APNsTLSClientProtocol, AuthorizationHeaderProvider
 from aioapns.exceptions import ConnectionClosed, ConnectionError, MaxAttemptsExceeded
 from h2.utilities import SizeLimitDict
 
@@ -18,6 +21,60 @@ from schemas.settings import Settings
 from schemas.tables import App
 from worker.outcomes import ProviderAnswer
 from worker.payloads import ApnsRequest
+
+log = structlog.get_logger("pushline.apns")
+
+
+class ProviderToken(AuthorizationHeaderProvider):
+    """The APNs JWT of one app in this process, shared by every connection of its pool.
+
+    aioapns gives each connection its own token and keeps it 30 minutes, with no way to
+    renew it early; APNs answers ExpiredProviderToken when it judges a token too old, and
+    the only cure is a fresh one, on every connection at once.
+    """
+
+    TTL_S = 30 * 60  # APNs accepts a token for an hour and refuses renewals within 20 minutes
+
+    def __init__(self, key_pem: str, key_id: str, team_id: str, app_id: str) -> None:
+        self.key_pem, self.key_id, self.team_id, self.app_id = key_pem, key_id, team_id, app_id
+        self.generation = 0
+        self.remints = 0
+        self._issued_at = 0.0
+        self._header = ""
+        # Minted now, so that every request's token has a generation to report against.
+        self._mint(time.time())
+
+    def get_header(self) -> str:
+        now = time.time()
+        if now - self._issued_at >= self.TTL_S:
+            self._mint(now)
+        return self._header
+
+    def expire(self, generation: int) -> bool:
+        """APNs called the token of `generation` expired: mint a new one, unless a request
+        answered earlier already did (one chunk may bring hundreds of these answers)."""
+        if generation != self.generation:
+            return False
+        self._mint(time.time())
+        self.remints += 1
+        log.warning(
+            "apns provider token re-minted",
+            app=self.app_id,
+            reason="ExpiredProviderToken",
+            remints=self.remints,
+        )
+        return True
+
+    def _mint(self, now: float) -> None:
+        self._issued_at = now
+        token = jwt.encode(
+            {"iss": self.team_id, "iat": int(now)},
+            self.key_pem,
+            algorithm="ES256",
+            headers={"kid": self.key_id},
+        )
+        self._header = f"bearer {token}"
+        self.generation += 1
 
 
 class GuardedProtocol(APNsTLSClientProtocol):
@@ -37,10 +94,14 @@ class GuardedProtocol(APNsTLSClientProtocol):
     """
 
     CLOSED_STREAMS_KEPT = 1024
+    PROVIDER_TOKEN: ProviderToken | None = None  # set per app by protocol_for
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.conn._closed_streams = SizeLimitDict(size_limit=self.CLOSED_STREAMS_KEPT)
+        if self.auth_provider is not None and self.PROVIDER_TOKEN is not None:
+            # The app's shared token replaces the per-connection one aioapns made.
+            self.auth_provider = self.PROVIDER_TOKEN
 
     def on_stream_ended(self, stream_id: int) -> None:
         self.request_streams.pop(stream_id, None)
@@ -69,10 +130,13 @@ class GuardedProtocol(APNsTLSClientProtocol):
         return False
 
 
-def protocol_for(host: str, port: int) -> type[GuardedProtocol]:
-    # aioapns has no host argument: the protocol class carries it (DESIGN.md §4).
+def protocol_for(host: str, port: int, token: ProviderToken | None = None) -> type[GuardedProtocol]:
+    # aioapns has no host argument: the protocol class carries it (DESIGN.md §4), and the
+    # app's shared provider token with it.
     return type(
-        "PushlineAPNsProtocol", (GuardedProtocol,), {"APNS_SERVER": host, "APNS_PORT": port}
+        "PushlineAPNsProtocol",
+        (GuardedProtocol,),
+        {"APNS_SERVER": host, "APNS_PORT": port, "PROVIDER_TOKEN": token},
     )
 
 
@@ -112,6 +176,7 @@ class ApnsSender:
             "err_func": _quiet,
         }
         self._cert_file: str | None = None
+        self.token: ProviderToken | None = None
         if app.apns_cert_pem:
             fd, self._cert_file = tempfile.mkstemp(prefix="pushline-apns-", suffix=".pem")
             with os.fdopen(fd, "w") as f:
@@ -119,10 +184,15 @@ class ApnsSender:
             kwargs["client_cert"] = self._cert_file
         else:
             kwargs.update(key=app.apns_key_pem, key_id=app.apns_key_id, team_id=app.apns_team_id)
-        self.client = APNs(**kwargs)
-        self.client.pool.protocol_class = protocol_for(host, settings.apns_port)
-        if self._cert_file:
-            os.unlink(self._cert_file)  # loaded into the SSL context; keep no copy on disk
+            self.token = ProviderToken(
+                app.apns_key_pem or "", app.apns_key_id or "", app.apns_team_id or "", app.id
+            )
+        try:
+            self.client = APNs(**kwargs)
+        finally:
+            if self._cert_file:
+                os.unlink(self._cert_file)  # loaded (or refused): keep no copy on disk
+        self.client.pool.protocol_class = protocol_for(host, settings.apns_port, self.token)
 
     async def send(self, token: str, notification_id: str, req: ApnsRequest) -> ProviderAnswer:
         request = NotificationRequest(
@@ -134,6 +204,7 @@ class ApnsSender:
             collapse_key=req.collapse_id,
             push_type=_push_type(req.push_type),  # type: ignore[arg-type]
         )
+        generation = self.token.generation if self.token is not None else 0
         try:
             result = await asyncio.wait_for(
                 self.client.send_notification(request), timeout=self.timeout
@@ -142,6 +213,8 @@ class ApnsSender:
             return ProviderAnswer(None, "timeout", detail=f"no answer within {self.timeout}s")
         except (ConnectionError, ConnectionClosed, MaxAttemptsExceeded, OSError) as exc:
             return ProviderAnswer(None, "connection", detail=type(exc).__name__)
+        if result.description == "ExpiredProviderToken" and self.token is not None:
+            self.token.expire(generation)
         return ProviderAnswer(
             status=int(result.status),
             reason=result.description,

@@ -1,4 +1,5 @@
-"""Delivering one chunk: claim, build, send concurrently, map answers, record in bulk."""
+"""Delivering one chunk: claim, build, send concurrently within the lane's rate, map answers,
+decide retries by the one policy (backoff.py), record in bulk."""
 
 from __future__ import annotations
 
@@ -6,10 +7,9 @@ import asyncio
 import math
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import Engine
@@ -19,11 +19,25 @@ from schemas.logs import shorten_token
 from schemas.settings import Settings
 from schemas.tables import App, Message, utcnow
 from worker import store
-from worker.backoff import exhausted_code, retry_delay
+from worker.backoff import (
+    Scope,
+    countdown_for,
+    lane_wake_s,
+    pause_schedule,
+    plan_retry,
+    rule_for,
+)
 from worker.fcm import fcm_too_large
 from worker.loop import process_loop
 from worker.outcomes import Outcome, ProviderAnswer, classify
-from worker.payloads import ApnsRequest, apns_too_large, build_apns, build_fcm
+from worker.payloads import ApnsRequest, FcmParts, apns_too_large, build_apns, build_fcm
+from worker.ratelimit import (
+    LaneState,
+    lane_rate_per_minute,
+    lane_state,
+    sleep_for_tokens,
+    task_wait_budget_s,
+)
 from worker.senders import MissingCredentials, apns_sender, fcm_sender, load_app
 
 log = structlog.get_logger("pushline.deliver")
@@ -31,6 +45,13 @@ _config_warned: dict[tuple[str, str], float] = {}
 CONFIG_WARN_EVERY_S = 300.0
 
 RetryEnqueuer = Callable[[list[str], float], None]
+Answer = ProviderAnswer | Outcome
+
+TOO_LARGE = Outcome(
+    ResultCode.PAYLOAD_TOO_LARGE,
+    DeliveryStatus.ERROR,
+    message="payload exceeds the provider's size limit; not sent",
+)
 
 
 @dataclass
@@ -39,6 +60,7 @@ class ChunkReport:
     codes: Counter[int] = field(default_factory=Counter)
     retried: int = 0
     skipped: int = 0
+    held: int = 0  # claimed but handed back unsent: lane paused or out of tokens
 
 
 def deliver_chunk(
@@ -75,64 +97,74 @@ def _label(values: set[str]) -> str:
     return next(iter(values)) if len(values) == 1 else f"{len(values)} distinct"
 
 
-def _deliver_claimed(
-    claimed: list[store.ClaimedDelivery],
-    report: ChunkReport,
-    started: float,
-    settings: Settings,
-    engine: Engine,
-    enqueue_retry: RetryEnqueuer,
-) -> None:
-    messages = store.load_messages(engine, {c.message_id for c in claimed})
-    finals: list[store.Record] = []
-    retries: list[tuple[str, int, str, Any]] = []
-    deactivate: list[tuple[str, int]] = []
-    retry_groups: dict[int, list[str]] = defaultdict(list)
-    now = utcnow()
+class _Chunk:
+    """What one chunk decided, collected so it is written in one go at the end."""
 
-    def settle(c: store.ClaimedDelivery, outcome: Outcome, answer: ProviderAnswer | None) -> None:
-        if outcome.retry and c.attempts < settings.max_attempts:
-            msg = messages.get(c.message_id)
-            delay = retry_delay(
-                outcome.code,
-                c.attempts,
-                base_scale=settings.retry_base_s,
-                cap_s=settings.retry_cap_s,
-                retry_after=answer.retry_after if answer else None,
-            )
-            if (
-                msg is not None
-                and msg.expires_at is not None
-                and now + timedelta(seconds=delay) > msg.expires_at
-            ):
-                outcome = Outcome(
-                    ResultCode.COMMUNICATION_FAILED,
-                    DeliveryStatus.ERROR,
-                    message=f"expired: time to live ends before the next try ({outcome.message})",
-                )
-            else:
-                retries.append(
-                    (c.id, outcome.code, outcome.message[:500], now + timedelta(seconds=delay))
-                )
-                retry_groups[math.ceil(delay)].append(c.id)
-                report.retried += 1
-                report.codes[outcome.code] += 1
-                log.warning(
-                    "delivery retry",
-                    delivery=c.id,
-                    code=outcome.code,
-                    attempt=c.attempts,
-                    delay_s=round(delay, 2),
-                    reason=outcome.message,
-                )
-                return
-        elif outcome.retry:
-            outcome = Outcome(
-                exhausted_code(outcome.code),
-                DeliveryStatus.ERROR,
-                message=f"gave up after {c.attempts} attempts: {outcome.message}",
-            )
-        finals.append(
+    def __init__(
+        self, messages: dict[str, Message], settings: Settings, report: ChunkReport
+    ) -> None:
+        self.messages = messages
+        self.settings = settings
+        self.report = report
+        self.finals: list[store.Record] = []
+        self.retries: list[tuple[str, int, str, datetime]] = []
+        self.deactivate: list[tuple[str, int]] = []
+        self.retry_groups: dict[float, list[str]] = defaultdict(list)
+        self.held: dict[float, list[str]] = defaultdict(list)
+        self.config_errors: dict[tuple[str, str], str] = {}
+
+    def settle(
+        self,
+        c: store.ClaimedDelivery,
+        outcome: Outcome,
+        answer: ProviderAnswer | None = None,
+        wait_s: float | None = None,
+    ) -> None:
+        if not outcome.retry:
+            self.final(c, outcome, answer)
+            return
+        msg = self.messages.get(c.message_id)
+        now = utcnow()
+        reason = answer.reason if answer else None
+        plan = plan_retry(
+            outcome.code,
+            reason,
+            c.attempts,
+            max_attempts=self.settings.max_attempts,
+            now=now,
+            expires_at=msg.expires_at if msg else None,
+            base_scale=self.settings.retry_base_s,
+            cap_s=self.settings.retry_cap_s,
+            retry_after=answer.retry_after if answer else None,
+            wait_s=wait_s,
+        )
+        if not plan.retry:
+            assert plan.final_code is not None
+            text = f"{plan.why}: {outcome.message}"
+            self.final(c, Outcome(plan.final_code, DeliveryStatus.ERROR, message=text), answer)
+            return
+        self.retries.append(
+            (c.id, outcome.code, outcome.message[:500], now + timedelta(seconds=plan.delay_s))
+        )
+        self.retry_groups[plan.delay_s].append(c.id)
+        self.report.retried += 1
+        self.report.codes[outcome.code] += 1
+        rule = rule_for(outcome.code, reason)
+        log.warning(
+            "delivery retry",
+            delivery=c.id,
+            code=outcome.code,
+            attempt=c.attempts,
+            delay_s=plan.delay_s,
+            reason=outcome.message,
+            policy=plan.why,
+            scope=rule.scope if rule else None,
+        )
+
+    def final(
+        self, c: store.ClaimedDelivery, outcome: Outcome, answer: ProviderAnswer | None = None
+    ) -> None:
+        self.finals.append(
             store.Record(
                 id=c.id,
                 status=outcome.status,
@@ -142,156 +174,271 @@ def _deliver_claimed(
                 sent=outcome.status == DeliveryStatus.SENT,
             )
         )
-        report.codes[outcome.code] += 1
+        self.report.codes[outcome.code] += 1
         if outcome.deactivate:
-            deactivate.append((c.registration_id, outcome.code))
-        if outcome.status == DeliveryStatus.ERROR:
-            log.warning(
-                "delivery failed",
-                delivery=c.id,
-                code=outcome.code,
-                token=shorten_token(c.token),
-                reason=outcome.message,
-            )
+            self.deactivate.append((c.registration_id, outcome.code))
+        if outcome.status != DeliveryStatus.ERROR:
+            return
+        if outcome.code == ResultCode.CONFIGURATION_EXPIRED:
+            # Bad credentials fail every device alike: the app gets one loud line instead
+            # (_warn_config_once); per device this is detail.
+            self.config_errors[(c.app_id, c.provider)] = outcome.message
+            log.debug("delivery failed", delivery=c.id, code=outcome.code, reason=outcome.message)
+            return
+        log.warning(
+            "delivery failed",
+            delivery=c.id,
+            code=outcome.code,
+            token=shorten_token(c.token),
+            reason=outcome.message,
+        )
+
+    def hold(self, group: list[store.ClaimedDelivery], countdown: float) -> None:
+        """Hand deliveries back unsent, to be looked at again after `countdown`; those whose
+        time to live ends first are over now."""
+        cutoff = utcnow() + timedelta(seconds=countdown)
+        for c in group:
+            msg = self.messages.get(c.message_id)
+            if msg is not None and msg.expires_at is not None and msg.expires_at < cutoff:
+                self.final(
+                    c,
+                    Outcome(
+                        ResultCode.COMMUNICATION_FAILED,
+                        DeliveryStatus.ERROR,
+                        message="expired: time to live ends before the lane may send again",
+                    ),
+                )
+            else:
+                self.held[countdown].append(c.id)
+                self.report.held += 1
+
+
+def _deliver_claimed(
+    claimed: list[store.ClaimedDelivery],
+    report: ChunkReport,
+    started: float,
+    settings: Settings,
+    engine: Engine,
+    enqueue_retry: RetryEnqueuer,
+) -> None:
+    messages = store.load_messages(engine, {c.message_id for c in claimed})
+    chunk = _Chunk(messages, settings, report)
+    now = utcnow()
 
     sendable: dict[tuple[str, str], list[store.ClaimedDelivery]] = defaultdict(list)
     for c in claimed:
         msg = messages.get(c.message_id)
+        code = ResultCode.TARGET_NOT_FOUND
         if msg is None:
-            settle(
-                c,
-                Outcome(
-                    ResultCode.TARGET_NOT_FOUND, DeliveryStatus.ERROR, message="message is gone"
-                ),
-                None,
-            )
+            text = "message is gone"
         elif not c.registration_id:
-            settle(
-                c,
-                Outcome(
-                    ResultCode.TARGET_NOT_FOUND,
-                    DeliveryStatus.ERROR,
-                    message="registration was deleted",
-                ),
-                None,
-            )
+            text = "registration was deleted"
         elif not c.registration_active:
-            code = c.deactivated_code or ResultCode.REGISTRATION_EXPIRED
-            settle(
-                c,
-                Outcome(
-                    code,
-                    DeliveryStatus.ERROR,
-                    message="registration is inactive: the provider retired its token",
-                ),
-                None,
-            )
+            code = ResultCode(c.deactivated_code or ResultCode.REGISTRATION_EXPIRED)
+            text = "registration is inactive: the provider retired its token"
         elif not c.token:
-            settle(
-                c,
-                Outcome(
-                    ResultCode.TOKEN_MISSING, DeliveryStatus.ERROR, message="push token missing"
-                ),
-                None,
-            )
+            code, text = ResultCode.TOKEN_MISSING, "push token missing"
         elif msg.expires_at is not None and msg.expires_at < now:
-            settle(
-                c,
-                Outcome(
-                    ResultCode.COMMUNICATION_FAILED,
-                    DeliveryStatus.ERROR,
-                    message="expired: time to live passed before delivery",
-                ),
-                None,
-            )
+            code = ResultCode.COMMUNICATION_FAILED
+            # A retry planned within the time to live may still start just after it.
+            when = f"attempt {c.attempts}" if c.attempts > 1 else "delivery"
+            text = f"expired: time to live passed before {when}"
         else:
             sendable[(c.app_id, c.provider)].append(c)
-
-    for (app_id, provider), group in sendable.items():
-        try:
-            app = load_app(engine, app_id)
-            answers = process_loop().run(
-                _send_group(app, provider, group, messages, settings),
-                timeout=settings.send_timeout_s
-                * (len(group) / max(1, settings.send_concurrency) + 4),
-            )
-        except MissingCredentials as exc:
-            _warn_config_once(app_id, provider, str(exc))
-            for c in group:
-                settle(
-                    c,
-                    Outcome(
-                        ResultCode.CONFIGURATION_EXPIRED, DeliveryStatus.ERROR, message=str(exc)
-                    ),
-                    None,
-                )
             continue
-        for c, answer in zip(group, answers, strict=True):
-            if isinstance(answer, Outcome):
-                settle(c, answer, None)
-                continue
-            outcome = classify(provider, answer)
-            if outcome.code == ResultCode.CONFIGURATION_EXPIRED:
-                _warn_config_once(app_id, provider, outcome.message)
-            settle(c, outcome, answer)
+        chunk.final(c, Outcome(code, DeliveryStatus.ERROR, message=text))
 
-    store.record(engine, finals, retries, deactivate)
-    for delay, ids in retry_groups.items():
-        enqueue_retry(ids, float(delay))
+    lanes = lane_state(settings)
+    for (app_id, provider), group in sendable.items():
+        _deliver_lane(chunk, app_id, provider, group, engine, lanes)
+
+    store.record(engine, chunk.finals, chunk.retries, chunk.deactivate)
+    for countdown, ids in chunk.held.items():
+        store.release(engine, ids, utcnow() + timedelta(seconds=countdown))
+        enqueue_retry(ids, countdown)
+    for delay, ids in chunk.retry_groups.items():
+        enqueue_retry(ids, delay)
+    for (app_id, provider), text in chunk.config_errors.items():
+        _warn_config_once(app_id, provider, text, lanes)
     store.finish_if_done(engine, messages.keys())
     log.info(
         "chunk delivered",
         claimed=report.claimed,
         skipped=report.skipped,
         retried=report.retried,
+        held=report.held,
         sent=report.codes.get(0, 0),
         codes={str(k): v for k, v in report.codes.items() if k != 0},
         ms=round((time.monotonic() - started) * 1000),
     )
 
 
-def _warn_config_once(app_id: str, provider: str, text: str) -> None:
-    """Bad credentials fail every device alike: one loud line per app, not one per device."""
-    key = (app_id, provider)
-    now = time.monotonic()
-    if now - _config_warned.get(key, -math.inf) >= CONFIG_WARN_EVERY_S:
-        _config_warned[key] = now
-        log.error("provider credentials rejected", app=app_id, provider=provider, reason=text)
+def _deliver_lane(
+    chunk: _Chunk,
+    app_id: str,
+    provider: str,
+    group: list[store.ClaimedDelivery],
+    engine: Engine,
+    lanes: LaneState,
+) -> None:
+    settings = chunk.settings
+    budget = task_wait_budget_s(settings.lease_s)
+    try:
+        app = load_app(engine, app_id)
+        sent = process_loop().run(
+            _send_lane(app, provider, group, chunk.messages, settings, lanes, budget),
+            timeout=settings.send_timeout_s * (len(group) / max(1, settings.send_concurrency) + 4)
+            + budget,
+        )
+    except MissingCredentials as exc:
+        for c in group:
+            chunk.final(
+                c, Outcome(ResultCode.CONFIGURATION_EXPIRED, DeliveryStatus.ERROR, message=str(exc))
+            )
+        return
+
+    over_quota: list[tuple[store.ClaimedDelivery, Outcome, ProviderAnswer]] = []
+    for c, answer in sent.answers:
+        if isinstance(answer, Outcome):
+            chunk.settle(c, answer)
+            continue
+        outcome = classify(provider, answer)
+        rule = rule_for(outcome.code, answer.reason) if outcome.retry else None
+        if rule is not None and rule.scope == Scope.LANE:
+            over_quota.append((c, outcome, answer))
+        else:
+            chunk.settle(c, outcome, answer)
+    if over_quota:
+        wait = _pause_lane(app_id, provider, over_quota, settings, lanes)
+        for c, outcome, answer in over_quota:
+            chunk.settle(c, outcome, answer, wait_s=wait)
+    if sent.held:
+        countdown = lane_wake_s(sent.hold_s) if sent.paused else countdown_for(sent.hold_s)
+        log.debug(
+            "lane holds deliveries",
+            held=len(sent.held),
+            countdown_s=countdown,
+            why="paused" if sent.paused else "rate",
+        )
+        chunk.hold(sent.held, countdown)
 
 
-async def _send_group(
+def _pause_lane(
+    app_id: str,
+    provider: str,
+    over_quota: list[tuple[store.ClaimedDelivery, Outcome, ProviderAnswer]],
+    settings: Settings,
+    lanes: LaneState,
+) -> float:
+    """Pause the (app, provider) lane for every worker; returns when its retries should wake."""
+    retry_after = max((a.retry_after or 0.0 for _, _, a in over_quota), default=0.0) or None
+    schedule = pause_schedule(settings.fcm_quota_pause_s, settings.retry_cap_s)
+    pause = process_loop().run(lanes.pause(app_id, provider, schedule, retry_after))
+    if pause is None:  # Redis unavailable: this chunk still waits as long as a pause would
+        return lane_wake_s(max(schedule[0], retry_after or 0.0))
+    if pause.started:
+        log.warning(
+            "lane paused",
+            app=app_id,
+            provider=provider,
+            pause_s=pause.left_s,
+            streak=pause.streak,
+            retry_after=retry_after,
+            reason=over_quota[0][2].reason,
+        )
+    return lane_wake_s(pause.left_s)
+
+
+@dataclass
+class _LaneSend:
+    answers: list[tuple[store.ClaimedDelivery, Answer]]
+    held: list[store.ClaimedDelivery]  # not sent: the lane is paused, or tokens come too late
+    hold_s: float = 0.0
+    paused: bool = False
+
+
+async def _send_lane(
     app: App,
     provider: str,
     group: list[store.ClaimedDelivery],
     messages: dict[str, Message],
     settings: Settings,
-) -> list[ProviderAnswer | Outcome]:
-    too_large = Outcome(
-        ResultCode.PAYLOAD_TOO_LARGE,
-        DeliveryStatus.ERROR,
-        message="payload exceeds the provider's size limit; not sent",
-    )
+    lanes: LaneState,
+    budget_s: float,
+) -> _LaneSend:
+    """Send what the lane's bucket allows: a slice per grant, sending while waiting for the
+    next; what cannot go within the task's wait budget is handed back."""
+    answers: list[tuple[store.ClaimedDelivery, Answer]] = []
+    ready: list[store.ClaimedDelivery] = []
+    send: Callable[[list[store.ClaimedDelivery]], Awaitable[list[Answer]]]
     if provider == "apns":
         sender = apns_sender(app, settings)
         built: dict[str, ApnsRequest] = {}
-        sem = asyncio.Semaphore(settings.send_concurrency)
-
-        async def one(c: store.ClaimedDelivery) -> ProviderAnswer | Outcome:
+        for c in group:
             req = built.get(c.message_id)
             if req is None:
                 req = built[c.message_id] = build_apns(messages[c.message_id].payload)
             if apns_too_large(req):
-                return too_large
+                answers.append((c, TOO_LARGE))
+            else:
+                ready.append(c)
+        sem = asyncio.Semaphore(settings.send_concurrency)
+
+        async def one(c: store.ClaimedDelivery) -> Answer:
             async with sem:
-                return await sender.send(c.token, c.id, req)
+                return await sender.send(c.token, c.id, built[c.message_id])
 
-        return list(await asyncio.gather(*(one(c) for c in group)))
+        async def send_apns(batch: list[store.ClaimedDelivery]) -> list[Answer]:
+            return list(await asyncio.gather(*(one(c) for c in batch)))
 
-    fsender = fcm_sender(app, settings)
-    parts = {mid: build_fcm(m.payload) for mid, m in messages.items()}
-    results: list[ProviderAnswer | Outcome] = [too_large] * len(group)
-    fits = [i for i, c in enumerate(group) if not fcm_too_large(c.token, parts[c.message_id])]
-    answers = await fsender.send_many([(group[i].token, parts[group[i].message_id]) for i in fits])
-    for i, answer in zip(fits, answers, strict=True):
-        results[i] = answer
-    return results
+        send = send_apns
+    else:
+        fsender = fcm_sender(app, settings)
+        parts: dict[str, FcmParts] = {}
+        for c in group:
+            if c.message_id not in parts:
+                parts[c.message_id] = build_fcm(messages[c.message_id].payload)
+            if fcm_too_large(c.token, parts[c.message_id]):
+                answers.append((c, TOO_LARGE))
+            else:
+                ready.append(c)
+
+        async def send_fcm(batch: list[store.ClaimedDelivery]) -> list[Answer]:
+            return list(await fsender.send_many([(c.token, parts[c.message_id]) for c in batch]))
+
+        send = send_fcm
+
+    rate = lane_rate_per_minute(app, provider, settings)
+    result = _LaneSend(answers, [])
+    sending: list[tuple[list[store.ClaimedDelivery], asyncio.Future[list[Answer]]]] = []
+    waited = 0.0
+    pending = ready
+    while pending:
+        grant = await lanes.take(app.id, provider, len(pending), rate)
+        if grant.granted:
+            batch, pending = pending[: grant.granted], pending[grant.granted :]
+            sending.append((batch, asyncio.ensure_future(send(batch))))
+        if not pending:
+            break
+        if grant.paused or not sleep_for_tokens(grant.wait_s, waited, budget_s):
+            result.held, result.hold_s, result.paused = pending, grant.wait_s, grant.paused
+            break
+        await asyncio.sleep(max(grant.wait_s, 0.001))
+        waited += grant.wait_s
+    for batch, future in sending:
+        result.answers.extend(zip(batch, await future, strict=True))
+    return result
+
+
+def _warn_config_once(app_id: str, provider: str, text: str, lanes: LaneState) -> None:
+    """Bad credentials fail every device alike: one loud line per app across all workers."""
+    key = (app_id, provider)
+    now = time.monotonic()
+    if now - _config_warned.get(key, -math.inf) < CONFIG_WARN_EVERY_S:
+        return
+    _config_warned[key] = now
+    first = process_loop().run(
+        lanes.first_to_say(f"config:{app_id}:{provider}", CONFIG_WARN_EVERY_S)
+    )
+    if first:
+        log.error("provider credentials rejected", app=app_id, provider=provider, reason=text)

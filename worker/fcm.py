@@ -8,6 +8,7 @@ from typing import Any
 
 import firebase_admin
 from firebase_admin import _http_client, credentials, exceptions, messaging
+from google.auth.exceptions import RefreshError
 
 from schemas.settings import Settings
 from schemas.tables import App
@@ -111,6 +112,11 @@ def _aps(aps: dict[str, Any]) -> messaging.Aps:
 def answer_from_error(exc: BaseException | None) -> ProviderAnswer:
     """Read status, FcmError code, message and Retry-After from the HTTP answer itself."""
     response = getattr(exc, "http_response", None)
+    cause = getattr(exc, "cause", None) or getattr(exc, "__cause__", None)
+    if response is None and isinstance(cause, RefreshError) and not cause.retryable:
+        # Google's token endpoint refused the service account: wrong credentials (code 4),
+        # not a network problem to retry.
+        return ProviderAnswer(401, "UNAUTHENTICATED", detail=f"OAuth token refused: {cause}"[:300])
     if response is None:
         # No HTTP answer at all: a transport failure (-1), never a provider verdict.
         return ProviderAnswer(None, "connection", detail=str(exc)[:200])

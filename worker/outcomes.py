@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from schemas.codes import DeliveryStatus, ResultCode
+from worker.backoff import rule_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,14 +100,6 @@ FCM_STATUS_CODES: dict[int, ResultCode] = {
     504: ResultCode.RECOVERABLE_IO,
 }
 
-RETRYABLE = frozenset(
-    {
-        ResultCode.QUEUED_COMMUNICATION_FAILED,
-        ResultCode.TOO_MANY_FOR_DEVICE,
-        ResultCode.RECOVERABLE_IO,
-        ResultCode.QUOTA_EXCEEDED,
-    }
-)
 DEACTIVATING = frozenset({ResultCode.TOKEN_REJECTED, ResultCode.REGISTRATION_EXPIRED})
 
 
@@ -123,7 +116,8 @@ def classify(provider: str, answer: ProviderAnswer) -> Outcome:
     text = f"The payload was rejected by {label}: {answer.reason or answer.status}"
     if answer.detail:
         text = f"{text} ({answer.detail})"
-    if code in RETRYABLE:
+    # Which answers are retried is the retry table's call (backoff.py), not this one's.
+    if rule_for(code, answer.reason) is not None:
         return Outcome(code, DeliveryStatus.QUEUED, retry=True, message=text)
     return Outcome(code, DeliveryStatus.ERROR, deactivate=code in DEACTIVATING, message=text[:500])
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ssl
+
+import jwt
 from sqlalchemy import Engine
 from sqlmodel import Session
 
@@ -35,7 +38,12 @@ def apns_sender(app: App, settings: Settings) -> ApnsSender:
         raise MissingCredentials("the app has no APNs credentials")
     if hit is not None:
         hit[1].close()
-    sender = ApnsSender(app, settings)
+    try:
+        sender = ApnsSender(app, settings)
+    except (ValueError, TypeError, ssl.SSLError, jwt.PyJWTError) as exc:
+        # A key that cannot sign a token (or a certificate that does not load) is a
+        # configuration problem (code 4), not a crash of the chunk.
+        raise MissingCredentials(f"the app's APNs credentials do not load: {exc}") from exc
     _apns[app.id] = (app.updated_at, sender)
     return sender
 

@@ -299,3 +299,28 @@ def set_message_state(
         values["detail"] = detail
     with session_scope(engine) as s:
         s.execute(update(Message).where(col(Message.id) == message_id).values(**values))
+
+
+def release(engine: Engine, ids: Sequence[str], next_attempt_at: datetime) -> int:
+    """Hand claimed rows back unsent: a task held back by its lane (a pause, no tokens yet)
+    made no attempt, so the attempt its claim counted is taken back."""
+    if not ids:
+        return 0
+    with session_scope(engine) as s:
+        res = s.execute(
+            update(Delivery)
+            .where(
+                col(Delivery.id).in_(list(ids)),
+                col(Delivery.status) == DeliveryStatus.QUEUED,
+                col(Delivery.attempts) > 0,
+            )
+            .values(
+                attempts=col(Delivery.attempts) - 1,
+                lease_until=None,
+                # Tells the recovery sweep these rows wait on purpose, and until when.
+                next_attempt_at=next_attempt_at,
+                updated_at=utcnow(),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return int(res.rowcount)  # type: ignore[attr-defined]
