@@ -22,6 +22,7 @@ from producer.errors import Conflict, InvalidRequest, Unavailable
 from schemas.api import PushRequest
 from schemas.codes import MessageState
 from schemas.db import engine_for, session_scope
+from schemas.payload import Payload, PayloadError, check_push, stored
 from schemas.queueing import lane_for
 from schemas.scheduling import ScheduleError, plan
 from schemas.settings import Settings, get_settings
@@ -52,13 +53,31 @@ def validation_details(exc: ValidationError) -> list[dict[str, str]]:
 
 def parse_push(body: dict[str, Any] | PushRequest) -> PushRequest:
     if isinstance(body, PushRequest):
-        return body
+        request = body
+    else:
+        try:
+            request = PushRequest.model_validate(body)
+        except ValidationError as exc:
+            details = validation_details(exc)
+            first = details[0]
+            raise InvalidRequest(f"{first['field']}: {first['rule']}", details) from exc
+    stored_target(request)  # the rules that span payload and target: a 400 here, not later
+    return request
+
+
+def stored_target(request: PushRequest) -> dict[str, Any]:
+    """The target as stored: bulk entries carry their payloads validated and normalised."""
     try:
-        return PushRequest.model_validate(body)
-    except ValidationError as exc:
-        details = validation_details(exc)
-        first = details[0]
-        raise InvalidRequest(f"{first['field']}: {first['rule']}", details) from exc
+        return check_push(request.payload, request.target.model_dump())
+    except PayloadError as exc:
+        raise InvalidRequest(str(exc), [{"field": exc.field, "rule": exc.rule}]) from exc
+
+
+def expires_at(payload: Payload, now: datetime) -> datetime | None:
+    """When the Message's life ends: time_to_live from now, or the absolute expiration."""
+    if payload.expiration is not None:
+        return payload.expiration
+    return now + timedelta(seconds=payload.time_to_live) if payload.time_to_live else None
 
 
 def request_hash(request: PushRequest) -> str:
@@ -95,18 +114,16 @@ def accept_push(
             replay = _replay(engine, app_id, key, digest, now)
             if replay is not None:
                 return replay
-        payload = request.payload.model_dump(exclude_none=True)
-        ttl = request.payload.time_to_live
         message = Message(
             app_id=app_id,
-            target=request.target.model_dump(),
-            payload=payload,
+            target=stored_target(request),
+            payload=stored(request.payload),
             state=MessageState.ACCEPTED,
             lane=lane,
             idempotency_key=key,
             request_hash=digest,
             created_at=now,
-            expires_at=now + timedelta(seconds=ttl) if ttl else None,
+            expires_at=expires_at(request.payload, now),
         )
         try:
             with session_scope(engine) as s:
@@ -174,8 +191,8 @@ def _accept_schedule(
         ) from exc
     schedule = Schedule(
         app_id=app_id,
-        target=request.target.model_dump(),
-        payload=request.payload.model_dump(exclude_none=True),
+        target=stored_target(request),
+        payload=stored(request.payload),
         lane=lane,
         kind=p.kind,
         publish_at=p.publish_at,

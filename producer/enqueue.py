@@ -21,4 +21,6 @@ def _client(settings: Settings) -> Celery:
 
 def enqueue_fanout(settings: Settings, message_id: str, lane: str = "bulk") -> None:
     """Raise on a broker that cannot take the task (after a short bounded retry)."""
-    _client(settings).send_task(FANOUT_TASK, args=[message_id], queue=queue_for(lane))
+    _client(settings).send_task(
+        FANOUT_TASK, args=[message_id], queue=queue_for(lane, settings.priority_lane)
+    )

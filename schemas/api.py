@@ -2,155 +2,33 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-# Limits from the SAP seed; the API answers 400 naming the field and the limit.
-ALERT_MAX = 2048
-SOUND_MAX = 256
-DATA_MAX = 2000
-PRIORITY_MAX = 128
-COLLAPSE_ID_MAX_BYTES = 64  # apns-collapse-id
-TTL_MAX_S = 2_419_200  # FCM's 28 days; APNs has no documented maximum
+# The payload lives in schemas/payload.py; re-exported so `from schemas.api import ...` works.
+from schemas.payload import ALERT_MAX as ALERT_MAX
+from schemas.payload import COLLAPSE_ID_MAX_BYTES as COLLAPSE_ID_MAX_BYTES
+from schemas.payload import DATA_MAX as DATA_MAX
+from schemas.payload import PRIORITY_MAX as PRIORITY_MAX
+from schemas.payload import SOUND_MAX as SOUND_MAX
+from schemas.payload import TTL_MAX_S as TTL_MAX_S
+from schemas.payload import Alert as Alert
+from schemas.payload import Payload as Payload
+from schemas.payload import PushType as PushType
+
+# The targets live in schemas/targets.py; re-exported so `from schemas.api import ...` works.
+from schemas.targets import TARGET_ROLE as TARGET_ROLE
+from schemas.targets import ApplicationTarget as ApplicationTarget
+from schemas.targets import DeviceTarget as DeviceTarget
+from schemas.targets import Target as Target
+from schemas.targets import UsersTarget as UsersTarget
 
 
 class Strict(BaseModel):
     # Unknown fields are errors: a typo must not silently drop part of a notification.
     model_config = ConfigDict(extra="forbid")
-
-
-class Alert(Strict):
-    title: str | None = None
-    subtitle: str | None = None
-    body: str | None = None
-
-    @model_validator(mode="after")
-    def _within_limit(self) -> Alert:
-        size = sum(len(p or "") for p in (self.title, self.subtitle, self.body))
-        if size > ALERT_MAX:
-            raise ValueError(f"alert must be at most {ALERT_MAX} characters in all (got {size})")
-        return self
-
-
-PushType = Literal[
-    "alert",
-    "background",
-    "voip",
-    "complication",
-    "fileprovider",
-    "mdm",
-    "liveactivity",
-    "location",
-    "pushtotalk",
-]
-
-
-class Payload(Strict):
-    alert: Alert | None = None
-    badge: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None  # 0 clears the badge
-    sound: Annotated[str, Field(max_length=SOUND_MAX)] | None = None
-    data: dict[str, Any] | None = None
-    priority: Literal["high", "normal"] = "high"
-    time_to_live: Annotated[int, Field(ge=0, le=TTL_MAX_S)] | None = None
-    collapse_id: str | None = None
-    push_type: PushType | None = None
-    content_available: bool = False
-    mutable_content: bool = False
-    category: Annotated[str, Field(max_length=255)] | None = None
-    thread_id: Annotated[str, Field(max_length=255)] | None = None
-
-    @field_validator("alert", mode="before")
-    @classmethod
-    def _alert_from_text(cls, v: Any) -> Any:
-        # A bare string is the body, as in APNs' own "alert": "text" form.
-        if isinstance(v, str):
-            if len(v) > ALERT_MAX:
-                raise ValueError(f"alert must be at most {ALERT_MAX} characters (got {len(v)})")
-            return {"body": v}
-        return v
-
-    @field_validator("data", mode="before")
-    @classmethod
-    def _data_object(cls, v: Any) -> Any:
-        # SAP sends `data` as an escaped JSON string as well as an object.
-        if isinstance(v, str):
-            try:
-                v = json.loads(v)
-            except ValueError as exc:
-                raise ValueError(
-                    f"data must be a JSON object or its serialized form: {exc}"
-                ) from exc
-            if not isinstance(v, dict):
-                raise ValueError("data must be a JSON object")
-        return v
-
-    @field_validator("data")
-    @classmethod
-    def _data_limit(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        if v is not None:
-            size = len(json.dumps(v, separators=(",", ":"), ensure_ascii=False))
-            if size > DATA_MAX:
-                raise ValueError(
-                    f"data must be at most {DATA_MAX} characters serialized (got {size})"
-                )
-        return v
-
-    @field_validator("collapse_id")
-    @classmethod
-    def _collapse_limit(cls, v: str | None) -> str | None:
-        if v is not None and len(v.encode()) > COLLAPSE_ID_MAX_BYTES:
-            raise ValueError(f"collapse_id must be at most {COLLAPSE_ID_MAX_BYTES} bytes")
-        return v
-
-    @model_validator(mode="after")
-    def _not_empty(self) -> Payload:
-        if (
-            self.alert is None
-            and self.badge is None
-            and self.sound is None
-            and not self.data
-            and not self.content_available
-        ):
-            raise ValueError(
-                "payload must carry at least one of alert, badge, sound, data, content_available"
-            )
-        return self
-
-
-class DeviceTarget(Strict):
-    type: Literal["device"]
-    registration_id: str
-
-
-class UsersTarget(Strict):
-    type: Literal["users"]
-    usernames: list[Annotated[str, Field(min_length=1, max_length=255)]] = []
-    global_user_ids: list[Annotated[str, Field(min_length=1, max_length=255)]] = []
-
-    @model_validator(mode="after")
-    def _some_user(self) -> UsersTarget:
-        if not self.usernames and not self.global_user_ids:
-            raise ValueError("users target needs at least one of usernames, global_user_ids")
-        if len(self.usernames) + len(self.global_user_ids) > 10_000:
-            raise ValueError("users target lists at most 10000 users")
-        return self
-
-
-class ApplicationTarget(Strict):
-    type: Literal["application"]
-
-
-Target = Annotated[DeviceTarget | UsersTarget | ApplicationTarget, Field(discriminator="type")]
-
-#: Which role a target needs (the SAP seed's roles).
-TARGET_ROLE: dict[str, str] = {
-    "device": "push_single",
-    "users": "push_multiple",
-    "application": "push_all",
-}
 
 
 class ScheduleSpec(Strict):

@@ -26,8 +26,9 @@ def lane_for(target: dict[str, Any], priority: str) -> str:
     return "bulk"
 
 
-def queue_for(lane: str) -> str:
-    return PRIORITY_QUEUE if lane == "priority" else DEFAULT_QUEUE
+def queue_for(lane: str, lanes: bool = True) -> str:
+    """`lanes=False` (PUSHLINE_PRIORITY_LANE=false) sends everything through one queue."""
+    return PRIORITY_QUEUE if lanes and lane == "priority" else DEFAULT_QUEUE
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

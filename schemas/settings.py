@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     apns_rate_per_minute: int | None = None  # Apple publishes no quota
     fcm_quota_pause_s: float = 60.0  # Google asks for at least a minute after QUOTA_EXCEEDED
 
+    # One-device / one-user pushes at high priority get their own queue (see queueing.py).
+    priority_lane: bool = True
+
     # Schedules and the recovery sweep (the scheduler process).
     scheduler_tick_s: float = 1.0
     repeat_every_min_s: int = 60

@@ -13,10 +13,23 @@ from firebase_admin import exceptions
 from google.auth.exceptions import RefreshError
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from producer.errors import InvalidRequest
 from producer.registrations import normalise_token
 from schemas.codes import DeliveryStatus
+from schemas.payload import (
+    Payload,
+    PayloadError,
+    backendless_payload,
+    check_push,
+    device_locale,
+    gcm_to_fcm,
+    infobip_payload,
+    normalise_locale,
+    pick_locale,
+    stored,
+)
 from schemas.settings import Settings
 from schemas.tables import App
 from simulators.credentials import make_apns_key
@@ -36,7 +49,15 @@ from worker.backoff import (
 )
 from worker.fcm import answer_from_error
 from worker.outcomes import ProviderAnswer, classify
-from worker.payloads import apns_too_large, build_apns, build_fcm, fcm_data_value
+from worker.payloads import (
+    apns_too_large,
+    build_apns,
+    build_fcm,
+    choose_payload,
+    device_payload,
+    fcm_data_value,
+    message_ttl,
+)
 from worker.ratelimit import (
     bucket_capacity,
     lane_rate_per_minute,
@@ -353,3 +374,394 @@ def test_a_refused_fcm_oauth_grant_is_a_configuration_error_not_a_network_one() 
     assert classify("fcm", answer).code == 4
     flaky = exceptions.UnknownError("x", cause=RefreshError("server_error", retryable=True))
     assert classify("fcm", answer_from_error(flaky)).code == -1
+
+
+# --- payloads: locale fallback, layers, provider mapping, seed dialects (issue 4) -------------
+
+
+@pytest.mark.parametrize(
+    ("keys", "locale", "expect"),
+    [
+        (["de-DE-bay", "de-DE", "de"], "de-DE-bay", "de-DE-bay"),
+        (["de-DE", "de"], "de-DE-bay", "de-DE"),
+        (["de"], "de-DE-bay", "de"),
+        (["de-DE", "de"], "de-AT", "de"),  # never the sibling de-DE
+        (["de-DE"], "de", None),  # never a more specific key
+        (["de-CH", "fr"], "de-DE", None),
+        (["en_US", "de"], "en-US", "en_US"),  # SEED-NOTES 5: _ and - are one
+        (["EN-us"], "en_us", "EN-us"),  # case ignored
+        (["en"], "en_US_POSIX", "en"),
+        (["de"], None, None),
+        ([], "de", None),
+    ],
+)
+def test_pick_locale_follows_the_sap_fallback_chain(
+    keys: list[str], locale: str | None, expect: str | None
+) -> None:
+    assert pick_locale(keys, locale) == expect
+
+
+_SUBTAGS = st.sampled_from(["de", "DE", "de", "bay", "at", "AT", "en", "US", "us", "fr"])
+_SEPARATORS = st.sampled_from(["-", "_"])
+
+
+@st.composite
+def _tags(draw: st.DrawFn) -> str:
+    parts = draw(st.lists(_SUBTAGS, min_size=1, max_size=3))
+    out = parts[0]
+    for part in parts[1:]:
+        out += draw(_SEPARATORS) + part
+    return out
+
+
+def _parts(tag: str) -> list[str]:
+    return normalise_locale(tag).split("-")
+
+
+@given(keys=st.lists(_tags(), max_size=6), locale=_tags())
+def test_pick_locale_picks_the_longest_prefix_and_never_a_sibling(
+    keys: list[str], locale: str
+) -> None:
+    chosen = pick_locale(keys, locale)
+    wanted = _parts(locale)
+    prefixes = [k for k in keys if wanted[: len(_parts(k))] == _parts(k)]
+    if chosen is None:
+        assert prefixes == []  # the default only when no key is a prefix of the locale
+        return
+    assert chosen in keys
+    # A prefix of the device's locale by whole subtags: never a sibling, never more specific.
+    assert wanted[: len(_parts(chosen))] == _parts(chosen)
+    assert len(_parts(chosen)) == max(len(_parts(k)) for k in prefixes)
+
+
+@given(keys=st.lists(_tags(), max_size=6), locale=_tags(), upper=st.booleans())
+def test_pick_locale_ignores_case_and_separator(keys: list[str], locale: str, upper: bool) -> None:
+    respelt = locale.replace("-", "_") if upper else locale.replace("_", "-")
+    respelt = respelt.upper() if upper else respelt.lower()
+    a, b = pick_locale(keys, locale), pick_locale(keys, respelt)
+    assert (a is None) == (b is None)
+    if a is not None and b is not None:
+        assert normalise_locale(a) == normalise_locale(b)
+
+
+def test_a_device_uses_its_locale_else_its_first_preferred_language() -> None:
+    assert device_locale("de-DE", ["fr"]) == "de-DE"
+    assert device_locale(None, ["fr-CA", "en"]) == "fr-CA"
+    assert device_locale(None, None) is None
+
+
+def test_layers_are_localized_before_the_next_is_laid_over() -> None:
+    default = {
+        "alert": {"body": "generic"},
+        "badge": 1,
+        "localized": {"de": {"alert": {"body": "allg."}}},
+    }
+    override = {"alert": {"body": "for you"}, "localized": {"de-DE": {"sound": "de.caf"}}}
+    _, fr = device_payload(default, None, "fr")
+    assert fr == {"alert": {"body": "generic"}, "badge": 1}
+    _, de = device_payload(default, None, "de-AT")
+    assert de == {"alert": {"body": "allg."}, "badge": 1}
+    # The user's own alert beats the default's German variant; their variant adds a sound.
+    key, user_de = device_payload(default, override, "de-DE")
+    assert user_de == {"alert": {"body": "for you"}, "badge": 1, "sound": "de.caf"}
+    assert key == device_payload(default, override, "de-DE")[0]
+    assert key != device_payload(default, override, "de-AT")[0]
+
+
+def test_a_bulk_override_applies_to_its_user_by_name_or_global_id() -> None:
+    target = {
+        "type": "bulk",
+        "entries": [
+            {"user": "ann", "payload": {"alert": {"body": "A"}}},
+            {"user_uuid": "g-bob", "payload": {"badge": 0}},
+        ],
+    }
+    base = {"alert": {"body": "all"}}
+
+    def pick(username: str | None, gid: str | None) -> object:
+        return choose_payload(
+            base,
+            target,
+            username=username,
+            global_user_id=gid,
+            locale=None,
+            preferred_languages=None,
+        )[1]
+
+    assert pick("ann", None) == {"alert": {"body": "A"}}
+    assert pick(None, "g-bob") == {"alert": {"body": "all"}, "badge": 0}
+    assert pick("carl", "g-carl") == base
+
+
+def test_every_native_field_maps_onto_apns() -> None:
+    payload = {
+        "alert": {"title": "T", "subtitle": "S", "body": "B", "loc_key": "K", "loc_args": ["a"]},
+        "badge": 0,
+        "sound": {"critical": True, "name": "alarm.caf", "volume": 0.5},
+        "data": {"n": 1},
+        "priority": "high",
+        "collapse_id": "c1",
+        "thread_id": "th",
+        "category": "cat",
+        "content_available": True,
+        "mutable_content": True,
+        "interruption_level": "time-sensitive",
+        "relevance_score": 0.7,
+        "web_view_url": "https://example.com/w",
+        "inbox_topic": "promos",
+        "in_app": {"style": "BANNER"},
+        "apns": {"custom_values": {"order": "4711"}, "headers": {"apns-collapse-id": "c2"}},
+    }
+    req = build_apns(payload, 60)
+    assert req.body == {
+        "n": 1,
+        "order": "4711",
+        "pushline": {
+            "web_view_url": "https://example.com/w",
+            "inbox_topic": "promos",
+            "in_app": {"style": "BANNER"},
+        },
+        "aps": {
+            "alert": {
+                "title": "T",
+                "subtitle": "S",
+                "body": "B",
+                "loc-key": "K",
+                "loc-args": ["a"],
+            },
+            "badge": 0,
+            "sound": {"critical": 1, "name": "alarm.caf", "volume": 0.5},
+            "category": "cat",
+            "thread-id": "th",
+            "content-available": 1,
+            "mutable-content": 1,
+            "interruption-level": "time-sensitive",
+            "relevance-score": 0.7,
+        },
+    }
+    assert (req.push_type, req.priority, req.time_to_live, req.collapse_id) == (
+        "alert",
+        10,
+        60,
+        "c2",
+    )
+    assert req.topic_suffix == ""
+
+
+def test_a_silent_push_keeps_its_alert_for_the_app_and_shows_nothing() -> None:
+    payload = {
+        "silent": True,
+        "alert": {"body": "in-app only"},
+        "badge": 3,
+        "sound": "x",
+        "data": {"k": "v"},
+    }
+    req = build_apns(payload)
+    assert req.body == {
+        "k": "v",
+        "pushline": {"alert": {"body": "in-app only"}},
+        "aps": {"content-available": 1},
+    }
+    assert (req.push_type, req.priority) == ("background", 5)
+    parts = build_fcm(payload)
+    assert parts.notification is None and "notification" not in parts.android
+    assert parts.data == {"k": "v", "pushline": '{"alert":{"body":"in-app only"}}'}
+
+
+def test_voip_goes_to_the_voip_topic_and_normal_priority_is_5() -> None:
+    voip = build_apns({"push_type": "voip", "data": {"call": "c-1"}})
+    assert (voip.push_type, voip.priority, voip.topic_suffix) == ("voip", 10, ".voip")
+    assert voip.body == {"call": "c-1", "aps": {}}
+    normal = build_apns({"alert": {"body": "b"}, "priority": "normal"})
+    assert normal.priority == 5
+    forced = build_apns({"data": {"a": 1}, "apns": {"headers": {"apns-priority": "10"}}})
+    assert (forced.push_type, forced.priority) == ("background", 5)  # Apple: 5 at most
+
+
+def test_provider_blocks_replace_common_fields_for_their_provider_only() -> None:
+    payload = {
+        "alert": {"body": "common"},
+        "apns": {"alert": {"body": "for iOS"}, "badge": 2},
+        "fcm": {"alert": {"title": "Android", "body": "for Android"}, "ticker": "tick"},
+    }
+    assert build_apns(payload).body == {"aps": {"alert": {"body": "for iOS"}, "badge": 2}}
+    parts = build_fcm(payload)
+    assert parts.notification == {"title": "Android", "body": "for Android"}
+    assert parts.android["notification"] == {"ticker": "tick"}
+
+
+def test_every_fcm_option_maps_onto_the_android_block() -> None:
+    payload = {
+        "alert": {"title": "T", "body": "B"},
+        "badge": 4,
+        "sound": "ding",
+        "image": "https://example.com/i.png",
+        "collapse_id": "c",
+        "time_to_live": 600,
+        "priority": "normal",
+        "fcm": {
+            "ttl": 300,
+            "priority": "high",
+            "notification_priority": "max",
+            "channel_id": "orders",
+            "vibrate": True,
+            "vibrate_timings_ms": [0, 200],
+            "color": "#112233",
+            "icon": "ic",
+            "click_action": "OPEN",
+            "tag": "t1",
+            "ticker": "tick",
+        },
+    }
+    parts = build_fcm(payload, 120)
+    assert parts.notification == {"title": "T", "body": "B", "image": "https://example.com/i.png"}
+    assert parts.android == {
+        "priority": "high",
+        "ttl": 120,  # the block's 300, within what is left of the Message's life
+        "collapse_key": "c",
+        "notification": {
+            "channel_id": "orders",
+            "sound": "ding",
+            "tag": "t1",
+            "color": "#112233",
+            "icon": "ic",
+            "click_action": "OPEN",
+            "ticker": "tick",
+            "notification_count": 4,
+            "priority": "max",
+            "vibrate_timings_millis": [0, 200],
+            "default_vibrate_timings": True,
+        },
+    }
+    assert (parts.apns_headers, parts.apns_aps) == ({}, {})  # Android: no apns block
+
+
+def test_an_ios_device_through_fcm_gets_the_apns_block() -> None:
+    payload = {
+        "alert": {"title": "T", "body": "B"},
+        "badge": 1,
+        "category": "c",
+        "time_to_live": 60,
+    }
+    parts = build_fcm(payload, 60, ios=True, now_s=1_000)
+    assert parts.apns_headers == {
+        "apns-push-type": "alert",
+        "apns-priority": "10",
+        "apns-expiration": "1060",
+    }
+    assert parts.apns_aps == {"badge": 1, "category": "c"}  # FCM makes the alert itself
+
+
+def test_the_message_ttl_is_what_is_left_of_its_life() -> None:
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    assert message_ttl({"time_to_live": 60}, now + timedelta(seconds=59.5), now) == 60
+    assert message_ttl({"time_to_live": 60}, now + timedelta(seconds=10), now) == 10
+    assert message_ttl({"time_to_live": 0}, None, now) == 0
+    end = (now + timedelta(hours=1)).isoformat()
+    assert message_ttl({"expiration": end}, None, now) == 3600
+    assert message_ttl({}, None, now) is None
+
+
+@pytest.mark.parametrize(
+    ("payload", "words"),
+    [
+        ({"alert": "x", "priority": "p" * 129}, "at most 128 characters"),
+        ({"alert": "x", "priority": "urgent"}, "'high' or 'normal'"),
+        ({"alert": "x", "data": {"aps": 1}}, "reserved"),
+        ({"alert": "x", "data": {"google.x": 1}}, "reserved"),
+        ({"alert": "x", "time_to_live": 5, "expiration": 4102444800}, "not both"),
+        ({"alert": "x", "localized": {"en_US": {}, "en-us": {}}}, "same locale"),
+        ({"alert": "x", "localized": {"not a locale": {}}}, "not a locale"),
+        ({"sound": {"critical": True, "name": "a", "volume": 2}}, "sound.volume"),
+        ({"alert": "x", "in_app": {"style": "banner", "open_title": "Go"}}, "MODAL"),
+        ({"alert": "x", "apns": {"headers": {"apns-topic": "x"}}}, "apns-priority"),
+        ({"alert": "x", "apns": {"custom_values": '{"aps": 1}'}}, "reserved"),
+        ({"alert": {}}, "title, subtitle, body or loc key"),
+    ],
+)
+def test_payload_rules_name_the_field_and_the_limit(payload: dict[str, object], words: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(words)):
+        Payload.model_validate(payload)
+
+
+def test_seed_spellings_are_accepted_where_they_are_documented() -> None:
+    p = Payload.model_validate(
+        {"alert": "x", "priority": "HIGH", "in_app": {"style": "modal", "open_title": "Go"}}
+    )
+    assert (p.priority, p.in_app and p.in_app.style) == ("high", "MODAL")
+    assert stored(Payload.model_validate({"alert": "x", "data": '{"a": 1}'}))["data"] == {"a": 1}
+
+
+def test_a_bulk_push_may_leave_the_default_empty_when_every_user_fills_it() -> None:
+    empty = Payload.model_validate({})
+    target = {"type": "bulk", "entries": [{"user": "u", "payload": {"alert": "hi"}}]}
+    assert check_push(empty, target)["entries"][0]["payload"] == {"alert": {"body": "hi"}}
+    with pytest.raises(PayloadError, match="at least one of"):
+        check_push(empty, {"type": "users", "usernames": ["u"]})
+    with pytest.raises(PayloadError) as err:
+        check_push(empty, {"type": "bulk", "entries": [{"user": "u", "payload": {"badge": -1}}]})
+    assert err.value.field == "target.entries.0.payload.badge"
+    with pytest.raises(PayloadError, match="needs one of"):
+        check_push(empty, {"type": "bulk", "entries": [{"user": "u", "payload": {}}]})
+
+
+def test_sap_gcm_block_maps_time_to_live_and_ignores_delay_while_idle() -> None:
+    assert gcm_to_fcm({"delayWhileIdle": True, "timeToLive": 123456}) == {"ttl": 123456}
+    with pytest.raises(ValueError, match="collapseKey"):
+        gcm_to_fcm({"collapseKey": "x"})
+
+
+def test_backendless_headers_map_per_platform_and_the_rest_is_data() -> None:
+    payload = backendless_payload(
+        "Hello",
+        {
+            "ios-alert": "Hi iPhone",
+            "ios-badge": "2",
+            "ios-sound": "chime.caf",
+            "android-ticker-text": "tick",
+            "android-content-title": "Title",
+            "android-content-text": "Text",
+            "order": "17",
+        },
+    )
+    assert payload == {
+        "alert": {"body": "Hello"},
+        "data": {"order": "17"},
+        "apns": {"alert": {"body": "Hi iPhone"}, "badge": 2, "sound": "chime.caf"},
+        "fcm": {"alert": {"title": "Title", "body": "Text"}, "ticker": "tick"},
+    }
+    title_only = backendless_payload("Hello", {"android-content-title": "T"})
+    assert title_only["fcm"] == {"alert": {"title": "T", "body": "Hello"}}
+    with pytest.raises(ValueError, match="ios-badge"):
+        backendless_payload("x", {"ios-badge": "many"})
+
+
+def test_infobip_mirrored_push_options_become_in_app() -> None:
+    payload = infobip_payload(
+        "Text",
+        {
+            "isSilent": True,
+            "soundEnabled": False,
+            "showMirroredPush": True,
+            "mirroredPushStyle": "modal",
+            "mirroredPushExpirationPeriod": 2,
+            "mirroredPushExpirationTimeUnit": "hours",
+            "mirroredPushDismissTitle": "Close",
+            "mirroredPushOpenTitle": "Open",
+            "webViewUrl": "https://example.com",
+            "inboxTopic": "News",
+        },
+    )
+    assert payload == {
+        "alert": {"body": "Text"},
+        "silent": True,
+        "web_view_url": "https://example.com",
+        "inbox_topic": "News",
+        "in_app": {
+            "style": "modal",
+            "expires_in_s": 7200,
+            "dismiss_title": "Close",
+            "open_title": "Open",
+        },
+    }
+    assert Payload.model_validate(payload).in_app is not None

@@ -203,6 +203,8 @@ class ApnsSender:
             priority=req.priority,
             collapse_key=req.collapse_id,
             push_type=_push_type(req.push_type),  # type: ignore[arg-type]
+            # VoIP and the other PushKit types go to the topic with their suffix.
+            apns_topic=self.topic + req.topic_suffix if req.topic_suffix else None,
         )
         generation = self.token.generation if self.token is not None else 0
         try:

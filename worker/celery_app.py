@@ -34,11 +34,11 @@ def _fresh_process(**_: Any) -> None:
 
 
 def enqueue_fanout(message_id: str, lane: str) -> None:
-    fanout.apply_async(args=[message_id], queue=queue_for(lane))
+    fanout.apply_async(args=[message_id], queue=queue_for(lane, settings.priority_lane))
 
 
 def enqueue_chunk(provider: str, ids: list[str], lane: str) -> None:
-    deliver.apply_async(args=[ids, lane], queue=queue_for(lane))
+    deliver.apply_async(args=[ids, lane], queue=queue_for(lane, settings.priority_lane))
 
 
 @app.task(name=FANOUT_TASK)
@@ -54,7 +54,9 @@ def fanout(message_id: str) -> int:
 @app.task(name=DELIVER_TASK)
 def deliver(delivery_ids: list[str], lane: str = "bulk") -> int:
     def retry_later(ids: list[str], delay_s: float) -> None:
-        deliver.apply_async(args=[ids, lane], countdown=delay_s, queue=queue_for(lane))
+        deliver.apply_async(
+            args=[ids, lane], countdown=delay_s, queue=queue_for(lane, settings.priority_lane)
+        )
 
     report = deliver_chunk(
         delivery_ids,

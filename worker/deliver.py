@@ -7,7 +7,7 @@ import asyncio
 import math
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -30,7 +30,16 @@ from worker.backoff import (
 from worker.fcm import fcm_too_large
 from worker.loop import process_loop
 from worker.outcomes import Outcome, ProviderAnswer, classify
-from worker.payloads import ApnsRequest, FcmParts, apns_too_large, build_apns, build_fcm
+from worker.payloads import (
+    ApnsRequest,
+    FcmParts,
+    Payload,
+    apns_too_large,
+    build_apns,
+    build_fcm,
+    choose_payload,
+    message_ttl,
+)
 from worker.ratelimit import (
     LaneState,
     lane_rate_per_minute,
@@ -371,22 +380,27 @@ async def _send_lane(
     answers: list[tuple[store.ClaimedDelivery, Answer]] = []
     ready: list[store.ClaimedDelivery] = []
     send: Callable[[list[store.ClaimedDelivery]], Awaitable[list[Answer]]]
+    now = utcnow()
     if provider == "apns":
         sender = apns_sender(app, settings)
-        built: dict[str, ApnsRequest] = {}
+        built: dict[Hashable, ApnsRequest] = {}
+        requests: dict[str, ApnsRequest] = {}
         for c in group:
-            req = built.get(c.message_id)
+            msg = messages[c.message_id]
+            choice, payload = _choose(msg, c)
+            req = built.get(choice)
             if req is None:
-                req = built[c.message_id] = build_apns(messages[c.message_id].payload)
+                req = built[choice] = build_apns(payload, message_ttl(payload, msg.expires_at, now))
             if apns_too_large(req):
                 answers.append((c, TOO_LARGE))
             else:
+                requests[c.id] = req
                 ready.append(c)
         sem = asyncio.Semaphore(settings.send_concurrency)
 
         async def one(c: store.ClaimedDelivery) -> Answer:
             async with sem:
-                return await sender.send(c.token, c.id, built[c.message_id])
+                return await sender.send(c.token, c.id, requests[c.id])
 
         async def send_apns(batch: list[store.ClaimedDelivery]) -> list[Answer]:
             return list(await asyncio.gather(*(one(c) for c in batch)))
@@ -394,17 +408,31 @@ async def _send_lane(
         send = send_apns
     else:
         fsender = fcm_sender(app, settings)
+        cache: dict[Hashable, FcmParts] = {}
         parts: dict[str, FcmParts] = {}
         for c in group:
-            if c.message_id not in parts:
-                parts[c.message_id] = build_fcm(messages[c.message_id].payload)
-            if fcm_too_large(c.token, parts[c.message_id]):
+            msg = messages[c.message_id]
+            choice, payload = _choose(msg, c)
+            ios = c.platform in ("ios", "ipados")
+            key = (choice, ios)
+            part = cache.get(key)
+            if part is None:
+                ttl = message_ttl(payload, msg.expires_at, now)
+                part = cache[key] = build_fcm(payload, ttl, ios=ios, now_s=int(now.timestamp()))
+            try:
+                too_large = fcm_too_large(c.token, part)
+            except ValueError as exc:  # firebase-admin refused a value: invalid data, code 1
+                bad = Outcome(ResultCode.INVALID_DATA, DeliveryStatus.ERROR, message=str(exc)[:300])
+                answers.append((c, bad))
+                continue
+            if too_large:
                 answers.append((c, TOO_LARGE))
             else:
+                parts[c.id] = part
                 ready.append(c)
 
         async def send_fcm(batch: list[store.ClaimedDelivery]) -> list[Answer]:
-            return list(await fsender.send_many([(c.token, parts[c.message_id]) for c in batch]))
+            return list(await fsender.send_many([(c.token, parts[c.id]) for c in batch]))
 
         send = send_fcm
 
@@ -428,6 +456,19 @@ async def _send_lane(
     for batch, future in sending:
         result.answers.extend(zip(batch, await future, strict=True))
     return result
+
+
+def _choose(msg: Message, c: store.ClaimedDelivery) -> tuple[Hashable, Payload]:
+    """This device's payload and a cache key for it (one build per distinct payload)."""
+    choice, payload = choose_payload(
+        msg.payload,
+        msg.target,
+        username=c.username,
+        global_user_id=c.global_user_id,
+        locale=c.locale,
+        preferred_languages=c.preferred_languages,
+    )
+    return (c.message_id, choice), payload
 
 
 def _warn_config_once(app_id: str, provider: str, text: str, lanes: LaneState) -> None:

@@ -71,42 +71,44 @@ class FcmSender:
 
 
 def to_message(token: str, parts: FcmParts) -> messaging.Message:
-    android = dict(parts.android)
-    ttl = android.pop("ttl", None)
-    collapse = android.pop("collapse_key", None)
-    note = android.pop("notification", None)
+    android = parts.android
+    note = android.get("notification")
+    apns = None
+    if parts.apns_headers or parts.apns_aps or parts.apns_custom:
+        # `aps` is built by the same code as a direct APNs push; passed through whole.
+        apns = messaging.APNSConfig(
+            headers=parts.apns_headers or None,
+            payload=messaging.APNSPayload(
+                aps=messaging.Aps(custom_data=parts.apns_aps), **(parts.apns_custom or {})
+            ),
+        )
     return messaging.Message(
         token=token,
         notification=messaging.Notification(**parts.notification) if parts.notification else None,
         data=parts.data,
         android=messaging.AndroidConfig(
             priority=android.get("priority"),
-            ttl=ttl,
-            collapse_key=collapse,
+            ttl=android.get("ttl"),
+            collapse_key=android.get("collapse_key"),
             notification=messaging.AndroidNotification(**note) if note else None,
         ),
-        apns=messaging.APNSConfig(
-            headers=parts.apns_headers or None,
-            payload=messaging.APNSPayload(aps=_aps(parts.apns_aps)),
-        )
-        if parts.apns_aps
-        else None,
+        apns=apns,
     )
+
+
+def encoded_message(token: str, parts: FcmParts) -> dict[str, Any]:
+    """The `message` object firebase-admin sends; ValueError when it refuses a value."""
+    encoded: dict[str, Any] = messaging._MessagingService.encode_message(to_message(token, parts))
+    return encoded
 
 
 def fcm_too_large(token: str, parts: FcmParts) -> bool:
-    """FCM's 4096-byte limit, checked on the encoded message so no request is wasted."""
-    encoded = messaging._MessagingService.encode_message(to_message(token, parts))
-    encoded.pop("token", None)
-    return fcm_message_size(encoded) > FCM_MAX_BYTES
+    """FCM's 4096-byte limit, checked on the encoded message so no request is wasted.
 
-
-def _aps(aps: dict[str, Any]) -> messaging.Aps:
-    return messaging.Aps(
-        badge=aps.get("badge"),
-        sound=aps.get("sound"),
-        content_available=bool(aps.get("content-available")) or None,
-    )
+    Measured on the whole `message` object, token included, compact JSON: the strictest
+    reading (the simulator's), so nothing we pass is refused for its size.
+    """
+    return fcm_message_size(encoded_message(token, parts)) > FCM_MAX_BYTES
 
 
 def answer_from_error(exc: BaseException | None) -> ProviderAnswer:

@@ -1,14 +1,142 @@
-"""Building provider payloads from a normalised Message payload (pure functions)."""
+"""Building provider payloads from a normalised Message payload (pure functions).
+
+For one device: `choose_payload` stacks the layers (default, its locale variant, the
+user's bulk override, that override's locale variant; see schemas/payload.py) into one
+payload; `build_apns` / `build_fcm` turn it into what the provider receives; the size
+checks measure exactly those bytes, so a payload too large is code 9 without a request.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+
+from schemas.payload import PUSHLINE_KEY, Content, device_locale, pick_locale
+from schemas.targets import bulk_override
 
 APNS_MAX_BYTES = 4096
 APNS_VOIP_MAX_BYTES = 5120
 FCM_MAX_BYTES = 4096
+
+#: Apple sends each push type to the bundle id with its own suffix (the app's topic).
+TOPIC_SUFFIX = {
+    "voip": ".voip",
+    "complication": ".complication",
+    "fileprovider": ".pushkit.fileprovider",
+    "liveactivity": ".push-type.liveactivity",
+    "location": ".location-query",
+    "pushtotalk": ".voip-ptt",
+}
+#: Fields a provider block (`apns` / `fcm`) may set for its provider only.
+CONTENT_FIELDS = frozenset(Content.model_fields)
+_APS_ALERT_KEYS = {
+    "title": "title",
+    "subtitle": "subtitle",
+    "body": "body",
+    "title_loc_key": "title-loc-key",
+    "title_loc_args": "title-loc-args",
+    "loc_key": "loc-key",
+    "loc_args": "loc-args",
+}
+
+Payload = Mapping[str, Any]
+
+
+# --- which payload a device gets -------------------------------------------------------------
+
+
+def resolve_layer(layer: Payload, locale: str | None) -> tuple[str | None, dict[str, Any]]:
+    """A layer with its best locale variant laid over it; returns (variant key, fields)."""
+    variants = layer.get("localized") or {}
+    key = pick_locale(variants, locale)
+    fields = {k: v for k, v in layer.items() if k != "localized"}
+    if key is not None:
+        fields.update(variants[key])
+    return key, fields
+
+
+def device_payload(
+    payload: Payload, override: Payload | None, locale: str | None
+) -> tuple[Hashable, Payload]:
+    """The payload one device gets, and a key naming that choice (same key, same payload).
+
+    Each layer is localized before the next is laid over it, so a user's own alert beats
+    the default's German variant for a German device: the more specific sender wins.
+    """
+    if override is None and not payload.get("localized"):
+        return None, payload  # the common case: one payload for the whole Message
+    key, fields = resolve_layer(payload, locale)
+    if override is None:
+        return key, fields
+    override_key, layer = resolve_layer(override, locale)
+    fields.update(layer)
+    return (key, json.dumps(override, sort_keys=True), override_key), fields
+
+
+def choose_payload(
+    payload: Payload,
+    target: Mapping[str, Any],
+    *,
+    username: str | None,
+    global_user_id: str | None,
+    locale: str | None,
+    preferred_languages: Sequence[str] | None,
+) -> tuple[Hashable, Payload]:
+    """`device_payload` for one registration of a Message (bulk override, locale)."""
+    override = (
+        bulk_override(target, username, global_user_id) if target.get("type") == "bulk" else None
+    )
+    return device_payload(payload, override, device_locale(locale, preferred_languages))
+
+
+def message_ttl(payload: Payload, expires_at: datetime | None, now: datetime) -> int | None:
+    """Seconds the provider may keep trying: what is left of the Message's life, so a retry
+    never extends it; never more than the time to live asked for."""
+    end = expires_at
+    if end is None and payload.get("expiration"):
+        end = datetime.fromisoformat(payload["expiration"])
+    ttl: int | None = payload.get("time_to_live")
+    if end is None:
+        return ttl
+    left = max(0, math.ceil((end - now).total_seconds()))
+    return left if ttl is None else min(ttl, left)
+
+
+def provider_view(payload: Payload, provider: str) -> tuple[dict[str, Any], Payload]:
+    """The common fields with the provider block's content fields laid over them, and the
+    block itself (for its provider-only options)."""
+    block: Payload = payload.get(provider) or {}
+    view = {k: v for k, v in payload.items() if k not in ("apns", "fcm", "localized")}
+    view.update({k: v for k, v in block.items() if k in CONTENT_FIELDS})
+    return view, block
+
+
+def _silent(p: Payload) -> bool:
+    return bool(p.get("silent")) or p.get("push_type") == "background"
+
+
+def app_extras(p: Payload, silent: bool, *, image: bool) -> dict[str, Any]:
+    """What the app's own code shows (Infobip-style SDK features) under PUSHLINE_KEY.
+
+    A silent push carries its alert here: nothing is displayed by the OS, the app may
+    show it itself (Infobip: "show the notification only within the application").
+    """
+    out: dict[str, Any] = {}
+    if silent and p.get("alert"):
+        out["alert"] = p["alert"]
+    if image and p.get("image") and not silent:
+        out["image"] = p["image"]
+    for key in ("web_view_url", "inbox_topic", "in_app"):
+        if p.get(key) is not None:
+            out[key] = p[key]
+    return out
+
+
+# --- APNs ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -18,48 +146,93 @@ class ApnsRequest:
     priority: int
     time_to_live: int | None
     collapse_id: str | None
+    topic_suffix: str = ""  # appended to the app's topic: ".voip" for VoIP pushes
 
 
-def build_apns(payload: dict[str, Any]) -> ApnsRequest:
-    """The `aps` dictionary, custom keys beside it, and the headers that must match it."""
+def apns_sound(sound: str | Mapping[str, Any]) -> str | dict[str, Any]:
+    if isinstance(sound, str):
+        return sound
+    if not sound.get("critical"):
+        return str(sound["name"])  # the dictionary form exists for critical alerts only
+    out: dict[str, Any] = {"critical": 1, "name": sound["name"]}
+    if sound.get("volume") is not None:
+        out["volume"] = sound["volume"]
+    return out
+
+
+def build_apns(payload: Payload, ttl_s: int | None = None) -> ApnsRequest:
+    """The `aps` dictionary, custom keys beside it, and the headers that must match it.
+
+    A silent push (or push type background) is a background push: content-available 1,
+    priority 5, and no alert, badge or sound in `aps`.
+    """
+    p, block = provider_view(payload, "apns")
+    headers: Mapping[str, str] = block.get("headers") or {}
+    visible = not _silent(p) and bool(
+        p.get("alert") or p.get("badge") is not None or p.get("sound")
+    )
+    push_type = (
+        headers.get("apns-push-type")
+        or p.get("push_type")
+        or ("alert" if visible else "background")
+    )
+    silent = bool(p.get("silent")) or push_type == "background"
+    alert = p.get("alert")
     aps: dict[str, Any] = {}
-    alert = payload.get("alert")
-    if alert:
-        aps["alert"] = {k: v for k, v in alert.items() if v is not None}
-    if "badge" in payload:
-        aps["badge"] = payload["badge"]
-    if payload.get("sound"):
-        aps["sound"] = payload["sound"]
-    if payload.get("category"):
-        aps["category"] = payload["category"]
-    if payload.get("thread_id"):
-        aps["thread-id"] = payload["thread_id"]
-    if payload.get("content_available"):
+    if not silent:
+        if alert:
+            aps["alert"] = {_APS_ALERT_KEYS[k]: v for k, v in alert.items() if v is not None}
+        if p.get("badge") is not None:
+            aps["badge"] = p["badge"]
+        if p.get("sound"):
+            aps["sound"] = apns_sound(p["sound"])
+        if p.get("category"):
+            aps["category"] = p["category"]
+        if p.get("thread_id"):
+            aps["thread-id"] = p["thread_id"]
+    if silent or p.get("content_available"):
         aps["content-available"] = 1
-    if payload.get("mutable_content"):
-        aps["mutable-content"] = 1
-    silent = not alert and "badge" not in payload and not payload.get("sound")
-    push_type = payload.get("push_type") or ("background" if silent else "alert")
-    # Apple: background pushes must go at priority 5; alerts at 10 unless asked otherwise.
-    priority = 5 if push_type == "background" or payload.get("priority") == "normal" else 10
-    body: dict[str, Any] = dict(payload.get("data") or {})
+    if not silent:
+        # An image needs the app's notification service extension, which runs only then.
+        if p.get("mutable_content") or (p.get("image") and alert):
+            aps["mutable-content"] = 1
+        if p.get("interruption_level"):
+            aps["interruption-level"] = p["interruption_level"]
+        if p.get("relevance_score") is not None:
+            aps["relevance-score"] = p["relevance_score"]
+    body: dict[str, Any] = {**(p.get("data") or {}), **(block.get("custom_values") or {})}
+    extras = app_extras(p, silent, image=True)
+    if extras:
+        body[PUSHLINE_KEY] = extras
     body["aps"] = aps
+    # Apple: background pushes go at priority 5 (or 1); alerts at 10 unless asked otherwise.
+    if "apns-priority" in headers:
+        priority = int(headers["apns-priority"])
+    else:
+        priority = 5 if silent or p.get("priority") == "normal" else 10
+    if silent:
+        priority = min(priority, 5)
     return ApnsRequest(
         body=body,
         push_type=push_type,
         priority=priority,
-        time_to_live=payload.get("time_to_live"),
-        collapse_id=payload.get("collapse_id"),
+        time_to_live=ttl_s if ttl_s is not None else p.get("time_to_live"),
+        collapse_id=headers.get("apns-collapse-id") or p.get("collapse_id"),
+        topic_suffix=TOPIC_SUFFIX.get(push_type, ""),
     )
 
 
 def apns_size(req: ApnsRequest) -> int:
-    return len(json.dumps(req.body, ensure_ascii=False, separators=(",", ":")).encode())
+    # Exactly the bytes aioapns sends: json.dumps with its default separators.
+    return len(json.dumps(req.body, ensure_ascii=False).encode())
 
 
 def apns_too_large(req: ApnsRequest) -> bool:
     limit = APNS_VOIP_MAX_BYTES if req.push_type == "voip" else APNS_MAX_BYTES
     return apns_size(req) > limit
+
+
+# --- FCM -------------------------------------------------------------------------------------
 
 
 def fcm_data_value(value: Any) -> str:
@@ -75,41 +248,103 @@ def fcm_data_value(value: Any) -> str:
 
 @dataclass(frozen=True)
 class FcmParts:
-    """The provider-independent parts of an FCM v1 message, before the token is added."""
+    """The provider-independent parts of an FCM v1 message, before the token is added.
+
+    `android` holds AndroidConfig arguments, its `notification` AndroidNotification ones.
+    The `apns_*` parts are only filled for iOS devices that go through FCM.
+    """
 
     notification: dict[str, str] | None
     data: dict[str, str] | None
     android: dict[str, Any]
     apns_headers: dict[str, str]
     apns_aps: dict[str, Any]
+    apns_custom: dict[str, Any] | None = None
 
 
-def build_fcm(payload: dict[str, Any]) -> FcmParts:
-    alert = payload.get("alert") or {}
-    notification = {k: alert[k] for k in ("title", "body") if alert.get(k)} or None
-    data = {k: fcm_data_value(v) for k, v in (payload.get("data") or {}).items()} or None
+def build_fcm(
+    payload: Payload, ttl_s: int | None = None, *, ios: bool = False, now_s: int | None = None
+) -> FcmParts:
+    """The FCM v1 message parts. A silent push is a data-only message (no notification);
+    data values are strings by `fcm_data_value`'s one rule."""
+    p, block = provider_view(payload, "fcm")
+    silent = _silent(p)
+    alert: Mapping[str, Any] = p.get("alert") or {}
+    notification = None
+    if not silent:
+        shown = {"title": alert.get("title"), "body": alert.get("body"), "image": p.get("image")}
+        notification = {k: v for k, v in shown.items() if v} or None
+    data = {k: fcm_data_value(v) for k, v in (p.get("data") or {}).items()}
+    extras = app_extras(p, silent, image=False)
+    if extras:
+        data[PUSHLINE_KEY] = fcm_data_value(extras)
+
     android: dict[str, Any] = {
-        "priority": "high" if payload.get("priority") != "normal" else "normal"
+        "priority": block.get("priority") or ("normal" if p.get("priority") == "normal" else "high")
     }
-    if payload.get("time_to_live") is not None:
-        android["ttl"] = payload["time_to_live"]
-    if payload.get("collapse_id"):
-        android["collapse_key"] = payload["collapse_id"]
-    android_notification: dict[str, Any] = {}
-    if payload.get("sound"):
-        android_notification["sound"] = payload["sound"]
-    if payload.get("badge") is not None:
-        android_notification["notification_count"] = payload["badge"]
-    if notification and android_notification:
-        android["notification"] = android_notification
-    aps: dict[str, Any] = {}
-    if payload.get("badge") is not None:
-        aps["badge"] = payload["badge"]
-    if payload.get("sound"):
-        aps["sound"] = payload["sound"]
-    if payload.get("content_available"):
-        aps["content-available"] = 1
-    return FcmParts(notification, data, android, {}, aps)
+    ttl = ttl_s if ttl_s is not None else p.get("time_to_live")
+    if block.get("ttl") is not None:
+        # The block's ttl (SAP gcm.timeToLive) is FCM's, within the Message's own life.
+        ttl = block["ttl"] if ttl is None else min(block["ttl"], ttl)
+    if ttl is not None:
+        android["ttl"] = ttl
+    if p.get("collapse_id"):
+        android["collapse_key"] = p["collapse_id"]
+    note = _android_notification(p, block)
+    loc = alert.get("loc_key") or alert.get("title_loc_key")
+    if not silent and (notification or loc) and note:
+        android["notification"] = note
+
+    apns_headers: dict[str, str] = {}
+    apns_aps: dict[str, Any] = {}
+    apns_custom: dict[str, Any] | None = None
+    if ios:
+        apns_headers, apns_aps, apns_custom = _apns_through_fcm(payload, ttl_s, now_s)
+    return FcmParts(notification, data or None, android, apns_headers, apns_aps, apns_custom)
+
+
+def _android_notification(p: Payload, block: Payload) -> dict[str, Any]:
+    alert: Mapping[str, Any] = p.get("alert") or {}
+    sound = p.get("sound")
+    note: dict[str, Any] = {
+        "title_loc_key": alert.get("title_loc_key"),
+        "title_loc_args": alert.get("title_loc_args"),
+        "body_loc_key": alert.get("loc_key"),
+        "body_loc_args": alert.get("loc_args"),
+        "channel_id": block.get("channel_id"),
+        "sound": sound if isinstance(sound, str) or sound is None else sound["name"],
+        "tag": block.get("tag"),
+        "color": block.get("color"),
+        "icon": block.get("icon"),
+        "click_action": block.get("click_action"),
+        "ticker": block.get("ticker"),
+        "notification_count": p.get("badge"),
+        "priority": block.get("notification_priority"),
+        "vibrate_timings_millis": block.get("vibrate_timings_ms"),
+        "default_vibrate_timings": block.get("vibrate"),
+    }
+    return {k: v for k, v in note.items() if v is not None}
+
+
+def _apns_through_fcm(
+    payload: Payload, ttl_s: int | None, now_s: int | None
+) -> tuple[dict[str, str], dict[str, Any], dict[str, Any] | None]:
+    """The `apns` block of an FCM message for an iOS device: the same headers and `aps` as
+    a direct APNs push. FCM builds the alert from `notification` unless it needs more
+    (subtitle, loc keys); data travels in FCM's `data`, so only custom values go here."""
+    req = build_apns(payload, ttl_s)
+    headers = {"apns-push-type": req.push_type, "apns-priority": str(req.priority)}
+    if req.collapse_id:
+        headers["apns-collapse-id"] = req.collapse_id
+    if req.time_to_live is not None and now_s is not None:
+        headers["apns-expiration"] = str(now_s + req.time_to_live)
+    aps = dict(req.body["aps"])
+    alert = aps.get("alert") or {}
+    if not set(alert) - {"title", "body"}:
+        aps.pop("alert", None)
+    _, block = provider_view(payload, "apns")
+    custom = dict(block.get("custom_values") or {}) or None
+    return headers, aps, custom
 
 
 def fcm_message_size(message_json: dict[str, Any]) -> int:

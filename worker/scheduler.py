@@ -35,6 +35,14 @@ log = structlog.get_logger("pushline.scheduler")
 FanoutEnqueuer = Callable[[str, str], None]  # (message id, lane)
 
 
+def run_expiry(payload: dict[str, object], now: datetime) -> datetime | None:
+    """A run's life: its time to live from now, or the payload's absolute expiration."""
+    if isinstance(payload.get("expiration"), str):
+        return datetime.fromisoformat(str(payload["expiration"]))
+    ttl = payload.get("time_to_live")
+    return now + timedelta(seconds=ttl) if isinstance(ttl, int) else None
+
+
 def publish_due(
     engine: Engine, now: datetime, enqueue: FanoutEnqueuer, *, limit: int = 100
 ) -> list[str]:
@@ -89,9 +97,7 @@ def publish_due(
                 run_at=due,
                 created_at=now,
             )
-            ttl = sch.payload.get("time_to_live")
-            if ttl:
-                message.expires_at = now + timedelta(seconds=ttl)
+            message.expires_at = run_expiry(sch.payload, now)
             s.add(message)
             s.flush()
             published.append((message.id, sch.lane))

@@ -28,6 +28,12 @@ class ClaimedDelivery:
     registration_id: str
     registration_active: bool
     deactivated_code: int | None
+    # What the payload choice needs: bulk overrides by user, locale variants, iOS via FCM.
+    platform: str | None = None
+    username: str | None = None
+    global_user_id: str | None = None
+    locale: str | None = None
+    preferred_languages: list[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +98,11 @@ def claim(
                     col(Registration.id),
                     col(Registration.active),
                     col(Registration.deactivated_code),
+                    col(Registration.platform),
+                    col(Registration.username),
+                    col(Registration.global_user_id),
+                    col(Registration.locale),
+                    col(Registration.preferred_languages),
                 )
                 .join(
                     Registration,
@@ -114,6 +125,11 @@ def claim(
             registration_id=r[6] or "",
             registration_active=bool(r[7]),
             deactivated_code=r[8],
+            platform=r[9],
+            username=r[10],
+            global_user_id=r[11],
+            locale=r[12],
+            preferred_languages=r[13],
         )
         for r in rows
     ]
