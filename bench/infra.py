@@ -1,0 +1,252 @@
+"""What the benchmark needs around Pushline: clean stores, bulk devices, memory sampling."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import psycopg
+import redis
+from psycopg import sql
+from sqlalchemy import insert, make_url, text
+
+from schemas.db import engine_for, normalise_url, upgrade
+from schemas.tables import Registration, new_id, table, utcnow
+
+# --- stores --------------------------------------------------------------------------------
+
+
+def flush_redis(url: str) -> None:
+    """Empty one Redis db: a scenario must not inherit queued or unacked tasks."""
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+def naive_redis_url(url: str) -> str:
+    """The same server, the next db number: the naive baseline's queue stays apart."""
+    head, _, tail = url.rpartition("/")
+    if head.count("/") >= 2 and tail.isdigit():
+        return f"{head}/{(int(tail) + 1) % 16}"
+    return url.rstrip("/") + "/6"
+
+
+def _psycopg_conninfo(url: str, database: str | None = None) -> str:
+    u = make_url(normalise_url(url)).set(drivername="postgresql")
+    if database is not None:
+        u = u.set(database=database)
+    return u.render_as_string(hide_password=False)
+
+
+def ensure_postgres_database(url: str) -> None:
+    """Create the benchmark's database when absent (CREATE DATABASE cannot run in a tx)."""
+    name = make_url(normalise_url(url)).database
+    assert name, "the database URL must name a database"
+    for maintenance in ("postgres", "template1"):
+        try:
+            conn = psycopg.connect(_psycopg_conninfo(url, maintenance), autocommit=True)
+        except psycopg.OperationalError:
+            continue
+        with conn:
+            found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            if not found:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return
+    raise RuntimeError(f"cannot reach a maintenance database on {url}")
+
+
+def reset_database(url: str) -> None:
+    """Drop every table and migrate from nothing, so each scenario starts from equal state."""
+    engine_for(url).dispose()  # our own pooled connections would block DROP SCHEMA
+    if normalise_url(url).startswith("postgresql"):
+        ensure_postgres_database(url)
+        with psycopg.connect(_psycopg_conninfo(url), autocommit=True) as conn:
+            conn.execute("DROP SCHEMA public CASCADE")
+            conn.execute("CREATE SCHEMA public")
+    elif url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///") :])
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    else:
+        raise ValueError(f"unsupported database URL {url!r}")
+    upgrade(url)
+
+
+def truncate_messages(url: str) -> None:
+    """Forget earlier runs' Messages and Deliveries: every repeat writes into equal tables."""
+    with engine_for(url).begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("TRUNCATE delivery, message"))
+        else:
+            conn.execute(text("DELETE FROM delivery"))
+            conn.execute(text("DELETE FROM message"))
+
+
+# --- devices -------------------------------------------------------------------------------
+
+
+def apns_token() -> str:
+    return secrets.token_hex(32)  # 64 hex characters, as iOS hands them out
+
+
+def fcm_token() -> str:
+    # Real FCM tokens are ~150 characters of [A-Za-z0-9_:-]; token_urlsafe uses that set.
+    return f"{secrets.token_urlsafe(16)}:APA91b{secrets.token_urlsafe(96)}"
+
+
+def register_devices(url: str, app_id: str, counts: dict[str, int]) -> dict[str, list[str]]:
+    """Insert Registration rows in bulk (the REST path would only measure the API)."""
+    now = utcnow()
+    tokens: dict[str, list[str]] = {}
+    rows: list[dict[str, object]] = []
+    for provider, n in counts.items():
+        make = apns_token if provider == "apns" else fcm_token
+        platform = "ios" if provider == "apns" else "android"
+        tokens[provider] = [make() for _ in range(n)]
+        rows.extend(
+            {
+                "id": new_id(), "app_id": app_id, "provider": provider, "token": t,
+                "platform": platform, "active": True, "created_at": now, "updated_at": now,
+            }
+            for t in tokens[provider]
+        )
+    with engine_for(url).begin() as conn:
+        for start in range(0, len(rows), 5000):
+            conn.execute(insert(table(Registration)), rows[start : start + 5000])
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("ANALYZE registration"))  # plan the fan-out on real row counts
+    return tokens
+
+
+# --- memory --------------------------------------------------------------------------------
+
+
+@dataclass
+class RssSampler:
+    """Peak RSS of a process tree (the Celery main process and its pool children)."""
+
+    pid: int
+    interval_s: float = 0.2
+    peak_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def tree_rss(self) -> int:
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0
+        total = 0
+        for p in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):  # a pool child replaced mid-sample
+                total += p.memory_info().rss
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_bytes = max(self.peak_bytes, self.tree_rss())
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.peak_bytes = max(self.peak_bytes, self.tree_rss())
+
+    @property
+    def peak_mib(self) -> float:
+        return self.peak_bytes / 2**20
+
+
+def tree_pids(pid: int) -> set[int]:
+    try:
+        root = psutil.Process(pid)
+        return {pid, *(c.pid for c in root.children(recursive=True))}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+# Redis and PostgreSQL's own helpers serve the benchmark too, so their CPU cannot be told
+# apart: never "foreign". A PostgreSQL backend names its database in its process title, so
+# a backend serving another database (somebody else's test suite) is foreign.
+_BACKEND = re.compile(r"postgres: [^:]+: \S+ (\S+) (?:\S+\(\d+\)|\[local\])")
+
+
+def _foreign_candidate(name: str, cmdline: list[str] | None, database: str | None) -> bool:
+    if name.startswith("redis-server"):
+        return False
+    if name.startswith("postgres"):
+        title = " ".join(cmdline or [])
+        m = _BACKEND.match(title)
+        return bool(m and database and m.group(1) != database)
+    return True
+
+
+def _cpu_by_pid(database: str | None) -> dict[int, tuple[float, float]]:
+    """(create time, user+system seconds) of every process that may be foreign."""
+    out = {}
+    for p in psutil.process_iter(["create_time", "cpu_times", "name", "cmdline"]):
+        times = p.info["cpu_times"]
+        if times is not None and _foreign_candidate(p.info["name"] or "", p.info["cmdline"],
+                                                    database):
+            out[p.pid] = (p.info["create_time"], times.user + times.system)
+    return out
+
+
+@dataclass
+class ForeignLoad:
+    """CPU that processes outside the benchmark used during a run, as a share of the machine.
+
+    Two cores are easily disturbed (a test suite, a bulk load into another database): a run
+    that shared them says so rather than quietly reporting a low number.
+    """
+
+    ours: Callable[[], set[int]]
+    database: str | None = None  # our PostgreSQL database; backends of others are foreign
+    share: float = 0.0
+
+    def __enter__(self) -> ForeignLoad:
+        self._started = time.monotonic()
+        self._before = _cpu_by_pid(self.database)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        elapsed = time.monotonic() - self._started
+        ours = self.ours()
+        busy = 0.0
+        for pid, (created, cpu) in _cpu_by_pid(self.database).items():
+            if pid in ours:
+                continue
+            before = self._before.get(pid)
+            # A pid new since the start (or reused) spent all its CPU during the run.
+            busy += cpu - (before[1] if before and before[0] == created else 0.0)
+        self.share = max(0.0, busy) / (elapsed * (psutil.cpu_count() or 1))
+
+
+def database_name(url: str) -> str | None:
+    u = make_url(normalise_url(url))
+    return u.database if u.get_backend_name() == "postgresql" else None
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval_s)
+    return False
