@@ -97,3 +97,25 @@ def test_demo_runs_the_whole_stack_on_the_embedded_default(tmp_path: Path) -> No
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "OK: 1003 deliveries, 991 SENT, simulators accepted 991" in out.stdout
+
+
+def test_schedules_are_listed_paused_resumed_and_cancelled_from_the_cli(
+    stack: Stack, app: AppHandle
+) -> None:
+    sid = app.client.push(
+        {
+            "target": {"type": "application"},
+            "payload": {"alert": "weekly"},
+            "schedule": {"cron": "0 9 * * 1", "timezone": "Europe/Copenhagen"},
+        }
+    ).id
+    assert stack.database_url
+    env = {"DATABASE_URL": stack.database_url, "COLUMNS": "200"}
+    listed = run("schedules", "list", "--app", app.creds.app_id, env=env)
+    assert listed.returncode == 0 and sid in listed.stdout and "cron 0 9 * * 1" in listed.stdout
+    assert "paused" in run("schedules", "pause", sid, env=env).stdout
+    assert run("schedules", "pause", sid, env=env).returncode == 2  # already paused
+    assert "scheduled" in run("schedules", "resume", sid, env=env).stdout
+    shown = run("schedules", "show", sid, env=env)
+    assert json.loads(shown.stdout)["state"] == "scheduled"
+    assert "cancelled" in run("schedules", "cancel", sid, env=env).stdout
