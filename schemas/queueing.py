@@ -49,6 +49,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # only sweeps every interval x throttle seconds (100 s by default), so sweep often.
             "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 2)),
             "unacked_restore_throttle": 1,
+            **(
+                {"global_keyprefix": settings.redis_key_prefix} if settings.redis_key_prefix else {}
+            ),
         },
         # Fail fast when the broker is down so the API can answer 503 instead of hanging.
         "broker_connection_timeout": 3,

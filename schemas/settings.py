@@ -20,6 +20,10 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("DATABASE_URL", "PUSHLINE_DATABASE_URL"),
     )
 
+    # Prefix of every Celery key in Redis, so several Pushlines (or test runs) can share one
+    # Redis database without taking each other's tasks.
+    redis_key_prefix: str = ""
+
     # Where the providers are. Defaults are Apple's and Google's; the demo and the tests
     # point these at the simulators.
     apns_host: str = "api.push.apple.com"

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-import redis
 from sqlmodel import Session
 
 from producer.client import PushlineClient
@@ -28,7 +27,10 @@ REDIS = os.environ.get("PUSHLINE_TEST_REDIS", "redis://127.0.0.1:6379")
 POSTGRES = os.environ.get("PUSHLINE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 
 # Fast retries so "503 then success" takes a fraction of a second.
+# Each test session's Celery keys carry their own prefix: two sessions on one machine (or
+# one Redis db) never take each other's tasks.
 TEST_ENV = {
+    "PUSHLINE_REDIS_KEY_PREFIX": f"t{os.getpid()}:",
     "PUSHLINE_RETRY_BASE_S": "0.05",
     "PUSHLINE_LOG_LEVEL": "INFO",
     "PUSHLINE_REPEAT_EVERY_MIN_S": "1",
@@ -45,9 +47,9 @@ def fresh_postgres(name: str) -> str:
 
 
 def fresh_redis(db: int) -> str:
-    url = f"{REDIS}/{db}"
-    redis.Redis.from_url(url).flushdb()
-    return url
+    """A Redis db for a stack. Not flushed: other sessions may use it too; our keys are
+    apart by PUSHLINE_REDIS_KEY_PREFIX."""
+    return f"{REDIS}/{db}"
 
 
 @pytest.fixture(scope="session")

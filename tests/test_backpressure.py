@@ -37,6 +37,7 @@ CHUNK = 25
 WORKERS = 2
 LEASE_S = 8  # a task waits for tokens at most a quarter of this (2 s), then hands back
 ENV = {
+    "PUSHLINE_REDIS_KEY_PREFIX": f"bp{os.getpid()}:",
     "PUSHLINE_LOG_LEVEL": "INFO",
     "PUSHLINE_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
     "PUSHLINE_RETRY_BASE_S": str(RETRY_BASE_S),

@@ -64,7 +64,11 @@ def test_keys_are_per_app(stack: Stack) -> None:
 
 def test_a_key_is_free_again_after_24_hours(app: AppHandle) -> None:
     assert app.stack.database_url and app.stack.redis_url
-    settings = Settings(database_url=app.stack.database_url, redis_url=app.stack.redis_url)
+    settings = Settings(
+        database_url=app.stack.database_url,
+        redis_url=app.stack.redis_url,
+        redis_key_prefix=TEST_ENV["PUSHLINE_REDIS_KEY_PREFIX"],
+    )
     app.ios("ida")
     key = str(uuid.uuid4())
     first = accept_push(app.creds.app_id, BODY, settings=settings, idempotency_key=key)

@@ -120,7 +120,11 @@ def test_a_python_service_enqueues_with_the_same_function_as_the_api(stack: Stac
     app = AppHandle(stack, stack.add_app(f"py-{uuid.uuid4().hex[:8]}"))
     token = app.ios("sam")
     assert stack.redis_url and stack.database_url
-    settings = Settings(redis_url=stack.redis_url, database_url=stack.database_url)
+    settings = Settings(
+        redis_url=stack.redis_url,
+        database_url=stack.database_url,
+        redis_key_prefix=TEST_ENV["PUSHLINE_REDIS_KEY_PREFIX"],
+    )
     accepted = accept_push(
         app.creds.app_id,
         {
