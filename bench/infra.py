@@ -114,8 +114,14 @@ def register_devices(url: str, app_id: str, counts: dict[str, int]) -> dict[str,
         tokens[provider] = [make() for _ in range(n)]
         rows.extend(
             {
-                "id": new_id(), "app_id": app_id, "provider": provider, "token": t,
-                "platform": platform, "active": True, "created_at": now, "updated_at": now,
+                "id": new_id(),
+                "app_id": app_id,
+                "provider": provider,
+                "token": t,
+                "platform": platform,
+                "active": True,
+                "created_at": now,
+                "updated_at": now,
             }
             for t in tokens[provider]
         )
@@ -202,8 +208,9 @@ def _cpu_by_pid(database: str | None) -> dict[int, tuple[float, float]]:
     out = {}
     for p in psutil.process_iter(["create_time", "cpu_times", "name", "cmdline"]):
         times = p.info["cpu_times"]
-        if times is not None and _foreign_candidate(p.info["name"] or "", p.info["cmdline"],
-                                                    database):
+        if times is not None and _foreign_candidate(
+            p.info["name"] or "", p.info["cmdline"], database
+        ):
             out[p.pid] = (p.info["create_time"], times.user + times.system)
     return out
 

@@ -70,8 +70,11 @@ def send(provider: str, token: str, creds: dict[str, str], payload: dict[str, An
 
 async def _apns_once(token: str, creds: dict[str, str], payload: dict[str, Any]) -> int:
     app_row = App(
-        id=creds["app_id"], name="naive", apns_topic=creds["apns_topic"],
-        apns_key_pem=creds["apns_key_pem"], apns_key_id=creds["apns_key_id"],
+        id=creds["app_id"],
+        name="naive",
+        apns_topic=creds["apns_topic"],
+        apns_key_pem=creds["apns_key_pem"],
+        apns_key_id=creds["apns_key_id"],
         apns_team_id=creds["apns_team_id"],
     )
     sender = ApnsSender(app_row, _settings)  # a new aioapns APNs: new TLS, new JWT
@@ -86,9 +89,7 @@ async def _fcm_once(token: str, creds: dict[str, str], payload: dict[str, Any]) 
     point_at(_settings.fcm_url)
     info = json.loads(creds["fcm_service_account"])
     # A new firebase app per task: new credentials, a new OAuth token, a new HTTP client.
-    fb = firebase_admin.initialize_app(
-        credentials.Certificate(info), name=f"naive-{uuid.uuid4()}"
-    )
+    fb = firebase_admin.initialize_app(credentials.Certificate(info), name=f"naive-{uuid.uuid4()}")
     try:
         result = await messaging.send_each_async([to_message(token, build_fcm(payload))], app=fb)
     finally:

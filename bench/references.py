@@ -39,10 +39,10 @@ APNS_IN_FLIGHT = 100
 # against the simulator (plain HTTP/1.1, so one TCP connection per request in flight) 500
 # measured 213/s and 100 measured 321/s: httpcore scans its whole pool for every request.
 FCM_CHUNK = 100
-# firebase-admin runs ~300/s here; its ceiling is flat in N, so 5,000 FCM sends suffice.
-CEILING_FCM_MAX = 5000
+# firebase-admin runs ~300/s here; its ceiling is flat in N, so 4,000 FCM sends suffice.
+CEILING_FCM_MAX = 4000
 # The naive path runs ~10/s for FCM: a time box, not 2,000 sends, bounds each run.
-NAIVE_BUDGET_S = 10.0
+NAIVE_BUDGET_S = 8.0
 NAIVE_AHEAD = 40  # tasks published beyond those answered
 REPO = Path(__file__).resolve().parent.parent
 
@@ -66,13 +66,15 @@ def ceiling_tokens(tokens: dict[str, list[str]]) -> dict[str, list[str]]:
 
 def simulator_settings(stack: Stack) -> Settings:
     """Settings pointing the provider clients at this stack's simulators."""
-    return Settings().model_copy(update={
-        "apns_host": "127.0.0.1",
-        "apns_sandbox_host": "127.0.0.1",
-        "apns_port": stack.apns_port,
-        "apns_ca_file": str(stack.state_dir / "tls" / "ca.pem"),
-        "fcm_url": stack.env["PUSHLINE_FCM_URL"],
-    })
+    return Settings().model_copy(
+        update={
+            "apns_host": "127.0.0.1",
+            "apns_sandbox_host": "127.0.0.1",
+            "apns_port": stack.apns_port,
+            "apns_ca_file": str(stack.state_dir / "tls" / "ca.pem"),
+            "fcm_url": stack.env["PUSHLINE_FCM_URL"],
+        }
+    )
 
 
 # --- ceiling -------------------------------------------------------------------------------
@@ -145,10 +147,30 @@ class NaiveWorker:
         env = {**self.stack.env, BROKER_ENV: self.broker_url}
         log = open(self.log_path, "ab")  # noqa: SIM115 (lives with the process)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "bench.naive", "worker", "--concurrency", "2",
-             "--pool", "prefork", "--loglevel", "WARNING", "--without-gossip",
-             "--without-mingle", "--without-heartbeat", "-n", f"naive-{os.getpid()}@%h"],
-            env=env, cwd=REPO, stdout=log, stderr=log, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "bench.naive",
+                "worker",
+                "--concurrency",
+                "2",
+                "--pool",
+                "prefork",
+                "--loglevel",
+                "WARNING",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                f"naive-{os.getpid()}@%h",
+            ],
+            env=env,
+            cwd=REPO,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
 
     def stop(self) -> None:
@@ -174,12 +196,12 @@ class NaiveWorker:
     def reset_done(self) -> None:
         self.redis.set(DONE_KEY, 0)
 
-    def feed(self, jobs: list[tuple[str, str]], creds: dict[str, str],
-             payload: dict[str, Any]) -> None:
+    def feed(
+        self, jobs: list[tuple[str, str]], creds: dict[str, str], payload: dict[str, Any]
+    ) -> None:
         with self.app.producer_or_acquire() as producer:
             for provider, token in jobs:
-                self.app.send_task(TASK, args=[provider, token, creds, payload],
-                                   producer=producer)
+                self.app.send_task(TASK, args=[provider, token, creds, payload], producer=producer)
 
     def drain(self) -> None:
         """Drop the tasks not started yet and let the few in flight finish."""
@@ -205,8 +227,9 @@ def _counts(stack: Stack) -> tuple[int, int]:
     return answered, accepted
 
 
-def warm_naive(naive: NaiveWorker, creds: dict[str, str], jobs: list[tuple[str, str]],
-               payload: dict[str, Any]) -> None:
+def warm_naive(
+    naive: NaiveWorker, creds: dict[str, str], jobs: list[tuple[str, str]], payload: dict[str, Any]
+) -> None:
     """Wait for the worker to consume: its start-up is not part of the measured rate."""
     naive.reset_done()
     naive.feed(jobs, creds, payload)
@@ -214,8 +237,9 @@ def warm_naive(naive: NaiveWorker, creds: dict[str, str], jobs: list[tuple[str, 
         raise RuntimeError(f"the naive worker did not answer; see {naive.log_path}")
 
 
-def measure_naive(naive: NaiveWorker, creds: dict[str, str], jobs: list[tuple[str, str]],
-                  payload: dict[str, Any]) -> RefRun:
+def measure_naive(
+    naive: NaiveWorker, creds: dict[str, str], jobs: list[tuple[str, str]], payload: dict[str, Any]
+) -> RefRun:
     """From the first task published to the last one done, or to the time box: the rate is
     what was done by then."""
     stack = naive.stack

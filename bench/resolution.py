@@ -82,6 +82,11 @@ def fresh_postgres_database(server_url: str, name: str) -> str:
     return url
 
 
+def drop_postgres_database(server_url: str, name: str) -> None:
+    with psycopg.connect(f"{server_url.rstrip('/')}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def create_app(engine: Engine) -> str:
     app_id = new_id()
     with engine.begin() as conn:
@@ -296,14 +301,18 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     figures: list[Figure] = []
 
-    url = fresh_postgres_database(args.postgres, "pushline_bench_resolution")
+    database = "pushline_bench_resolution"
+    url = fresh_postgres_database(args.postgres, database)
     engine = make_engine(url)
-    app_id = create_app(engine)
-    took = populate_postgres(url, app_id, args.rows)
-    print(f"PostgreSQL: {args.rows:,} registrations loaded in {took:.1f} s", flush=True)
-    for name in TARGETS:
-        figures.append(measure(engine, app_id, name, args.rows, args.repeat, "PostgreSQL"))
-    engine.dispose()
+    try:
+        app_id = create_app(engine)
+        took = populate_postgres(url, app_id, args.rows)
+        print(f"PostgreSQL: {args.rows:,} registrations loaded in {took:.1f} s", flush=True)
+        for name in TARGETS:
+            figures.append(measure(engine, app_id, name, args.rows, args.repeat, "PostgreSQL"))
+    finally:
+        engine.dispose()
+        drop_postgres_database(args.postgres, database)  # most of a gigabyte
 
     with tempfile.TemporaryDirectory() as tmp:
         sqlite_url = f"sqlite:///{Path(tmp) / 'resolution.db'}"

@@ -132,8 +132,9 @@ def _aware(ts: datetime) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)  # SQLite hands back naive UTC
 
 
-def run_pushline(stack: Stack, creds: Credentials, counts: dict[str, int],
-                 ours: Callable[[], set[int]]) -> PushlineRun:
+def run_pushline(
+    stack: Stack, creds: Credentials, counts: dict[str, int], ours: Callable[[], set[int]]
+) -> PushlineRun:
     assert stack.database_url
     n = sum(counts.values())
     stack.apns.reset()
@@ -143,8 +144,9 @@ def run_pushline(stack: Stack, creds: Credentials, counts: dict[str, int],
     with (
         ForeignLoad(ours, database_name(stack.database_url)) as foreign,
         RssSampler(stack.procs["worker"].pid) as rss,
-        httpx.Client(base_url=stack.api_url, headers={"X-API-Key": creds.api_key},
-                     timeout=30) as http,
+        httpx.Client(
+            base_url=stack.api_url, headers={"X-API-Key": creds.api_key}, timeout=30
+        ) as http,
     ):
         resp = http.post("/v1/messages", json=BROADCAST)
         accepted_at = time.time()  # wall clock: the worker stamps Deliveries with it too
@@ -176,8 +178,9 @@ def run_pushline(stack: Stack, creds: Credentials, counts: dict[str, int],
         if lag > 1.0:
             warnings.append(f"message completed {lag:.1f}s after its last SENT Delivery")
     warnings.extend(check_simulators(stack, counts))
-    return PushlineRun(sent / elapsed, elapsed, sent, rss.peak_mib,
-                       "; ".join(warnings) or None, foreign.share)
+    return PushlineRun(
+        sent / elapsed, elapsed, sent, rss.peak_mib, "; ".join(warnings) or None, foreign.share
+    )
 
 
 def check_simulators(stack: Stack, counts: dict[str, int]) -> list[str]:
@@ -206,8 +209,12 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace, state_dir: Path) 
     # FLUSHDB under a running API would drop kombu's queue bindings and lose tasks.
     flush_redis(args.redis)
     reset_database(args.database)
-    stack = Stack(state_dir=state_dir / scenario.key, redis_url=args.redis,
-                  database_url=args.database, worker_concurrency=2)
+    stack = Stack(
+        state_dir=state_dir / scenario.key,
+        redis_url=args.redis,
+        database_url=args.database,
+        worker_concurrency=2,
+    )
     naive = None
     try:
         stack.start()
@@ -221,8 +228,9 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace, state_dir: Path) 
         naive_tokens = {p: t[: round(naive_n * len(t) / n)] for p, t in tokens.items()}
         naive_jobs = _interleave(naive_tokens)
         ref_tokens = ceiling_tokens(tokens)
-        naive = NaiveWorker(stack, naive_redis_url(args.redis),
-                            state_dir / scenario.key / "naive-worker.log")
+        naive = NaiveWorker(
+            stack, naive_redis_url(args.redis), state_dir / scenario.key / "naive-worker.log"
+        )
 
         def ours() -> set[int]:
             pids = {os.getpid()}
@@ -240,23 +248,45 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace, state_dir: Path) 
             wait_quiet(ours, args)
             run = run_pushline(stack, creds, counts, ours)
             result.pushline.append(run)
-            _progress(scenario, rep, f"pushline ({run.sent:,})", run.rate, run.elapsed_s,
-                      run.foreign, run.warning, f"peak {run.peak_mib:.0f} MiB")
+            _progress(
+                scenario,
+                rep,
+                f"pushline ({run.sent:,})",
+                run.rate,
+                run.elapsed_s,
+                run.foreign,
+                run.warning,
+                f"peak {run.peak_mib:.0f} MiB",
+            )
             wait_quiet(ours, args)
             with ForeignLoad(ours, database_name(args.database)) as fl:
                 ceiling = measure_ceiling(app, settings, ref_tokens, payload)
             ceiling = dataclasses.replace(ceiling, foreign=fl.share)
             result.ceiling.append(ceiling)
-            _progress(scenario, rep, f"ceiling ({ceiling.sent:,})", ceiling.rate,
-                      ceiling.elapsed_s, ceiling.foreign, ceiling.warning)
+            _progress(
+                scenario,
+                rep,
+                f"ceiling ({ceiling.sent:,})",
+                ceiling.rate,
+                ceiling.elapsed_s,
+                ceiling.foreign,
+                ceiling.warning,
+            )
             if rep < args.naive_repeat:
                 wait_quiet(ours, args)
                 with ForeignLoad(ours, database_name(args.database)) as fl:
                     nrun = measure_naive(naive, ncreds, naive_jobs, payload)
                 nrun = dataclasses.replace(nrun, foreign=fl.share)
                 result.naive.append(nrun)
-                _progress(scenario, rep, f"naive ({nrun.sent:,})", nrun.rate, nrun.elapsed_s,
-                          nrun.foreign, nrun.warning)
+                _progress(
+                    scenario,
+                    rep,
+                    f"naive ({nrun.sent:,})",
+                    nrun.rate,
+                    nrun.elapsed_s,
+                    nrun.foreign,
+                    nrun.warning,
+                )
     finally:
         if naive is not None:
             naive.stop()
@@ -292,13 +322,25 @@ def _interleave(tokens: dict[str, list[str]]) -> list[tuple[str, str]]:
     return out
 
 
-def _progress(scenario: Scenario, rep: int, what: str, rate: float, elapsed: float,
-              foreign: float, warning: str | None, extra: str = "") -> None:
-    console.print(f"  {scenario.title} #{rep + 1} {what}: {rate:,.0f}/s in {elapsed:.2f}s "
-                  f"{extra}".rstrip() + f"  (other processes: {foreign:.0%} CPU)")
+def _progress(
+    scenario: Scenario,
+    rep: int,
+    what: str,
+    rate: float,
+    elapsed: float,
+    foreign: float,
+    warning: str | None,
+    extra: str = "",
+) -> None:
+    console.print(
+        f"  {scenario.title} #{rep + 1} {what}: {rate:,.0f}/s in {elapsed:.2f}s {extra}".rstrip()
+        + f"  (other processes: {foreign:.0%} CPU)"
+    )
     if foreign > FOREIGN_WARN:
-        console.print(f"  [bold red]WARNING[/] {scenario.title} #{rep + 1} {what}: other "
-                      f"processes used {foreign:.0%} of the machine; this run is disturbed")
+        console.print(
+            f"  [bold red]WARNING[/] {scenario.title} #{rep + 1} {what}: other "
+            f"processes used {foreign:.0%} of the machine; this run is disturbed"
+        )
     if warning:
         console.print(f"  [bold red]WARNING[/] {scenario.title} #{rep + 1} {what}: {warning}")
 
@@ -313,20 +355,38 @@ def _runs(values: list[float], fmt: str = "{:,.0f}") -> str:
 def scenario_table(r: ScenarioResult) -> Table:
     pl = r.median(r.pushline)
     ceil, naive = r.median(r.ceiling), r.median(r.naive)
-    t = Table(title=f"{r.scenario.title} — {r.devices:,} devices, medians of "
-                    f"{len(r.pushline)}", title_justify="left")
+    t = Table(
+        title=f"{r.scenario.title} — {r.devices:,} devices, medians of {len(r.pushline)}",
+        title_justify="left",
+    )
     t.add_column("measure")
     t.add_column("median", justify="right")
     t.add_column("Pushline ÷", justify="right")
     t.add_column("runs", justify="right")
-    t.add_row("Pushline end to end (notifications/s)", f"{pl:,.0f}", "",
-              _runs([x.rate for x in r.pushline]))
-    t.add_row("Pushline worker peak RSS (MiB)", f"{r.median(r.pushline, 'peak_mib'):,.0f}", "",
-              _runs([x.peak_mib for x in r.pushline]))
-    t.add_row(f"ceiling: bare clients, one loop, {_sizes(r.ceiling)} (notifications/s)",
-              f"{ceil:,.0f}", f"{pl / ceil:.2f}", _runs([x.rate for x in r.ceiling]))
-    t.add_row(f"naive: a task per device, {_sizes(r.naive)} (notifications/s)",
-              f"{naive:,.0f}", f"{pl / naive:.1f}×", _runs([x.rate for x in r.naive]))
+    t.add_row(
+        "Pushline end to end (notifications/s)",
+        f"{pl:,.0f}",
+        "",
+        _runs([x.rate for x in r.pushline]),
+    )
+    t.add_row(
+        "Pushline worker peak RSS (MiB)",
+        f"{r.median(r.pushline, 'peak_mib'):,.0f}",
+        "",
+        _runs([x.peak_mib for x in r.pushline]),
+    )
+    t.add_row(
+        f"ceiling: bare clients, one loop, {_sizes(r.ceiling)} (notifications/s)",
+        f"{ceil:,.0f}",
+        f"{pl / ceil:.2f}",
+        _runs([x.rate for x in r.ceiling]),
+    )
+    t.add_row(
+        f"naive: a task per device, {_sizes(r.naive)} (notifications/s)",
+        f"{naive:,.0f}",
+        f"{pl / naive:.1f}×",
+        _runs([x.rate for x in r.naive]),
+    )
     t.add_row("other processes' CPU share (worst run)", f"{r.max_foreign():.0%}", "", "")
     return t
 
@@ -345,8 +405,12 @@ def verdicts(results: list[ScenarioResult]) -> list[tuple[str, bool]]:
         if r.scenario.key == "mixed":
             out.append((f"half and half ≥ {TARGET_MIXED:,.0f}/s: {pl:,.0f}/s", pl >= TARGET_MIXED))
         ratio = pl / r.median(r.naive)
-        out.append((f"{r.scenario.title} ≥ {TARGET_NAIVE_RATIO:.0f}× naive: {ratio:.1f}×",
-                    ratio >= TARGET_NAIVE_RATIO))
+        out.append(
+            (
+                f"{r.scenario.title} ≥ {TARGET_NAIVE_RATIO:.0f}× naive: {ratio:.1f}×",
+                ratio >= TARGET_NAIVE_RATIO,
+            )
+        )
     return out
 
 
@@ -354,22 +418,40 @@ def verdicts(results: list[ScenarioResult]) -> list[tuple[str, bool]]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.throughput",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--devices", type=int, default=20000, help="devices per scenario (20000)")
     p.add_argument("--repeat", type=int, default=3, help="runs per measure; medians (3)")
-    p.add_argument("--naive-repeat", type=int, default=None,
-                   help="naive runs per scenario (default: --repeat)")
-    p.add_argument("--database", default=DEFAULT_DATABASE,
-                   help="database to drop and recreate (created when absent)")
-    p.add_argument("--redis", default=DEFAULT_REDIS,
-                   help="Redis db to flush and use; the naive baseline uses the next db")
-    p.add_argument("--scenarios", default=",".join(s.key for s in SCENARIOS),
-                   help="comma-separated subset of apns,fcm,mixed")
+    p.add_argument(
+        "--naive-repeat", type=int, default=None, help="naive runs per scenario (default: --repeat)"
+    )
+    p.add_argument(
+        "--database",
+        default=DEFAULT_DATABASE,
+        help="database to drop and recreate (created when absent)",
+    )
+    p.add_argument(
+        "--redis",
+        default=DEFAULT_REDIS,
+        help="Redis db to flush and use; the naive baseline uses the next db",
+    )
+    p.add_argument(
+        "--scenarios",
+        default=",".join(s.key for s in SCENARIOS),
+        help="comma-separated subset of apns,fcm,mixed",
+    )
     p.add_argument("--quick", action="store_true", help="2,000 devices, one repeat")
-    p.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
-                   help="before each run, wait up to this long for other processes to "
-                        "leave the CPUs alone (default 0: measure at once, flag disturbance)")
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each run, wait up to this long for other processes to "
+        "leave the CPUs alone (default 0: measure at once, flag disturbance)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.devices, args.repeat = 2000, 1
@@ -388,10 +470,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def code_version() -> str:
     """The commit measured, and whether the working tree differs from it (it often does)."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                              capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=REPO, capture_output=True, text=True, timeout=10).stdout
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     changed = len(dirty.splitlines())
@@ -428,8 +520,10 @@ def main(argv: list[str] | None = None) -> int:
     disturbed = [r.scenario.title for r in results if r.max_foreign() > FOREIGN_WARN]
     if disturbed:
         console.print(f"[bold red]Disturbed by other processes:[/] {', '.join(disturbed)}")
-    console.print(f"total wall time {time.monotonic() - started:.0f}s (of which waiting for a "
-                  f"quiet machine {args.waited_s:.0f}s); logs in {state_dir}")
+    console.print(
+        f"total wall time {time.monotonic() - started:.0f}s (of which waiting for a "
+        f"quiet machine {args.waited_s:.0f}s); logs in {state_dir}"
+    )
     return 0
 
 

@@ -13,8 +13,10 @@ from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from producer.accept import accept_push, parse_push
-from producer.auth import Caller, KeyResolver
-from producer.errors import InvalidRequest, PushlineError
+from producer.auth import Caller, KeyResolver, credentials_from
+from producer.engagement import report_engagement
+from producer.errors import InvalidRequest, PushlineError, TooManyRequests
+from producer.quota import RequestQuota
 from producer.registrations import (
     delete_registration,
     get_registration,
@@ -25,10 +27,12 @@ from producer.registrations import (
 )
 from producer.schedules import get_schedule, list_schedules, set_state
 from producer.status import get_delivery, list_deliveries, message_status
+from producer.surfaces import mount_surfaces
 from schemas.api import (
     TARGET_ROLE,
     DeliveryOut,
     DeliveryPage,
+    EngagementIn,
     ErrorBody,
     MessageAccepted,
     MessageStatus,
@@ -46,14 +50,22 @@ from schemas.settings import Settings, get_settings
 
 log = structlog.get_logger("pushline.api")
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorBody} for s in (400, 401, 403, 404, 409, 503)
+    s: {"model": ErrorBody} for s in (400, 401, 403, 404, 409, 429, 503)
 }
 
 
-def caller(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> Caller:
-    """The app and roles behind the request's X-API-Key (header names are case-insensitive)."""
+def caller(
+    request: Request,
+    x_api_key: Annotated[str | None, Header(description="the app's API key")] = None,
+) -> Caller:
+    """The app and roles behind the request's key (X-API-Key, Basic alias:key, or App key),
+    counted against the key's request quota."""
+    creds = credentials_from(request.headers)
     resolver: KeyResolver = request.app.state.keys
-    return resolver.resolve(x_api_key)
+    who = resolver.resolve(creds.key, creds.alias)
+    quota: RequestQuota = request.app.state.quota
+    quota.check(who.key_id, who.requests_per_minute)
+    return who
 
 
 CallerDep = Annotated[Caller, Depends(caller)]
@@ -70,10 +82,21 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         description="Self-hosted push notification delivery through APNs and FCM.",
     )
     api.state.keys = KeyResolver(engine)
+    api.state.quota = RequestQuota(settings.redis_url, settings.redis_key_prefix)
+    surfaces = mount_surfaces(api, settings, engine)
 
     @api.exception_handler(PushlineError)
-    async def _pushline_error(_: Request, exc: PushlineError) -> JSONResponse:
-        return _error(exc.status, exc.kind, exc.message, exc.details, exc.code)
+    async def _pushline_error(request: Request, exc: PushlineError) -> JSONResponse:
+        # Each seed surface answers errors in its own service's shape.
+        for owns, shape in surfaces:
+            if owns(request.url.path):
+                answer = shape(exc)
+                break
+        else:
+            answer = _error(exc.status, exc.kind, exc.message, exc.details, exc.code)
+        if isinstance(exc, TooManyRequests):
+            answer.headers["Retry-After"] = str(exc.retry_after_s)
+        return answer
 
     @api.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -203,7 +226,9 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         who: CallerDep,
         idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
     ) -> MessageAccepted:
-        """Push to one registration, to users (all their devices) or to the whole app.
+        """Push to any target: `device`, `users`, `bulk`, `application`, `topic`, `group`,
+        `capability`, `os_mask` (Backendless broadcast), `device_ids` (Backendless
+        singlecast) or `destinations` (Infobip, with `$and` / `$or` filters).
 
         Answers 202 with the Message id as soon as it is persisted and queued; with a
         `schedule`, 202 with the Schedule (`state` "scheduled") and its first run. The same
@@ -307,6 +332,17 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     )
     def read_delivery(delivery_id: str, who: CallerDep) -> DeliveryOut:
         return get_delivery(engine, who.app_id, delivery_id)
+
+    @api.post(
+        "/v1/deliveries/{delivery_id}/status",
+        response_model=DeliveryOut,
+        tags=["push"],
+        responses=ERRORS,
+    )
+    def report_status(delivery_id: str, body: EngagementIn, who: CallerDep) -> DeliveryOut:
+        """The app reports RECEIVED, CONSUMED or CONFIRMED; statuses never move backwards."""
+        row = report_engagement(engine, who.app_id, delivery_id, body.status)
+        return DeliveryOut.model_validate(row)
 
     return api
 

@@ -96,10 +96,33 @@ def list_apps(engine: Engine) -> list[App]:
         return list(s.execute(select(App).order_by(col(App.name))).scalars())
 
 
-def create_key(engine: Engine, app_id: str, roles: list[str]) -> tuple[str, ApiKey]:
-    """Returns the key (the only time it exists in clear) and its stored record."""
+def create_key(
+    engine: Engine,
+    app_id: str,
+    roles: list[str],
+    *,
+    alias: str | None = None,
+    requests_per_minute: int | None = None,
+) -> tuple[str, ApiKey]:
+    """Returns the key (the only time it exists in clear) and its stored record.
+
+    `alias` is the user name for Basic authentication (SAP's service key alias);
+    `requests_per_minute` a request quota answered with 429 beyond it.
+    """
+    if requests_per_minute is not None and requests_per_minute < 1:
+        raise InvalidRequest(
+            "requests_per_minute: must be at least 1",
+            [{"field": "requests_per_minute", "rule": "at least 1"}],
+        )
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    record = ApiKey(app_id=app_id, key_hash=hash_key(key), prefix=key[:10], roles=",".join(roles))
+    record = ApiKey(
+        app_id=app_id,
+        key_hash=hash_key(key),
+        prefix=key[:10],
+        roles=",".join(roles),
+        alias=alias,
+        requests_per_minute=requests_per_minute,
+    )
     with session_scope(engine) as s:
         s.add(record)
     return key, record

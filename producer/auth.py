@@ -1,8 +1,16 @@
-"""API keys and roles: who is calling, for which app, allowed to do what."""
+"""API keys and roles: who is calling, for which app, allowed to do what.
+
+A key arrives as `X-API-Key` (any case), as HTTP Basic with the key's alias as user name
+and the key as password (SAP), or as `Authorization: App <key>` (Infobip). Backendless
+puts it in the path; its router passes it to `KeyResolver.resolve` directly.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -19,6 +27,7 @@ class Caller:
     app_id: str
     key_id: str
     roles: frozenset[str]
+    requests_per_minute: int | None = None
 
     def require(self, *any_of: str) -> None:
         """403 naming the role unless the caller holds one of `any_of` (admin holds all)."""
@@ -27,28 +36,62 @@ class Caller:
         raise Forbidden(f"this API key lacks the role {' or '.join(any_of)}")
 
 
+@dataclass(frozen=True)
+class Credentials:
+    key: str | None
+    alias: str | None = None  # Basic authentication's user name: must match the key's alias
+
+
+def credentials_from(headers: Mapping[str, str]) -> Credentials:
+    """The key in a request's headers (`headers` must look names up case-insensitively)."""
+    key = headers.get("x-api-key")
+    if key:
+        return Credentials(key.strip())
+    scheme, _, value = (headers.get("authorization") or "").strip().partition(" ")
+    if scheme.lower() == "basic" and value:
+        try:
+            alias, sep, secret = base64.b64decode(value, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise Unauthorized("malformed Basic authorization header") from None
+        if not sep:
+            raise Unauthorized("Basic authorization must be alias:key")
+        return Credentials(secret, alias)
+    if scheme.lower() == "app" and value:
+        return Credentials(value.strip())
+    return Credentials(None)
+
+
 class KeyResolver:
     """Resolves keys with a short cache: one hash lookup per key every few seconds."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._cache: dict[str, tuple[float, Caller | None]] = {}
+        self._cache: dict[str, tuple[float, Caller | None, str | None]] = {}
 
-    def resolve(self, key: str | None) -> Caller:
+    def resolve(self, key: str | None, alias: str | None = None) -> Caller:
         if not key:
-            raise Unauthorized("missing API key: send it in the X-API-Key header")
+            raise Unauthorized(
+                "missing API key: send X-API-Key, or Basic authentication with alias and key"
+            )
         digest = hash_key(key)
         hit = self._cache.get(digest)
         now = time.monotonic()
         if hit is None or hit[0] < now:
             rec = lookup_key(self.engine, key)
             caller = (
-                Caller(app_id=rec.app_id, key_id=rec.id, roles=frozenset(rec.roles.split(",")))
+                Caller(
+                    app_id=rec.app_id,
+                    key_id=rec.id,
+                    roles=frozenset(rec.roles.split(",")),
+                    requests_per_minute=rec.requests_per_minute,
+                )
                 if rec
                 else None
             )
-            hit = (now + _CACHE_TTL_S, caller)
+            hit = (now + _CACHE_TTL_S, caller, rec.alias if rec else None)
             self._cache[digest] = hit
         if hit[1] is None:
             raise Unauthorized("invalid API key")
+        if alias is not None and alias != hit[2]:
+            raise Unauthorized("the alias does not belong to this API key")
         return hit[1]

@@ -204,11 +204,23 @@ def keys_create(
             "push_all, pushregistrations_read, admin"
         ),
     ],
+    alias: Annotated[
+        str | None, typer.Option(help="user name for Basic authentication (SAP alias)")
+    ] = None,
+    requests_per_minute: Annotated[
+        int | None, typer.Option(help="request quota; beyond it the API answers 429")
+    ] = None,
 ) -> None:
     """Create an API key; it is printed once and only its hash is stored."""
     try:
         record = find_app(_engine(), app)
-        key, _ = create_key(_engine(), record.id, parse_roles(roles))
+        key, _ = create_key(
+            _engine(),
+            record.id,
+            parse_roles(roles),
+            alias=alias,
+            requests_per_minute=requests_per_minute,
+        )
     except PushlineError as exc:
         console.print(f"[red]{exc.message}[/]")
         raise typer.Exit(2) from exc

@@ -48,3 +48,14 @@ class Unavailable(PushlineError):
 
     status = 503
     kind = "unavailable"
+
+
+class TooManyRequests(PushlineError):
+    """The API key went over its request quota; `retry_after_s` says when to come back."""
+
+    status = 429
+    kind = "too_many_requests"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -13,6 +13,7 @@ from producer.errors import InvalidRequest, NotFound
 from schemas.api import Capability, RegistrationIn, RegistrationOut
 from schemas.db import session_scope
 from schemas.tables import Registration, RegistrationCapability, RegistrationTopic, utcnow
+from schemas.targets import phone_digits
 
 # Microbizz writes a token as "<platform>:<token>"; these are its two platform names.
 _PREFIXES = {"iOS": ("apns", "ios"), "android": ("fcm", "android")}
@@ -87,12 +88,10 @@ SCALAR_FIELDS = (
 
 def normalise_phone(number: str) -> str:
     """International numbers compare by digits: '+45 12 34', '0045-1234' and '451234' agree."""
-    digits = "".join(ch for ch in number if ch.isdigit())
-    if number.strip().startswith("00"):
-        digits = digits[2:]
-    if len(digits) < 3:
-        raise _bad("phone_number", "an international number with at least 3 digits")
-    return digits
+    try:
+        return phone_digits(number)
+    except ValueError:
+        raise _bad("phone_number", "an international number with at least 3 digits") from None
 
 
 def upsert_registration(

@@ -112,6 +112,18 @@ class DeliveryOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     sent_at: datetime | None
+    received_at: datetime | None = None
+    consumed_at: datetime | None = None
+    confirmed_at: datetime | None = None
+    deleted_at: datetime | None = None
+
+
+class EngagementIn(BaseModel):
+    """What the app reports for a notification it got (SAP's optional statuses)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: str = Field(description="RECEIVED, CONSUMED or CONFIRMED", examples=["RECEIVED"])
 
 
 class DeliveryPage(BaseModel):

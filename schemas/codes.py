@@ -26,6 +26,27 @@ FINAL_STATUSES = frozenset(
 )
 
 
+#: Statuses the app reports after a send, in the order they may follow each other.
+ENGAGEMENT_ORDER = (
+    DeliveryStatus.SENT,
+    DeliveryStatus.RECEIVED,
+    DeliveryStatus.CONSUMED,
+    DeliveryStatus.CONFIRMED,
+)
+ENGAGEMENT_STATUSES = frozenset(ENGAGEMENT_ORDER[1:])
+
+
+def engagement_moves(current: str, reported: str) -> bool:
+    """True when a reported status moves a Delivery forward. Statuses never go backwards:
+    CONSUMED after CONFIRMED is a no-op. Only a sent Delivery can be engaged with (QUEUED
+    and ERROR never reached the device as far as Pushline knows)."""
+    if reported not in ENGAGEMENT_STATUSES or current not in ENGAGEMENT_ORDER:
+        return False
+    return ENGAGEMENT_ORDER.index(DeliveryStatus(reported)) > ENGAGEMENT_ORDER.index(
+        DeliveryStatus(current)
+    )
+
+
 class ResultCode(IntEnum):
     QUEUED_COMMUNICATION_FAILED = -1
     SENT = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.settings import Settings
+from schemas.targets import is_transactional
 
 FANOUT_TASK = "pushline.fanout"
 DELIVER_TASK = "pushline.deliver"
@@ -18,12 +19,13 @@ def lane_for(target: dict[str, Any], priority: str) -> str:
     a million-device campaign never delays it."""
     if priority != "high":
         return "bulk"
-    if target.get("type") == "device":
-        return "priority"
-    if target.get("type") == "users":
-        people = len(target.get("usernames") or []) + len(target.get("global_user_ids") or [])
-        return "priority" if people == 1 else "bulk"
-    return "bulk"
+    return "priority" if is_transactional(target) else "bulk"
+
+
+def progress_channel(settings: Settings, message_id: str) -> str:
+    """Redis pub/sub channel the worker announces a Message's recorded outcomes on; the SAP
+    push routes listen on it to answer with results without polling SQL."""
+    return f"{settings.redis_key_prefix}pushline:progress:{message_id}"
 
 
 def queue_for(lane: str, lanes: bool = True) -> str:

@@ -54,6 +54,10 @@ class ApiKey(SQLModel, table=True):
     key_hash: str = Field(unique=True, max_length=64)  # sha256 hex; the key itself is never kept
     prefix: str = Field(max_length=12)  # shown in listings so operators can tell keys apart
     roles: str = Field(max_length=200)  # comma-separated Role values
+    # SAP's Basic authentication: the service key's alias is the user name, the key the password.
+    alias: str | None = Field(default=None, max_length=100)
+    # Requests per minute this key may make (None: no quota); over it, 429 with Retry-After.
+    requests_per_minute: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
     revoked_at: datetime | None = None
 
@@ -215,3 +219,23 @@ class Delivery(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
+    # What the app reports afterwards (SAP RECEIVED / CONSUMED / CONFIRMED, CM events).
+    received_at: datetime | None = None
+    consumed_at: datetime | None = None
+    confirmed_at: datetime | None = None
+    deleted_at: datetime | None = None  # CM MessageDelete: recorded, no status change
+
+
+class Webhook(SQLModel, table=True):
+    """A URL an app subscribed to receive CM-shaped events on (installations, engagement,
+    delivery outcomes), signed with its secret."""
+
+    __tablename__ = "webhook"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    app_id: str = Field(foreign_key="app.id", index=True, max_length=36)
+    url: str = Field(max_length=2000)
+    secret: str = Field(max_length=200)
+    events: str = Field(default="*", max_length=1000)  # comma-separated event types, * for all
+    created_at: datetime = Field(default_factory=utcnow)
+    disabled_at: datetime | None = None

@@ -50,10 +50,6 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _some(*lists: list[str]) -> bool:
-    return any(lists)
-
-
 def _within(kind: str, *lists: list[str], limit: int = MAX_NAMES) -> None:
     if sum(len(x) for x in lists) > limit:
         raise ValueError(f"{kind} target lists at most {limit} names")
@@ -89,7 +85,7 @@ class UsersTarget(_Strict):
 
     @model_validator(mode="after")
     def _some_user(self) -> UsersTarget:
-        if not _some(self.usernames, self.global_user_ids):
+        if not self.usernames and not self.global_user_ids:
             raise ValueError("users target needs at least one of usernames, global_user_ids")
         _within("users", self.usernames, self.global_user_ids)
         return self

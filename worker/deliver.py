@@ -27,6 +27,7 @@ from worker.backoff import (
     plan_retry,
     rule_for,
 )
+from worker.events import outcomes_recorded
 from worker.fcm import fcm_too_large
 from worker.loop import process_loop
 from worker.outcomes import Outcome, ProviderAnswer, classify
@@ -270,6 +271,7 @@ def _deliver_claimed(
     for (app_id, provider), text in chunk.config_errors.items():
         _warn_config_once(app_id, provider, text, lanes)
     store.finish_if_done(engine, messages.keys())
+    outcomes_recorded(settings, claimed, chunk.finals)
     log.info(
         "chunk delivered",
         claimed=report.claimed,

@@ -10,8 +10,10 @@ from sqlalchemy import Engine
 
 from schemas.codes import MessageState, ResultCode
 from schemas.settings import Settings
+from schemas.targets import parse_target
 from worker import store
-from worker.targeting import audience
+from worker.events import announce_progress
+from worker.targeting import page_audience
 
 log = structlog.get_logger("pushline.fanout")
 
@@ -32,12 +34,25 @@ def fan_out(
         return 0
     if message.state != MessageState.ACCEPTED:
         return 0  # already fanned out: a duplicate task
-    condition = audience(message.app_id, message.target)
+    try:
+        target = parse_target(message.target)
+    except ValueError as exc:  # accepted by an older release, or written by hand into SQL
+        store.set_message_state(
+            engine,
+            message_id,
+            MessageState.FAILED,
+            code=ResultCode.TARGET_NOT_FOUND,
+            detail=f"invalid target: {exc}",
+        )
+        announce_progress(settings, [message_id])
+        log.warning("invalid target", message=message_id, error=str(exc))
+        return 0
     # Always from the start: a redelivered fan-out re-enqueues what is still QUEUED, and the
     # claim in deliver_chunk makes a duplicate chunk cost a query, never a second send.
     cursor: str | None = None
     enqueued = 0
     while True:
+        condition = page_audience(message.app_id, target, cursor)
         page = store.audience_page(engine, condition, cursor, settings.fanout_page_size)
         if not page:
             break
@@ -61,6 +76,7 @@ def fan_out(
             detail="no active registration matched the target",
         )
         log.info("nothing matched", message=message_id, target=message.target.get("type"))
+        announce_progress(settings, [message_id])
         return 0
     store.set_message_state(engine, message_id, MessageState.DISPATCHED)
     store.finish_if_done(engine, [message_id])

@@ -81,7 +81,7 @@ def target_condition(
         on_os = col(Registration.platform).in_(mask_platforms(t.mask))
         return and_(on_os, sub.subscribed([t.channel])) if t.channel else on_os
     if isinstance(t, DeviceIdsTarget):
-        return col(Registration.device_id).in_(t.device_ids)
+        return col(Registration.device_id).in_(sorted(set(t.device_ids)))
     if isinstance(t, DestinationsTarget):
         return _destinations(t)
     raise ValueError(f"unknown target type {t.type!r}")  # pragma: no cover - union is closed
@@ -300,8 +300,8 @@ def _custom(key: str, values: Sequence[Scalar]) -> ColumnElement[bool]:
     parts: list[ColumnElement[bool]] = []
     strings = [v for v in values if isinstance(v, str)]
     if strings:
-        parts.append(value.as_string().in_(strings))
-    for flag in {v for v in values if isinstance(v, bool)}:
+        parts.append(and_(kind.in_(_STRING_KINDS), value.as_string().in_(strings)))
+    for flag in sorted({v for v in values if isinstance(v, bool)}):
         # SQLite names the boolean itself; PostgreSQL says "boolean" and ->> gives its text.
         word = "true" if flag else "false"
         parts.append(or_(kind == word, and_(kind == "boolean", value.as_string() == word)))
