@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8080
 
+    # How long an SAP push route waits for its Deliveries' outcomes before answering with
+    # what is known (the rest reported queued, code -1 / 11).
+    sap_wait_s: float = 5.0
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -80,5 +80,7 @@ def fan_out(
         return 0
     store.set_message_state(engine, message_id, MessageState.DISPATCHED)
     store.finish_if_done(engine, [message_id])
+    # The last chunk may have been recorded before DISPATCHED was written: say so again.
+    announce_progress(settings, [message_id])
     log.info("fanned out", message=message_id, app=message.app_id, deliveries=enqueued)
     return enqueued

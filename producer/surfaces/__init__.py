@@ -31,4 +31,7 @@ def mount_surfaces(api: FastAPI, settings: Settings, engine: Engine) -> list[Sur
 
 
 def _surfaces() -> list[ModuleType]:
-    return []
+    from producer.surfaces import backendless
+    from producer.surfaces import sap as sap
+
+    return [backendless, sap]
