@@ -6,16 +6,17 @@ import json
 from typing import Annotated, Any, Literal
 
 import structlog
-from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi import FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from producer.accept import accept_push, parse_push
-from producer.auth import Caller, KeyResolver, credentials_from
+from producer.auth import CallerDep, KeyResolver
 from producer.engagement import report_engagement
 from producer.errors import InvalidRequest, PushlineError, TooManyRequests
+from producer.openapi import json_body
 from producer.quota import RequestQuota
 from producer.registrations import (
     delete_registration,
@@ -28,6 +29,7 @@ from producer.registrations import (
 from producer.schedules import get_schedule, list_schedules, set_state
 from producer.status import get_delivery, list_deliveries, message_status
 from producer.surfaces import mount_surfaces
+from producer.webhooks import emit_installation
 from schemas.api import (
     TARGET_ROLE,
     DeliveryOut,
@@ -44,6 +46,7 @@ from schemas.api import (
     SchedulePage,
     TopicsIn,
 )
+from schemas.cm import CLIENT_INSTALLED, CLIENT_UNREGISTERED, CLIENT_UPDATED
 from schemas.codes import Role
 from schemas.db import engine_for, upgrade
 from schemas.settings import Settings, get_settings
@@ -52,23 +55,6 @@ log = structlog.get_logger("pushline.api")
 ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorBody} for s in (400, 401, 403, 404, 409, 429, 503)
 }
-
-
-def caller(
-    request: Request,
-    x_api_key: Annotated[str | None, Header(description="the app's API key")] = None,
-) -> Caller:
-    """The app and roles behind the request's key (X-API-Key, Basic alias:key, or App key),
-    counted against the key's request quota."""
-    creds = credentials_from(request.headers)
-    resolver: KeyResolver = request.app.state.keys
-    who = resolver.resolve(creds.key, creds.alias)
-    quota: RequestQuota = request.app.state.quota
-    quota.check(who.key_id, who.requests_per_minute)
-    return who
-
-
-CallerDep = Annotated[Caller, Depends(caller)]
 
 
 def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
@@ -132,6 +118,9 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         who.require(Role.ADMIN)
         reg, created = upsert_registration(engine, who.app_id, body)
         response.status_code = 201 if created else 200
+        emit_installation(
+            settings, engine, who.app_id, CLIENT_INSTALLED if created else CLIENT_UPDATED, reg
+        )
         return reg
 
     @api.get(
@@ -198,7 +187,9 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     )
     def unregister(registration_id: str, who: CallerDep) -> Response:
         who.require(Role.ADMIN)
+        gone = get_registration(engine, who.app_id, registration_id)
         delete_registration(engine, who.app_id, registration_id)
+        emit_installation(settings, engine, who.app_id, CLIENT_UNREGISTERED, gone)
         return Response(status_code=204)
 
     # --- messages ------------------------------------------------------------------------
@@ -208,18 +199,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         status_code=202,
         tags=["push"],
         responses=ERRORS,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": PushRequest.model_json_schema(
-                            ref_template="#/components/schemas/{model}"
-                        )
-                    }
-                },
-            }
-        },
+        openapi_extra=json_body(PushRequest),
     )
     async def push(
         request: Request,

@@ -12,7 +12,9 @@ import binascii
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Annotated
 
+from fastapi import Depends, Header, Request
 from sqlalchemy import Engine
 
 from producer.apps import hash_key, lookup_key
@@ -95,3 +97,26 @@ class KeyResolver:
         if alias is not None and alias != hit[2]:
             raise Unauthorized("the alias does not belong to this API key")
         return hit[1]
+
+
+def authenticate(request: Request, key: str | None = None, alias: str | None = None) -> Caller:
+    """The Caller behind a request, counted against the key's request quota. The key comes
+    from the headers unless a surface found it elsewhere (Backendless puts it in the path)."""
+    if key is None:
+        creds = credentials_from(request.headers)
+        key, alias = creds.key, creds.alias
+    resolver: KeyResolver = request.app.state.keys
+    who = resolver.resolve(key, alias)
+    request.app.state.quota.check(who.key_id, who.requests_per_minute)
+    return who
+
+
+def caller(
+    request: Request,
+    x_api_key: Annotated[str | None, Header(description="the app's API key")] = None,
+) -> Caller:
+    """FastAPI dependency: X-API-Key, Basic alias:key, or `Authorization: App <key>`."""
+    return authenticate(request)
+
+
+CallerDep = Annotated[Caller, Depends(caller)]

@@ -159,7 +159,7 @@ class Stack:
         name: str = "worker",
         *,
         concurrency: int | None = None,
-        queues: str = "pushline,pushline.priority",
+        queues: str = "pushline,pushline.priority,pushline.webhooks",
     ) -> None:
         c = concurrency or self.worker_concurrency
         self._spawn(

@@ -179,7 +179,7 @@ class RegistrationOut(BaseModel):
     id: str
     app_id: str
     provider: str
-    token: str
+    token: str | None  # None: registered from events before the app sent its token
     platform: str
     device_id: str | None
     username: str | None

@@ -12,6 +12,9 @@ DELIVER_TASK = "pushline.deliver"
 DEFAULT_QUEUE = "pushline"  # campaigns: application, topics, many users
 PRIORITY_QUEUE = "pushline.priority"  # one device or one user at high priority
 SCHEDULER_TICK_TASK = "pushline.scheduler_tick"
+WEBHOOK_TASK = "pushline.webhook"
+# Webhook POSTs wait on other people's servers: never in the delivery queues.
+WEBHOOK_QUEUE = "pushline.webhooks"
 
 
 def lane_for(target: dict[str, Any], priority: str) -> str:

@@ -58,6 +58,14 @@ class Settings(BaseSettings):
     sweep_interval_s: float = 15.0
     sweep_grace_s: float = 180.0  # no progress for this long: the broker lost the work
 
+    # Outbound webhooks (CM-shaped events): their own queue, bounded retries with backoff.
+    webhook_timeout_s: float = 10.0
+    webhook_max_attempts: int = 10
+    webhook_retry_base_s: float | None = None  # None: retry_base_s, as deliveries
+    webhook_retry_cap_s: float = 600.0  # below visibility_timeout_s: Redis would redeliver
+    webhook_batch_size: int = 500  # event documents per POST (a chunk's outcomes in one)
+    webhook_cache_s: float = 5.0  # how long an app's subscriptions are remembered
+
     log_level: str = "INFO"
     log_json: bool | None = None  # None: JSON unless stdout is a terminal
     api_host: str = "127.0.0.1"

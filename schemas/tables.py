@@ -79,7 +79,8 @@ class Registration(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
     app_id: str = Field(foreign_key="app.id", max_length=36)
     provider: str = Field(max_length=8)
-    token: str = Field(max_length=4096)
+    # None: an installation known before its push token (CM events); deliveries end code 5.
+    token: str | None = Field(default=None, max_length=4096)
     platform: str = Field(max_length=16)
     device_id: str | None = Field(default=None, max_length=255)
     username: str | None = Field(default=None, max_length=255)

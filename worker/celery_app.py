@@ -12,10 +12,18 @@ from celery import Celery, signals
 
 from schemas.db import engine_for
 from schemas.logs import configure_logging
-from schemas.queueing import DELIVER_TASK, FANOUT_TASK, celery_config, queue_for
+from schemas.queueing import (
+    DELIVER_TASK,
+    FANOUT_TASK,
+    WEBHOOK_QUEUE,
+    WEBHOOK_TASK,
+    celery_config,
+    queue_for,
+)
 from schemas.settings import get_settings
 from worker.deliver import deliver_chunk
 from worker.fanout import fan_out
+from worker.webhooks import post_batch
 
 settings = get_settings()
 app = Celery("pushline")
@@ -65,3 +73,26 @@ def deliver(delivery_ids: list[str], lane: str = "bulk") -> int:
         enqueue_retry=retry_later,
     )
     return report.claimed
+
+
+@app.task(name=WEBHOOK_TASK)
+def webhook(webhook_id: str, documents: list[dict[str, Any]], batch_id: str, attempt: int) -> str:
+    """POST one batch of CM-shaped events to a subscription (its own queue: never delays
+    delivery); a failure re-enqueues the same batch with a growing countdown."""
+
+    def retry_later(delay_s: float) -> None:
+        webhook.apply_async(
+            args=[webhook_id, documents, batch_id, attempt + 1],
+            countdown=delay_s,
+            queue=WEBHOOK_QUEUE,
+        )
+
+    return post_batch(
+        settings,
+        engine_for(settings.database_url),
+        webhook_id,
+        documents,
+        batch_id,
+        attempt,
+        retry_later,
+    ).value

@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from schemas.queueing import progress_channel
 from schemas.settings import Settings
+from worker import webhooks
 from worker.store import ClaimedDelivery, Record
 
 log = structlog.get_logger("pushline.events")
@@ -62,3 +63,5 @@ def outcomes_recorded(
     if finals:
         by_id = {c.id: c for c in claimed}
         announce_progress(settings, {by_id[f.id].message_id for f in finals if f.id in by_id})
+        # Subscribed apps hear MessageSent / MessageFailed (only enqueued here, in batches).
+        webhooks.delivery_outcomes(settings, claimed, finals)

@@ -31,7 +31,10 @@ def mount_surfaces(api: FastAPI, settings: Settings, engine: Engine) -> list[Sur
 
 
 def _surfaces() -> list[ModuleType]:
+    from producer import webhooks as webhooks
     from producer.surfaces import backendless
+    from producer.surfaces import cm as cm
+    from producer.surfaces import infobip as infobip  # one line each: parallel edits
     from producer.surfaces import sap as sap
 
-    return [backendless, sap]
+    return [backendless, infobip, sap, cm, webhooks]

@@ -19,9 +19,9 @@ from sqlmodel import Session, col
 from starlette.concurrency import run_in_threadpool
 
 from producer.accept import accept_push
-from producer.auth import Caller, KeyResolver
+from producer.auth import Caller, authenticate
 from producer.errors import InvalidRequest, NotFound, PushlineError, Unauthorized, Unavailable
-from producer.quota import RequestQuota
+from producer.openapi import json_body
 from producer.registrations import delete_registration, registration_out, upsert_registration
 from producer.schedules import get_schedule
 from producer.status import message_status
@@ -53,12 +53,9 @@ def _invalid(exc: bl.BackendlessError) -> InvalidRequest:
 def _caller(request: Request, application_id: str, api_key: str) -> Caller:
     """The key in the path, which must belong to the application in the path; counted
     against the key's request quota as on every other route."""
-    resolver: KeyResolver = request.app.state.keys
-    who = resolver.resolve(api_key)
+    who = authenticate(request, api_key)
     if who.app_id != application_id:
         raise Unauthorized(f"this API key does not belong to application {application_id}")
-    quota: RequestQuota = request.app.state.quota
-    quota.check(who.key_id, who.requests_per_minute)
     return who
 
 
@@ -78,16 +75,6 @@ def _errors(*codes: tuple[int, int, str]) -> dict[int | str, dict[str, Any]]:
             "content": {"application/json": {"example": {"message": message, "code": code}}},
         }
     return out
-
-
-def _body(model: type[Any], examples: dict[str, Any]) -> dict[str, Any]:
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": schema, "examples": examples}},
-        }
-    }
 
 
 PUBLISH_EXAMPLES: dict[str, Any] = {
@@ -151,7 +138,7 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
             no_key,
             (403, bl.NO_PERMISSION, "this API key lacks the role admin"),
         ),
-        openapi_extra=_body(bl.DeviceRegistrationBody, REGISTRATION_EXAMPLES),
+        openapi_extra=json_body(bl.DeviceRegistrationBody, REGISTRATION_EXAMPLES),
     )
     async def register_device(
         request: Request, application_id: str, api_key: str
@@ -184,7 +171,9 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
         with Session(engine) as s:
             reg = _by_device(s, who.app_id, device_id, bl.UNKNOWN_DEVICE)
             out = registration_out(s, reg)
-        return bl.registration_out(out.token, device_id, out.platform, out.os_version, out.topics)
+        return bl.registration_out(
+            out.token or "", device_id, out.platform, out.os_version, out.topics
+        )
 
     @api.delete(
         f"{_BASE}/registrations/{{device_id}}",
@@ -228,7 +217,7 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
                 },
             },
         },
-        openapi_extra=_body(bl.PublishBody, PUBLISH_EXAMPLES),
+        openapi_extra=json_body(bl.PublishBody, PUBLISH_EXAMPLES),
     )
     async def publish(
         request: Request, application_id: str, api_key: str, channel_name: str

@@ -17,7 +17,7 @@ from http import HTTPStatus
 from typing import Annotated, Any
 
 import redis.asyncio as aioredis
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import Engine
@@ -25,10 +25,10 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from producer.accept import accept_push
-from producer.api import caller
-from producer.auth import Caller
+from producer.auth import Caller, CallerDep
 from producer.engagement import report_engagement
 from producer.errors import InvalidRequest, NotFound, PushlineError
+from producer.openapi import json_body
 from producer.registrations import get_registration, list_registrations
 from producer.waiter import delivery_result, read_results, wait_for_outcome
 from schemas.codes import MessageState, Role
@@ -50,7 +50,6 @@ from schemas.tables import Delivery
 from schemas.targets import TARGET_ROLE
 
 PREFIX = "/mobileservices/push"
-CallerDep = Annotated[Caller, Depends(caller)]
 AppId = Annotated[
     str,
     Path(
@@ -83,36 +82,8 @@ def _invalid(field: str, rule: str) -> InvalidRequest:
     return InvalidRequest(f"{field}: {rule}", [{"field": field, "rule": rule}])
 
 
-def _inline(schema: dict[str, Any]) -> dict[str, Any]:
-    """A pydantic JSON schema with its `$defs` inlined, to sit in an OpenAPI requestBody."""
-    defs = schema.pop("$defs", {})
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/$defs/"):
-                return walk(defs[ref.removeprefix("#/$defs/")])
-            return {k: walk(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        return node
-
-    result: dict[str, Any] = walk(schema)
-    return result
-
-
 def _body_doc(schema: type[BaseModel], example: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": _inline(schema.model_json_schema(by_alias=True)),
-                    "examples": {"seed": {"summary": "The seed's example", "value": example}},
-                }
-            },
-        }
-    }
+    return json_body(schema, {"seed": {"summary": "The seed's example", "value": example}})
 
 
 _ERROR_EXAMPLE = {

@@ -1,0 +1,226 @@
+"""Outbound webhooks: CM-shaped event documents POSTed, signed, to the URLs apps subscribed.
+
+Two halves, both kept off the delivery path's critical work:
+- `delivery_outcomes` runs after a chunk's outcomes are in SQL (worker/events.py). For apps
+  with a subscription (a per-process cache, no SQL per chunk otherwise) it builds
+  MessageSent / MessageFailed documents and enqueues one task per subscription per batch
+  on the webhook queue. It never raises: a webhook problem must not fail a delivery.
+- `post_batch` is that task's body: one signed POST; a non-2xx answer or a connection
+  error is retried with exponential backoff up to `webhook_max_attempts`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from enum import StrEnum
+from typing import Any
+
+import httpx
+import structlog
+from celery import Celery
+from sqlalchemy import Engine, select
+from sqlmodel import Session, col
+
+from schemas.cm import (
+    BATCH_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    Subscription,
+    SubscriptionCache,
+    installation_id_of,
+    outcome_document,
+    plan_posts,
+    retired_document,
+    retry_delay_s,
+    signature,
+)
+from schemas.db import engine_for
+from schemas.queueing import WEBHOOK_QUEUE, WEBHOOK_TASK, celery_config
+from schemas.settings import Settings
+from schemas.tables import Registration, Webhook, utcnow
+from worker.outcomes import DEACTIVATING
+from worker.store import ClaimedDelivery, Record
+
+log = structlog.get_logger("pushline.webhooks")
+
+_caches: dict[str, SubscriptionCache] = {}
+_http: tuple[int, httpx.Client] | None = None
+_celery: tuple[int, Celery] | None = None
+
+
+def load_subscriptions(engine: Engine, app_id: str) -> list[Subscription]:
+    with Session(engine) as s:
+        rows = s.execute(
+            select(col(Webhook.id), col(Webhook.events)).where(
+                col(Webhook.app_id) == app_id, col(Webhook.disabled_at).is_(None)
+            )
+        ).all()
+    return [Subscription(webhook_id=r[0], events=r[1]) for r in rows]
+
+
+def subscriptions(settings: Settings, app_id: str) -> list[Subscription]:
+    cache = _caches.get(settings.database_url)
+    if cache is None:
+        engine = engine_for(settings.database_url)
+        cache = SubscriptionCache(
+            lambda a: load_subscriptions(engine, a), settings.webhook_cache_s, time.monotonic
+        )
+        _caches[settings.database_url] = cache
+    return cache.get(app_id)
+
+
+def _client(settings: Settings) -> Celery:
+    global _celery
+    if _celery is None or _celery[0] != os.getpid():  # broker sockets do not survive fork
+        app = Celery("pushline-webhooks")
+        app.conf.update(celery_config(settings))
+        _celery = (os.getpid(), app)
+    return _celery[1]
+
+
+def enqueue(settings: Settings, app_id: str, documents: Sequence[dict[str, Any]]) -> int:
+    """One task per (subscription, batch) of the documents it wants; returns tasks sent."""
+    posts = plan_posts(subscriptions(settings, app_id), documents, settings.webhook_batch_size)
+    for webhook_id, batch in posts:
+        _client(settings).send_task(
+            WEBHOOK_TASK, args=[webhook_id, batch, uuid.uuid4().hex, 1], queue=WEBHOOK_QUEUE
+        )
+    return len(posts)
+
+
+def delivery_outcomes(
+    settings: Settings, claimed: Sequence[ClaimedDelivery], finals: Sequence[Record]
+) -> None:
+    """MessageSent / MessageFailed for a recorded chunk, to the apps that subscribed, and
+    ClientUnregistered for installations this chunk retired (codes 6 and 7)."""
+    try:
+        by_id = {c.id: c for c in claimed}
+        per_app: dict[str, list[tuple[ClaimedDelivery, Record]]] = defaultdict(list)
+        for f in finals:
+            c = by_id.get(f.id)
+            if c is not None:
+                per_app[c.app_id].append((c, f))
+        wanted = {a: rows for a, rows in per_app.items() if subscriptions(settings, a)}
+        if not wanted:
+            return
+        installs = _installations(
+            engine_for(settings.database_url),
+            {c.registration_id for rows in wanted.values() for c, _ in rows},
+        )
+        now = utcnow()
+        for app_id, rows in wanted.items():
+            docs: list[dict[str, Any]] = []
+            for c, f in rows:
+                device_id, phone = installs.get(c.registration_id, (None, None))
+                installation = installation_id_of(c.registration_id, device_id)
+                docs.append(
+                    outcome_document(
+                        delivery_id=c.id,
+                        message_id=c.message_id,
+                        installation_id=installation,
+                        app_id=app_id,
+                        status=f.status,
+                        code=f.code,
+                        message=f.provider_message,
+                        at=now,
+                    )
+                )
+                if c.registration_active and f.code in DEACTIVATING:
+                    docs.append(retired_document(installation, app_id, phone, f.code, now))
+            enqueue(settings, app_id, docs)
+    except Exception as exc:  # noqa: BLE001 (a webhook must never fail a delivery)
+        log.warning("could not enqueue delivery events", error=str(exc))
+
+
+def _installations(
+    engine: Engine, registration_ids: set[str]
+) -> dict[str, tuple[str | None, str | None]]:
+    """One query per chunk: device id (the installation id) and phone of each registration."""
+    ids = [i for i in registration_ids if i]
+    if not ids:
+        return {}
+    with Session(engine) as s:
+        rows = s.execute(
+            select(
+                col(Registration.id), col(Registration.device_id), col(Registration.phone_number)
+            ).where(col(Registration.id).in_(ids))
+        ).all()
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+class PostOutcome(StrEnum):
+    DELIVERED = "delivered"
+    RETRYING = "retrying"
+    GAVE_UP = "gave_up"
+    DROPPED = "dropped"  # the subscription was deleted or disabled meanwhile
+
+
+def _http_client() -> httpx.Client:
+    global _http
+    if _http is None or _http[0] != os.getpid():
+        _http = (os.getpid(), httpx.Client(follow_redirects=False))
+    return _http[1]
+
+
+def post_batch(
+    settings: Settings,
+    engine: Engine,
+    webhook_id: str,
+    documents: list[dict[str, Any]],
+    batch_id: str,
+    attempt: int,
+    retry_later: Callable[[float], None],
+) -> PostOutcome:
+    """POST one batch (a JSON array of event documents), signed; schedule a retry on failure."""
+    with Session(engine) as s:
+        hook = s.get(Webhook, webhook_id)
+    if hook is None or hook.disabled_at is not None:
+        return PostOutcome.DROPPED
+    body = json.dumps(documents, separators=(",", ":")).encode()
+    ts = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "Pushline-Webhooks/1",
+        TIMESTAMP_HEADER: str(ts),
+        SIGNATURE_HEADER: signature(hook.secret, ts, body),
+        BATCH_HEADER: batch_id,
+    }
+    try:
+        answer = _http_client().post(
+            hook.url, content=body, headers=headers, timeout=settings.webhook_timeout_s
+        )
+        failure = None if 200 <= answer.status_code < 300 else f"HTTP {answer.status_code}"
+    except httpx.HTTPError as exc:
+        failure = f"{type(exc).__name__}: {exc}"
+    if failure is None:
+        log.debug("webhook delivered", webhook=webhook_id, events=len(documents), attempt=attempt)
+        return PostOutcome.DELIVERED
+    if attempt >= settings.webhook_max_attempts:
+        log.warning(
+            "webhook gave up",
+            webhook=webhook_id,
+            url=hook.url,
+            events=len(documents),
+            attempts=attempt,
+            error=failure,
+        )
+        return PostOutcome.GAVE_UP
+    base = settings.webhook_retry_base_s
+    delay = retry_delay_s(
+        attempt, settings.retry_base_s if base is None else base, settings.webhook_retry_cap_s
+    )
+    log.warning(
+        "webhook failed, will retry",
+        webhook=webhook_id,
+        url=hook.url,
+        attempt=attempt,
+        delay_s=delay,
+        error=failure,
+    )
+    retry_later(delay)
+    return PostOutcome.RETRYING
