@@ -9,7 +9,6 @@ signs and retries); it never fails the request that caused the event.
 from __future__ import annotations
 
 import secrets
-import time
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -30,8 +29,6 @@ from schemas.cm import (
     OUTBOUND_TYPES,
     DocumentError,
     RegistrationLike,
-    Subscription,
-    SubscriptionCache,
     lifecycle_document,
     parse_event_filter,
     plan_posts,
@@ -41,6 +38,7 @@ from schemas.codes import Role
 from schemas.db import session_scope
 from schemas.queueing import WEBHOOK_QUEUE, WEBHOOK_TASK
 from schemas.settings import Settings
+from schemas.subscriptions import forget_subscriptions, subscriptions
 from schemas.tables import Webhook, utcnow
 
 log = structlog.get_logger("pushline.webhooks")
@@ -104,34 +102,6 @@ def _out(hook: Webhook) -> WebhookOut:
 
 # --- subscriptions and emitting ---------------------------------------------------------------
 
-_caches: dict[int, SubscriptionCache] = {}
-
-
-def _subscriptions(settings: Settings, engine: Engine, app_id: str) -> list[Subscription]:
-    cache = _caches.get(id(engine))
-    if cache is None:
-        cache = SubscriptionCache(
-            lambda a: _load(engine, a), settings.webhook_cache_s, time.monotonic
-        )
-        _caches[id(engine)] = cache
-    return cache.get(app_id)
-
-
-def _load(engine: Engine, app_id: str) -> list[Subscription]:
-    with Session(engine) as s:
-        rows = s.execute(
-            select(col(Webhook.id), col(Webhook.events)).where(
-                col(Webhook.app_id) == app_id, col(Webhook.disabled_at).is_(None)
-            )
-        ).all()
-    return [Subscription(webhook_id=r[0], events=r[1]) for r in rows]
-
-
-def _forget(engine: Engine, app_id: str) -> None:
-    cache = _caches.get(id(engine))
-    if cache is not None:
-        cache.forget(app_id)
-
 
 def emit(
     settings: Settings, engine: Engine, app_id: str, documents: Sequence[dict[str, Any]]
@@ -143,7 +113,7 @@ def emit(
     """
     sent = 0
     try:
-        subs = _subscriptions(settings, engine, app_id)
+        subs = subscriptions(engine, app_id, settings.webhook_cache_s)
         for webhook_id, batch in plan_posts(subs, documents, settings.webhook_batch_size):
             celery_client(settings).send_task(
                 WEBHOOK_TASK, args=[webhook_id, batch, uuid.uuid4().hex, 1], queue=WEBHOOK_QUEUE
@@ -204,7 +174,7 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
             s.add(hook)
             s.flush()
             out = WebhookCreated(**_out(hook).model_dump(), secret=secret)
-        _forget(engine, who.app_id)
+        forget_subscriptions(engine, who.app_id)
         return out
 
     @api.get("/v1/webhooks", response_model=WebhookPage, responses=ERRORS)
@@ -226,7 +196,7 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
             if hook is None or hook.app_id != who.app_id:
                 raise NotFound(f"webhook {webhook_id} not found")
             s.delete(hook)
-        _forget(engine, who.app_id)
+        forget_subscriptions(engine, who.app_id)
         return Response(status_code=204)
 
     return api

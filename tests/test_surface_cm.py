@@ -446,8 +446,18 @@ def test_webhook_receives_signed_cm_events_for_installations_and_delivery_outcom
     app.stack.apns.script(token=dead, then="Unregistered")
     app.client.register({"token": dead, "platform": "ios", "device_id": "dev-dead"})
 
-    installed = receiver.wait_for("/all", lambda d: d["event"]["type"] == "ClientInstalled")
-    assert installed["from"] == {"number": installation.hex}
+    installed = receiver.wait_for(
+        "/all",
+        lambda d: (
+            d["event"]["type"] == "ClientInstalled" and d["from"] == {"number": installation.hex}
+        ),
+    )
+    # A device registered through the native API is announced the same way.
+    native = receiver.wait_for(
+        "/all",
+        lambda d: d["event"]["type"] == "ClientInstalled" and d["from"] == {"number": "dev-dead"},
+    )
+    assert native["event"]["custom"]["deviceOs"] == "iOs"
     assert installed["to"] == {"number": app_hex}
     assert installed["channel"] == "MobilePush" and TIME_UTC.match(installed["timeUtc"])
     assert installed["event"]["custom"]["deviceOs"] == "iOs"

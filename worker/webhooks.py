@@ -31,7 +31,6 @@ from schemas.cm import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     Subscription,
-    SubscriptionCache,
     installation_id_of,
     outcome_document,
     plan_posts,
@@ -42,36 +41,19 @@ from schemas.cm import (
 from schemas.db import engine_for
 from schemas.queueing import WEBHOOK_QUEUE, WEBHOOK_TASK, celery_config
 from schemas.settings import Settings
+from schemas.subscriptions import subscriptions
 from schemas.tables import Registration, Webhook, utcnow
 from worker.outcomes import DEACTIVATING
 from worker.store import ClaimedDelivery, Record
 
 log = structlog.get_logger("pushline.webhooks")
 
-_caches: dict[str, SubscriptionCache] = {}
 _http: tuple[int, httpx.Client] | None = None
 _celery: tuple[int, Celery] | None = None
 
 
-def load_subscriptions(engine: Engine, app_id: str) -> list[Subscription]:
-    with Session(engine) as s:
-        rows = s.execute(
-            select(col(Webhook.id), col(Webhook.events)).where(
-                col(Webhook.app_id) == app_id, col(Webhook.disabled_at).is_(None)
-            )
-        ).all()
-    return [Subscription(webhook_id=r[0], events=r[1]) for r in rows]
-
-
-def subscriptions(settings: Settings, app_id: str) -> list[Subscription]:
-    cache = _caches.get(settings.database_url)
-    if cache is None:
-        engine = engine_for(settings.database_url)
-        cache = SubscriptionCache(
-            lambda a: load_subscriptions(engine, a), settings.webhook_cache_s, time.monotonic
-        )
-        _caches[settings.database_url] = cache
-    return cache.get(app_id)
+def _subscriptions(settings: Settings, app_id: str) -> list[Subscription]:
+    return subscriptions(engine_for(settings.database_url), app_id, settings.webhook_cache_s)
 
 
 def _client(settings: Settings) -> Celery:
@@ -85,7 +67,7 @@ def _client(settings: Settings) -> Celery:
 
 def enqueue(settings: Settings, app_id: str, documents: Sequence[dict[str, Any]]) -> int:
     """One task per (subscription, batch) of the documents it wants; returns tasks sent."""
-    posts = plan_posts(subscriptions(settings, app_id), documents, settings.webhook_batch_size)
+    posts = plan_posts(_subscriptions(settings, app_id), documents, settings.webhook_batch_size)
     for webhook_id, batch in posts:
         _client(settings).send_task(
             WEBHOOK_TASK, args=[webhook_id, batch, uuid.uuid4().hex, 1], queue=WEBHOOK_QUEUE
@@ -105,7 +87,7 @@ def delivery_outcomes(
             c = by_id.get(f.id)
             if c is not None:
                 per_app[c.app_id].append((c, f))
-        wanted = {a: rows for a, rows in per_app.items() if subscriptions(settings, a)}
+        wanted = {a: rows for a, rows in per_app.items() if _subscriptions(settings, a)}
         if not wanted:
             return
         installs = _installations(
