@@ -91,8 +91,12 @@ class Stack:
                 str(tls),
             ],
         )
+        # The FCM simulator serves HTTP/2 over TLS (and plain HTTP) on one port, with the
+        # same CA as the APNs one.
         self._spawn(
-            "fcm-sim", [sys.executable, "-m", "simulators", "fcm", "--port", str(self.fcm_port)]
+            "fcm-sim",
+            [sys.executable, "-m", "simulators", "fcm", "--port", str(self.fcm_port)],
+            {"PUSHLINE_SIMULATOR_TLS_DIR": str(tls)},
         )
         self.apns = SimulatorControl(f"http://127.0.0.1:{self.apns_control_port}")
         self.fcm = SimulatorControl(f"http://127.0.0.1:{self.fcm_port}")
@@ -106,7 +110,8 @@ class Stack:
             "PUSHLINE_APNS_SANDBOX_HOST": "127.0.0.1",
             "PUSHLINE_APNS_PORT": str(self.apns_port),
             "PUSHLINE_APNS_CA_FILE": str(tls / "ca.pem"),
-            "PUSHLINE_FCM_URL": f"http://127.0.0.1:{self.fcm_port}/v1/projects/{{0}}/messages:send",
+            "PUSHLINE_FCM_URL": f"https://127.0.0.1:{self.fcm_port}/v1/projects/{{0}}/messages:send",
+            "PUSHLINE_FCM_CA_FILE": str(tls / "ca.pem"),
             **self.extra_env,
         }
         if api:
@@ -193,9 +198,11 @@ class Stack:
             os.killpg(proc.pid, sig)  # the worker's pool children die with it
         proc.wait(timeout=30)
 
-    def _spawn(self, name: str, cmd: list[str]) -> None:
+    def _spawn(self, name: str, cmd: list[str], more_env: dict[str, str] | None = None) -> None:
         log = open(self.state_dir / f"{name}.log", "ab")  # noqa: SIM115 (lives with the process)
         env = getattr(self, "env", None) or {**os.environ, **self.extra_env}
+        if more_env:
+            env = {**env, **more_env}
         self.procs[name] = subprocess.Popen(
             cmd,
             env=env,
@@ -218,7 +225,7 @@ class Stack:
         topic = f"com.example.{name.replace('-', '').replace('_', '')}"
         self.apns.register_apns_key(key.key_id, key.team_id, private_key_pem=key.key_pem)
         project = f"{name}-project"
-        account = make_service_account(project, f"http://127.0.0.1:{self.fcm_port}/token")
+        account = make_service_account(project, f"https://127.0.0.1:{self.fcm_port}/token")
         self.fcm.register_service_account(
             account["client_email"],
             account["private_key_id"],

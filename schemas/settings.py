@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     apns_port: int = 443
     apns_ca_file: str | None = None
     fcm_url: str = "https://fcm.googleapis.com/v1/projects/{0}/messages:send"
+    # CA bundle trusted for the FCM endpoint and the service account's token_uri instead of
+    # the system's (the simulators' CA in the demo and the tests).
+    fcm_ca_file: str | None = None
 
     # Delivery shape: see DESIGN.md §5 for why a chunk carries hundreds of deliveries.
     fanout_page_size: int = 2000

@@ -1,29 +1,56 @@
-"""A fake FCM HTTP v1 API with Google's OAuth2 token endpoint, as one Starlette app.
+"""A fake FCM HTTP v1 API with Google's OAuth2 token endpoint.
 
 firebase-admin only turns an answer into a typed exception (UnregisteredError, ...) when
 the error body has Google's shape with an FcmError detail, so every error here is built
-by `google_error`. Control routes live on the same app under /control.
+by `google_error_answer`. Control routes live on the same port under /control.
+
+One port speaks both ways, told apart by the first byte a client sends: plain HTTP/1.1
+(the Starlette app: control, token and send routes, as before) and TLS, where ALPN picks
+HTTP/2 (the token and send routes on `h2`, as fcm.googleapis.com serves them; one
+connection carries every request in flight) or HTTP/1.1 (the Starlette app again, e.g.
+google-auth's token request through `requests`). The TLS certificate comes from
+`simulators.certs` (see `serve` for where it lives).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
 import re
 import secrets
+import socket
+import ssl
 import time
 import urllib.parse
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    RequestReceived,
+    StreamEnded,
+    StreamReset,
+    WindowUpdated,
+)
+from h2.exceptions import H2Error, ProtocolError
+from h2.settings import SettingCodes, Settings
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from simulators.certs import ensure_tls
 from simulators.core import (
     REDACTED,
     ControlError,
@@ -58,6 +85,14 @@ MAX_TTL_S = 2_419_200
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_:\-]+")
 _TTL_RE = re.compile(r"(\d+)(\.\d{1,9})?s")
 _TOKEN_INVALID = "The registration token is not a valid FCM registration token"
+_SEND_PATH = re.compile(rb"/v1/projects/([^/]+)/messages:send")
+#: Where the TLS certificate lives unless `serve` is told; the stack points it at its own.
+TLS_DIR_ENV = "PUSHLINE_SIMULATOR_TLS_DIR"
+DEFAULT_TLS_DIR = Path(".simulators/tls")
+#: What Google's front end announces; httpx never runs more streams than this on one
+#: connection anyway.
+MAX_CONCURRENT_STREAMS = 100
+_TLS_HANDSHAKE = 0x16  # the first byte of every TLS record that opens a connection
 
 
 @dataclass(frozen=True)
@@ -83,14 +118,26 @@ class InvalidMessage(Exception):
         self.field = field
 
 
-def google_error(
+@dataclass(frozen=True)
+class FcmAnswer:
+    """One HTTP answer, transport-free: the HTTP/1.1 app and the HTTP/2 server both send it."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def encoded(self) -> bytes:
+        return json.dumps(self.body, separators=(",", ":")).encode()
+
+
+def google_error_answer(
     status: int,
     google_status: str,
     message: str,
     fcm_code: str | None = None,
     field: str | None = None,
     retry_after: int | None = None,
-) -> JSONResponse:
+) -> FcmAnswer:
     """An error in the shape Google APIs use, which firebase-admin parses."""
     details: list[dict[str, Any]] = []
     if fcm_code is not None:
@@ -105,8 +152,13 @@ def google_error(
     error: dict[str, Any] = {"code": status, "message": message, "status": google_status}
     if details:
         error["details"] = details
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return JSONResponse({"error": error}, status_code=status, headers=headers)
+    headers = {"retry-after": str(retry_after)} if retry_after is not None else {}
+    return FcmAnswer(status, {"error": error}, headers)
+
+
+def _json_response(answer: FcmAnswer) -> JSONResponse:
+    headers = {"Retry-After": answer.headers["retry-after"]} if answer.headers else None
+    return JSONResponse(answer.body, status_code=answer.status, headers=headers)
 
 
 def validate_message(message: Any) -> str:
@@ -160,11 +212,30 @@ def validate_message(message: Any) -> str:
     return f"{target}:{value}"
 
 
+class FcmState(SimState):
+    """SimState plus what only FCM has: OAuth grants, and HTTP/2 connections and requests
+    (so a test can prove a client reused one token and one connection)."""
+
+    def reset(self) -> None:
+        super().reset()
+        self.tokens_issued = 0
+        self.h2_connections = 0
+        self.h2_requests = 0
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            **super().stats(),
+            "tokens_issued": self.tokens_issued,
+            "h2_connections": self.h2_connections,
+            "h2_requests": self.h2_requests,
+        }
+
+
 class FCMSimulator:
     """Service accounts, access tokens and outcome state for the fake FCM."""
 
     def __init__(self) -> None:
-        self.state = SimState(
+        self.state = FcmState(
             FCM_REASONS,
             quota_reason="QUOTA_EXCEEDED",
             device_rate_reason="QUOTA_EXCEEDED",
@@ -184,6 +255,11 @@ class FCMSimulator:
         if not isinstance(public, RSAPublicKey):
             raise ControlError("service account keys are RSA (RS256)")
         self.accounts[email] = ServiceAccount(email, key_id, public, project)
+
+    def revoke_access_tokens(self, _: dict[str, Any]) -> None:
+        """Forget every access token issued, as Google does when a key is revoked: clients
+        get 401 UNAUTHENTICATED until they mint a new one."""
+        self.access_tokens.clear()
 
     def grant(self, assertion: str, token_url: str, now: float) -> AccessToken | str:
         """Verify a JWT-bearer assertion; returns the access token or an error description."""
@@ -217,70 +293,69 @@ class FCMSimulator:
             self.access_tokens = {k: v for k, v in self.access_tokens.items() if v.expires_at > now}
         return token
 
-    # -- HTTP endpoints ----------------------------------------------------------------
+    # -- the two provider endpoints, transport-free ------------------------------------
 
-    async def token_endpoint(self, request: Request) -> Response:
-        form = urllib.parse.parse_qs((await request.body()).decode("utf-8", "replace"))
+    def token_answer(self, raw: bytes, token_url: str) -> FcmAnswer:
+        """Google's OAuth2 token endpoint: a JWT-bearer assertion in, an access token out."""
+        form = urllib.parse.parse_qs(raw.decode("utf-8", "replace"))
         grant_type = form.get("grant_type", [""])[0]
         assertion = form.get("assertion", [""])[0]
         if grant_type != JWT_BEARER:
-            return JSONResponse(
-                {"error": "unsupported_grant_type", "error_description": "Invalid grant_type"},
-                status_code=400,
+            return FcmAnswer(
+                400, {"error": "unsupported_grant_type", "error_description": "Invalid grant_type"}
             )
-        result = self.grant(assertion, str(request.url), time.time())
+        result = self.grant(assertion, token_url, time.time())
         if isinstance(result, str):
-            return JSONResponse(
-                {"error": "invalid_grant", "error_description": result}, status_code=400
-            )
+            return FcmAnswer(400, {"error": "invalid_grant", "error_description": result})
         access = "ya29.sim-" + secrets.token_urlsafe(32)
         self.access_tokens[access] = result
-        return JSONResponse(
-            {"access_token": access, "expires_in": ACCESS_TOKEN_TTL_S, "token_type": "Bearer"}
+        self.state.tokens_issued += 1
+        return FcmAnswer(
+            200, {"access_token": access, "expires_in": ACCESS_TOKEN_TTL_S, "token_type": "Bearer"}
         )
 
-    async def send_endpoint(self, request: Request) -> Response:
-        project = request.path_params["project"]
-        auth = request.headers.get("authorization", "")
-        scheme, _, value = auth.partition(" ")
+    def send_answer(
+        self,
+        project: str,
+        authorization: str,
+        raw: bytes,
+        headers: Callable[[], dict[str, str]],
+    ) -> FcmAnswer:
+        """messages:send. `headers` builds the request headers for capture, lazily."""
+        scheme, _, value = authorization.partition(" ")
         granted = self.access_tokens.get(value.strip()) if scheme.lower() == "bearer" else None
+        state = self.state
         if granted is None or granted.expires_at < time.time():
             # Counted (under no token) so a benchmark sees auth failures in the totals.
-            self.state.record("", "UNAUTHENTICATED")
-            return google_error(
+            state.record("", "UNAUTHENTICATED")
+            return google_error_answer(
                 401,
                 "UNAUTHENTICATED",
                 "Request had invalid authentication credentials. Expected OAuth 2 access "
                 "token, login cookie or other valid authentication credential.",
             )
         if granted.project_id != project:
-            self.state.record("", "PERMISSION_DENIED")
-            return google_error(
+            state.record("", "PERMISSION_DENIED")
+            return google_error_answer(
                 403,
                 "PERMISSION_DENIED",
                 f"Permission 'cloudmessaging.messages.create' denied on resource "
                 f"'//cloudmessaging.googleapis.com/projects/{project}' (or it may not exist).",
             )
-        raw = await request.body()
-        state = self.state
         try:
             body = json.loads(raw)
         except ValueError:
             state.record("", "INVALID_ARGUMENT")
-            return google_error(400, "INVALID_ARGUMENT", "Invalid JSON payload received.")
+            return google_error_answer(400, "INVALID_ARGUMENT", "Invalid JSON payload received.")
         message = body.get("message") if isinstance(body, dict) else None
-
-        def headers() -> dict[str, str]:
-            out = {k.lower(): v for k, v in request.headers.items()}
-            out["authorization"] = REDACTED
-            return out
-
         try:
             target = validate_message(message)
         except InvalidMessage as exc:
             token = message.get("token") if isinstance(message, dict) else None
             state.record(str(token or ""), "INVALID_ARGUMENT", headers, body)
-            return google_error(400, "INVALID_ARGUMENT", exc.message, "INVALID_ARGUMENT", exc.field)
+            return google_error_answer(
+                400, "INVALID_ARGUMENT", exc.message, "INVALID_ARGUMENT", exc.field
+            )
         decision = state.decide(target, project)
         if decision is not None:
             state.record(target, decision.reason, headers, body)
@@ -288,15 +363,33 @@ class FCMSimulator:
             retry = decision.retry_after if status in (429, 503) else None
             if decision.reason == "INVALID_ARGUMENT":
                 text = _TOKEN_INVALID
-                return google_error(
+                return google_error_answer(
                     status, google_status, text, decision.reason, "message.token", retry
                 )
-            return google_error(status, google_status, text, decision.reason, None, retry)
+            return google_error_answer(status, google_status, text, decision.reason, None, retry)
         if body.get("validate_only") is True:
             state.record(target, "validated", headers, body)
-            return JSONResponse({"name": f"projects/{project}/messages/fake_message_id"})
+            return FcmAnswer(200, {"name": f"projects/{project}/messages/fake_message_id"})
         state.record(target, "accepted", headers, body)
-        return JSONResponse({"name": f"projects/{project}/messages/{uuid.uuid4().hex}"})
+        return FcmAnswer(200, {"name": f"projects/{project}/messages/{uuid.uuid4().hex}"})
+
+    # -- HTTP/1.1 (Starlette) --------------------------------------------------------------
+
+    async def token_endpoint(self, request: Request) -> Response:
+        return _json_response(self.token_answer(await request.body(), str(request.url)))
+
+    async def send_endpoint(self, request: Request) -> Response:
+        raw = await request.body()
+
+        def headers() -> dict[str, str]:
+            out = {k.lower(): v for k, v in request.headers.items()}
+            out["authorization"] = REDACTED
+            return out
+
+        answer = self.send_answer(
+            request.path_params["project"], request.headers.get("authorization", ""), raw, headers
+        )
+        return _json_response(answer)
 
 
 def create_app(sim: FCMSimulator | None = None) -> Starlette:
@@ -305,11 +398,312 @@ def create_app(sim: FCMSimulator | None = None) -> Starlette:
     routes = [
         Route("/token", sim.token_endpoint, methods=["POST"]),
         Route("/v1/projects/{project}/messages:send", sim.send_endpoint, methods=["POST"]),
-        *control_routes(sim.state, {"/control/service-accounts": sim.register_service_account}),
+        *control_routes(
+            sim.state,
+            {
+                "/control/service-accounts": sim.register_service_account,
+                "/control/access-tokens/revoke": sim.revoke_access_tokens,
+            },
+        ),
     ]
     app = Starlette(routes=routes)
     app.state.sim = sim
     return app
+
+
+# -- HTTP/2 over TLS ------------------------------------------------------------------------
+
+
+class _Stream:
+    __slots__ = ("method", "path", "authority", "headers", "body")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self.method = self.path = self.authority = b""
+        self.headers: dict[bytes, bytes] = {}
+        for name, value in raw:
+            if name == b":method":
+                self.method = value
+            elif name == b":path":
+                self.path = value
+            elif name == b":authority":
+                self.authority = value
+            elif name[:1] != b":":
+                self.headers[name.lower()] = value
+        self.body = bytearray()
+
+
+class FcmH2Protocol(asyncio.Protocol):
+    """One HTTP/2 connection to the token and send endpoints; streams answered as they end."""
+
+    def __init__(self, sim: FCMSimulator) -> None:
+        self.sim = sim
+        self.conn = H2Connection(
+            H2Configuration(
+                client_side=False,
+                header_encoding=None,
+                # Clients here are real libraries (httpx/h2); per-header checks cost time
+                # on every request and catch nothing they send.
+                validate_inbound_headers=False,
+                normalize_inbound_headers=False,
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+            )
+        )
+        self.transport: asyncio.Transport | None = None
+        self.streams: dict[int, _Stream] = {}
+        self.pending: dict[int, bytes] = {}  # answers waiting for flow-control window
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.sim.state.h2_connections += 1
+        self.conn.local_settings = Settings(
+            client=False,
+            initial_values={
+                SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+                SettingCodes.MAX_HEADER_LIST_SIZE: 65536,
+            },
+        )
+        self.conn.initiate_connection()
+        # A large connection window so clients never wait for us on uploads.
+        self.conn.increment_flow_control_window(2**24)
+        transport.write(self.conn.data_to_send())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.streams.clear()
+        self.pending.clear()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.conn.receive_data(data)
+        except ProtocolError:
+            self._flush()
+            self._close()
+            return
+        for event in events:
+            if isinstance(event, RequestReceived):
+                self.streams[event.stream_id] = _Stream(event.headers)
+            elif isinstance(event, DataReceived):
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    stream.body += event.data
+                if event.flow_controlled_length:
+                    with contextlib.suppress(H2Error):
+                        self.conn.acknowledge_received_data(
+                            event.flow_controlled_length, event.stream_id
+                        )
+            elif isinstance(event, StreamEnded):
+                stream = self.streams.pop(event.stream_id, None)
+                if stream is not None:
+                    self._handle(event.stream_id, stream)
+            elif isinstance(event, StreamReset):
+                self.streams.pop(event.stream_id, None)
+                self.pending.pop(event.stream_id, None)
+            elif isinstance(event, WindowUpdated):
+                if self.pending:
+                    self._send_pending()
+            elif isinstance(event, ConnectionTerminated):
+                self._flush()
+                self._close()
+                return
+        self._flush()
+
+    def _handle(self, stream_id: int, stream: _Stream) -> None:
+        sim = self.sim
+        match = _SEND_PATH.fullmatch(stream.path)
+        if stream.method != b"POST":
+            answer = google_error_answer(405, "INVALID_ARGUMENT", "Method not allowed.")
+        elif match is not None:
+            sim.state.h2_requests += 1
+            answer = sim.send_answer(
+                match.group(1).decode("utf-8", "replace"),
+                stream.headers.get(b"authorization", b"").decode("latin-1"),
+                bytes(stream.body),
+                _capture_headers(stream.headers),
+            )
+            delay = sim.state.config.latency_ms
+            if delay:
+                # Latency per stream via the loop, so the other streams keep flowing.
+                asyncio.get_running_loop().call_later(
+                    delay / 1000, self._respond, stream_id, answer, True
+                )
+                return
+        elif stream.path == b"/token":
+            url = f"https://{stream.authority.decode('latin-1')}/token"
+            answer = sim.token_answer(bytes(stream.body), url)
+        else:
+            answer = google_error_answer(404, "NOT_FOUND", "Not found.")
+        # data_received flushes once for the whole batch of answers.
+        self._respond(stream_id, answer, False)
+
+    def _respond(self, stream_id: int, answer: FcmAnswer, flush: bool) -> None:
+        if self.closed:
+            return
+        body = answer.encoded()
+        headers = [
+            (b":status", str(answer.status).encode()),
+            (b"content-type", b"application/json; charset=UTF-8"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        headers.extend((k.encode(), v.encode()) for k, v in answer.headers.items())
+        try:
+            self.conn.send_headers(stream_id, headers)
+            self.pending[stream_id] = body
+            self._send_pending()
+        except H2Error:
+            self.pending.pop(stream_id, None)
+            return  # stream reset or connection gone meanwhile: nothing to answer
+        if flush:
+            self._flush()
+
+    def _send_pending(self) -> None:
+        """Send what the flow-control windows allow; the rest waits for a WINDOW_UPDATE."""
+        conn = self.conn
+        for stream_id, body in list(self.pending.items()):
+            try:
+                while body:
+                    n = min(
+                        len(body),
+                        conn.local_flow_control_window(stream_id),
+                        conn.max_outbound_frame_size,
+                    )
+                    if n <= 0:
+                        break
+                    conn.send_data(stream_id, body[:n], end_stream=n == len(body))
+                    body = body[n:]
+            except H2Error:
+                body = b""
+            if body:
+                self.pending[stream_id] = body
+            else:
+                del self.pending[stream_id]
+
+    def _flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data and self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        self.closed = True
+
+
+def _capture_headers(headers: dict[bytes, bytes]) -> Callable[[], dict[str, str]]:
+    def build() -> dict[str, str]:
+        out = {k.decode("latin-1"): v.decode("utf-8", "replace") for k, v in headers.items()}
+        if "authorization" in out:
+            out["authorization"] = REDACTED
+        return out
+
+    return build
+
+
+def server_ssl_context(tls_dir: Path) -> ssl.SSLContext:
+    """TLS for the fake FCM, offering HTTP/2 first and HTTP/1.1 for clients without it."""
+    files = ensure_tls(tls_dir)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(files.server_cert), str(files.server_key))
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    return ctx
+
+
+# -- one port, both protocols ---------------------------------------------------------------
+
+
+class FcmServer:
+    """Accepts on one port; hands each connection to HTTP/1.1 (uvicorn) or TLS by its first
+    byte, and a TLS connection to HTTP/2 or HTTP/1.1 by ALPN."""
+
+    def __init__(self, sim: FCMSimulator, tls_dir: Path, log_level: str = "warning") -> None:
+        import uvicorn
+        from uvicorn.server import ServerState
+
+        self.sim = sim
+        self.tls_dir = tls_dir
+        self.config = uvicorn.Config(
+            create_app(sim), log_level=log_level, access_log=False, lifespan="off"
+        )
+        self.config.load()
+        self.server_state = ServerState()
+        self._ssl: ssl.SSLContext | None = None
+        self._ssl_lock = asyncio.Lock()
+
+    def http1(self) -> asyncio.Protocol:
+        # uvicorn's own protocol class, as uvicorn.Server builds it per connection.
+        protocol: asyncio.Protocol = self.config.http_protocol_class(  # type: ignore[call-arg]
+            config=self.config, server_state=self.server_state, app_state={}
+        )
+        return protocol
+
+    def tls_protocol(self) -> asyncio.Protocol:
+        return _AlpnProtocol(self)
+
+    async def ssl_context(self) -> ssl.SSLContext:
+        async with self._ssl_lock:
+            if self._ssl is None:
+                self._ssl = await asyncio.to_thread(server_ssl_context, self.tls_dir)
+            return self._ssl
+
+    async def serve(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        listener.setblocking(False)
+        tasks: set[asyncio.Task[None]] = set()
+        while True:
+            conn, _ = await loop.sock_accept(listener)
+            task = asyncio.create_task(self._dispatch(conn))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    async def _dispatch(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        conn.setblocking(False)
+        try:
+            first = await _peek(loop, conn)
+            if not first:
+                conn.close()
+                return
+            if first[0] == _TLS_HANDSHAKE:
+                ctx = await self.ssl_context()
+                await loop.connect_accepted_socket(
+                    self.tls_protocol, conn, ssl=ctx, ssl_handshake_timeout=10
+                )
+            else:
+                await loop.connect_accepted_socket(self.http1, conn)
+        except (OSError, TimeoutError, ssl.SSLError):
+            conn.close()
+
+
+class _AlpnProtocol(asyncio.Protocol):
+    """Placed on a TLS connection after the handshake: becomes HTTP/2 or HTTP/1.1."""
+
+    def __init__(self, server: FcmServer) -> None:
+        self.server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        ssl_obj = transport.get_extra_info("ssl_object")
+        alpn = ssl_obj.selected_alpn_protocol() if ssl_obj is not None else None
+        inner = FcmH2Protocol(self.server.sim) if alpn == "h2" else self.server.http1()
+        transport.set_protocol(inner)
+        inner.connection_made(transport)
+
+
+async def _peek(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> bytes:
+    """The first byte the client sent, left in the socket for whoever reads it next."""
+    ready = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(conn.fileno(), wake)
+    try:
+        await asyncio.wait_for(ready, 30)
+    finally:
+        loop.remove_reader(conn.fileno())
+    return conn.recv(1, socket.MSG_PEEK)
 
 
 async def serve(
@@ -317,27 +711,23 @@ async def serve(
     port: int,
     log_level: str = "warning",
     ready: Any = None,
+    tls_dir: Path | None = None,
 ) -> None:
-    """Run the FCM simulator on the current loop until cancelled or signalled."""
-    import asyncio
+    """Run the FCM simulator on the current loop until cancelled or signalled.
 
-    import uvicorn
-
-    config = uvicorn.Config(
-        create_app(),
-        host=host,
-        port=port,
-        log_level=log_level,
-        access_log=False,
-        lifespan="off",
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("FCM simulator stopped before starting")
-        await asyncio.sleep(0.01)
-    if ready is not None:
-        ready(int(server.servers[0].sockets[0].getsockname()[1]))
-    await task
+    TLS material: in `tls_dir` or $PUSHLINE_SIMULATOR_TLS_DIR, created before the port
+    opens so clients can trust the CA from their first request; without either, in
+    .simulators/tls, created on the first TLS connection, so a run that only ever speaks
+    plain HTTP leaves no files behind.
+    """
+    configured = tls_dir or os.environ.get(TLS_DIR_ENV)
+    server = FcmServer(FCMSimulator(), Path(configured or DEFAULT_TLS_DIR), log_level)
+    if configured:
+        await server.ssl_context()
+    listener = socket.create_server((host, port), backlog=1024)
+    try:
+        if ready is not None:
+            ready(int(listener.getsockname()[1]))
+        await server.serve(listener)
+    finally:
+        listener.close()

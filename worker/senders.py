@@ -49,11 +49,14 @@ def apns_sender(app: App, settings: Settings) -> ApnsSender:
 
 
 def fcm_sender(app: App, settings: Settings) -> FcmSender:
+    """Must be called on the process loop: the sender's HTTP/2 connection lives there."""
     hit = _fcm.get(app.id)
     if hit is not None and hit[0] == app.updated_at:
         return hit[1]
     if not app.fcm_service_account:
         raise MissingCredentials("the app has no FCM service account")
+    if hit is not None:
+        hit[1].close()  # the app changed: its old connection and token go with the old sender
     sender = FcmSender(app, settings)
     _fcm[app.id] = (app.updated_at, sender)
     return sender
