@@ -27,6 +27,7 @@ def test_apns_push_to_a_user_is_sent_once_and_recorded_with_its_apns_id(any_app:
     assert req["body"] == {
         "order": 42,
         "aps": {"alert": {"title": "Hello", "body": "World"}, "badge": 3},
+        "notificationId": d.id,  # so the app can report RECEIVED / CONSUMED for it
     }
 
 
@@ -46,7 +47,7 @@ def test_fcm_push_is_sent_with_string_data_and_records_the_message_name(any_app:
     assert message["token"] == token
     assert message["notification"] == {"title": "Hi", "body": "there"}
     # Non-string values travel as their JSON text (SEED-NOTES 30).
-    assert message["data"] == {"n": "7", "flag": "true", "s": "x"}
+    assert message["data"] == {"n": "7", "flag": "true", "s": "x", "notificationId": d.id}
 
 
 def test_push_to_a_user_with_three_devices_makes_three_deliveries(app: AppHandle) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+import uuid
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ import pytest
 from schemas.api import MessageStatus
 from schemas.payload import backendless_payload, gcm_to_fcm, infobip_payload
 from tests.conftest import AppHandle, accepted
+from worker.payloads import NOTIFICATION_ID_KEY
 
 SET = "<set>"  # apns-expiration is a clock time: the golden says only that it was sent
 CONTROLLED = ("apns-push-type", "apns-priority", "apns-topic", "apns-collapse-id")
@@ -48,12 +50,21 @@ def apns_seen(app: AppHandle, token: str) -> tuple[dict[str, str], dict[str, Any
     if "apns-expiration" in h:
         assert int(h["apns-expiration"]) >= int(time.time()) - 5
         headers["apns-expiration"] = SET
-    return headers, req["body"]
+    body = dict(req["body"])
+    # Every notification names its Delivery, which is also its apns-id.
+    assert body.pop(NOTIFICATION_ID_KEY) == h["apns-id"].lower()
+    return headers, body
 
 
 def fcm_seen(app: AppHandle, token: str) -> dict[str, Any]:
     [req] = app.stack.fcm.requests(token)
     message: dict[str, Any] = req["body"]["message"]
+    data = dict(message.get("data") or {})
+    uuid.UUID(data.pop(NOTIFICATION_ID_KEY))  # its Delivery, for the app's status reports
+    if data:
+        message["data"] = data
+    else:
+        del message["data"]
     return message
 
 
@@ -655,16 +666,19 @@ def _apns_sized(size: int, voip: bool = False) -> tuple[dict[str, Any], dict[str
     test: the simulator refuses anything larger with 413."""
 
     def body(pad: int) -> dict[str, Any]:
-        return {"d": "y" * 1990, "c": "z" * pad, "aps": {"alert": {"body": "x" * 2048}}}
+        return {"d": "y" * 1900, "c": "z" * pad, "aps": {"alert": {"body": "x" * 2048}}}
 
-    base = len(json.dumps(body(0), ensure_ascii=False).encode())
+    def sent(pad: int) -> dict[str, Any]:  # the device's Delivery id rides along
+        return {**body(pad), NOTIFICATION_ID_KEY: str(uuid.uuid4())}
+
+    base = len(json.dumps(sent(0), ensure_ascii=False).encode())
     pad = size - base
     assert 0 <= pad <= 1990
     expected = body(pad)
-    assert len(json.dumps(expected, ensure_ascii=False).encode()) == size
+    assert len(json.dumps(sent(pad), ensure_ascii=False).encode()) == size
     native: dict[str, Any] = {
         "alert": "x" * 2048,
-        "data": {"d": "y" * 1990},
+        "data": {"d": "y" * 1900},
         "apns": {"custom_values": {"c": "z" * pad}},
     }
     if voip:
@@ -695,15 +709,19 @@ def _fcm_sized(token: str, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """A native payload whose FCM `message` (token included, compact JSON, as the fake
     FCM measures it) is exactly `size` bytes, and that message."""
 
-    def message(pad: int) -> dict[str, Any]:
+    def message(pad: int, delivery_id: str | None = None) -> dict[str, Any]:
+        data = {"d": "y" * pad}
+        if delivery_id:  # the device's Delivery id rides along in data
+            data[NOTIFICATION_ID_KEY] = delivery_id
         return {
             "token": token,
             "notification": {"body": "x" * 2048},
-            "data": {"d": "y" * pad},
+            "data": data,
             "android": {"priority": "high"},
         }
 
-    base = len(json.dumps(message(0), separators=(",", ":")).encode())
+    sent = message(0, str(uuid.uuid4()))
+    base = len(json.dumps(sent, separators=(",", ":")).encode())
     pad = size - base
     assert 0 <= pad <= 1990
     expected = message(pad)

@@ -423,6 +423,9 @@ def test_the_notification_options_example_reaches_apns_and_fcm_as_documented(
     assert received(app, [apple, secondary, droid]) == {apple: 1, secondary: 0, droid: 1}
     [req] = app.stack.apns.requests(apple)
     assert int(req["headers"]["apns-expiration"]) > time.time() + 25 * 60  # validity 30 min
+    # The messageId a device reports delivered / seen is in the notification.
+    ids = {m["messageId"] for m in answer["messages"]}
+    assert req["body"].pop("notificationId") in ids
     assert req["body"] == {
         "contentUrl": "https://someurl.com/content",
         "deepLink": "myApp://some/link",
@@ -440,6 +443,7 @@ def test_the_notification_options_example_reaches_apns_and_fcm_as_documented(
     }
     [fcm] = app.stack.fcm.requests(droid)
     message = fcm["body"]["message"]
+    assert message["data"].pop("notificationId") in ids
     assert message["notification"] == {
         "title": "This is some title",
         "body": TEXT,

@@ -144,6 +144,8 @@ def test_push_to_device_seed_example_is_sent_and_answered_with_its_delivery(
             "sound": "default",
             "category": "immediate-action",
         },
+        # The notificationId the answer gave, so the app can report its status.
+        "notificationId": found[reg]["notificationId"],
     }
 
 

@@ -35,10 +35,12 @@ from worker.payloads import (
     ApnsRequest,
     FcmParts,
     Payload,
+    apns_for_device,
     apns_too_large,
     build_apns,
     build_fcm,
     choose_payload,
+    fcm_for_device,
     message_ttl,
 )
 from worker.ratelimit import (
@@ -393,10 +395,11 @@ async def _send_lane(
             req = built.get(choice)
             if req is None:
                 req = built[choice] = build_apns(payload, message_ttl(payload, msg.expires_at, now))
-            if apns_too_large(req):
+            mine = apns_for_device(req, c.id)
+            if apns_too_large(mine):
                 answers.append((c, TOO_LARGE))
             else:
-                requests[c.id] = req
+                requests[c.id] = mine
                 ready.append(c)
         sem = asyncio.Semaphore(settings.send_concurrency)
 
@@ -421,6 +424,7 @@ async def _send_lane(
             if part is None:
                 ttl = message_ttl(payload, msg.expires_at, now)
                 part = cache[key] = build_fcm(payload, ttl, ios=ios, now_s=int(now.timestamp()))
+            part = fcm_for_device(part, c.id)
             try:
                 too_large = fcm_too_large(c.token, part)
             except ValueError as exc:  # firebase-admin refused a value: invalid data, code 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -136,6 +136,12 @@ def app_extras(p: Payload, silent: bool, *, image: bool) -> dict[str, Any]:
     return out
 
 
+#: Every notification carries its Delivery id under this key (APNs: beside `aps`; FCM: in
+#: `data`), so the app can report RECEIVED / CONSUMED / CONFIRMED for it: SAP's
+#: notificationId, Infobip's messageId, CM's reference. A payload that sets the key itself
+#: keeps its own value.
+NOTIFICATION_ID_KEY = "notificationId"
+
 # --- APNs ------------------------------------------------------------------------------------
 
 
@@ -227,6 +233,13 @@ def apns_size(req: ApnsRequest) -> int:
     return len(json.dumps(req.body, ensure_ascii=False).encode())
 
 
+def apns_for_device(req: ApnsRequest, delivery_id: str) -> ApnsRequest:
+    """The request with this device's notification id beside `aps` (see NOTIFICATION_ID_KEY)."""
+    if NOTIFICATION_ID_KEY in req.body:  # the sender's own custom key wins
+        return req
+    return replace(req, body={**req.body, NOTIFICATION_ID_KEY: delivery_id})
+
+
 def apns_too_large(req: ApnsRequest) -> bool:
     limit = APNS_VOIP_MAX_BYTES if req.push_type == "voip" else APNS_MAX_BYTES
     return apns_size(req) > limit
@@ -260,6 +273,14 @@ class FcmParts:
     apns_headers: dict[str, str]
     apns_aps: dict[str, Any]
     apns_custom: dict[str, Any] | None = None
+
+
+def fcm_for_device(parts: FcmParts, delivery_id: str) -> FcmParts:
+    """The parts with this device's notification id in `data` (see NOTIFICATION_ID_KEY)."""
+    data = parts.data or {}
+    if NOTIFICATION_ID_KEY in data:  # the sender's own data key wins
+        return parts
+    return replace(parts, data={**data, NOTIFICATION_ID_KEY: delivery_id})
 
 
 def build_fcm(
