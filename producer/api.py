@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
 import structlog
@@ -14,9 +13,9 @@ from starlette.concurrency import run_in_threadpool
 
 from producer.accept import accept_push, parse_push
 from producer.auth import CallerDep, KeyResolver
+from producer.bodies import json_body, read_json
 from producer.engagement import report_engagement
-from producer.errors import InvalidRequest, PushlineError, TooManyRequests
-from producer.openapi import json_body
+from producer.errors import PushlineError, TooManyRequests
 from producer.quota import RequestQuota
 from producer.registrations import (
     delete_registration,
@@ -214,7 +213,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         `schedule`, 202 with the Schedule (`state` "scheduled") and its first run. The same
         `Idempotency-Key` (header or field) within 24 h returns the first Message.
         """
-        body = await _json_body(request)
+        body = await read_json(request)
         parsed = parse_push(body)
         who.require(TARGET_ROLE[parsed.target.type])
         accepted = await run_in_threadpool(
@@ -325,15 +324,6 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         return DeliveryOut.model_validate(row)
 
     return api
-
-
-async def _json_body(request: Request) -> Any:
-    raw = await request.body()
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        rule = f"malformed JSON: {exc}"
-        raise InvalidRequest(f"body: {rule}", [{"field": "body", "rule": rule}]) from exc
 
 
 def _error(

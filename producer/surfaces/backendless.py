@@ -20,8 +20,8 @@ from starlette.concurrency import run_in_threadpool
 
 from producer.accept import accept_push
 from producer.auth import Caller, authenticate
+from producer.bodies import json_body
 from producer.errors import InvalidRequest, NotFound, PushlineError, Unauthorized, Unavailable
-from producer.openapi import json_body
 from producer.registrations import delete_registration, registration_out, upsert_registration
 from producer.schedules import get_schedule
 from producer.status import message_status

@@ -30,9 +30,9 @@ from sqlmodel import col
 from starlette.concurrency import run_in_threadpool
 
 from producer.auth import Caller, CallerDep
+from producer.bodies import json_body
 from producer.engagement import record_deleted, report_engagement
 from producer.errors import InvalidRequest, NotFound, PushlineError
-from producer.openapi import json_body
 from producer.registrations import normalise_phone, upsert_registration
 from producer.webhooks import emit, emit_installation
 from schemas.api import RegistrationIn

@@ -19,7 +19,6 @@ destination, push_multiple otherwise; `from` (and `applicationCode`) is the app'
 from __future__ import annotations
 
 import contextlib
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,9 +34,9 @@ from starlette.concurrency import run_in_threadpool
 from producer.accept import accept_push
 from producer.accept import parse_push as parse_native
 from producer.auth import authenticate
+from producer.bodies import invalid, json_body, read_json
 from producer.engagement import report_engagement
 from producer.errors import Conflict, InvalidRequest, NotFound, PushlineError
-from producer.openapi import json_body
 from schemas import infobip as ib
 from schemas.codes import CODE_MEANINGS, DeliveryStatus, MessageState
 from schemas.queueing import progress_channel
@@ -81,19 +80,6 @@ def error_response(exc: PushlineError) -> JSONResponse:
     )
 
 
-def _invalid(field: str, rule: str) -> InvalidRequest:
-    return InvalidRequest(f"{field}: {rule}", [{"field": field, "rule": rule}])
-
-
-async def _json(request: Request) -> Any:
-    raw = await request.body()
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        # The seed's own samples end lists with a comma: that is not JSON.
-        raise _invalid("body", f"malformed JSON: {exc}") from exc
-
-
 def _app_codes(engine: Engine, app_id: str) -> tuple[str, str]:
     with Session(engine) as s:
         app = s.get(App, app_id)
@@ -104,7 +90,7 @@ def _app_codes(engine: Engine, app_id: str) -> tuple[str, str]:
 
 def _check_code(engine: Engine, app_id: str, field: str, code: str) -> None:
     if code not in _app_codes(engine, app_id):
-        raise _invalid(field, "must be this API key's application code: the app's id or name")
+        raise invalid(field, "must be this API key's application code: the app's id or name")
 
 
 def _own_message(s: Session, app_id: str, bulk_id: str) -> Message:
@@ -288,18 +274,18 @@ def _body_model(model: type[BaseModel], body: Any) -> Any:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "body"
         rule = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-        raise _invalid(field, rule) from None
+        raise invalid(field, rule) from None
 
 
 def _one_query(request: Request, name: str, required: bool = False) -> str | None:
     values = request.query_params.getlist(name)
     if len(values) > 1:
-        raise _invalid(name, "give it once")
+        raise invalid(name, "give it once")
     value = values[0].strip() if values else None
     if required and not value:
-        raise _invalid(name, "is required")
+        raise invalid(name, "is required")
     if value is not None and (not value or len(value) > 200):
-        raise _invalid(name, "must be 1 to 200 characters")
+        raise invalid(name, "must be 1 to 200 characters")
     return value
 
 
@@ -484,18 +470,18 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
         """
         who = authenticate(request)
         try:
-            push = ib.parse_push(await _json(request))
+            push = ib.parse_push(await read_json(request))
             native = ib.to_native(push)
             who.require(ib.required_role(native["target"]))
         except ib.TranslationError as exc:
-            raise _invalid(exc.field, exc.rule) from exc
+            raise invalid(exc.field, exc.rule) from exc
         await run_in_threadpool(_check_code, engine, who.app_id, "from", push.from_)
         try:
             parsed = parse_native(native)
         except InvalidRequest as exc:
             # Named as the caller wrote it: `payload.data` is their `customPayload`.
             first = exc.details[0] if exc.details else {"field": "body", "rule": exc.message}
-            raise _invalid(ib.infobip_field(first["field"]), first["rule"]) from exc
+            raise invalid(ib.infobip_field(first["field"]), first["rule"]) from exc
         accepted = await run_in_threadpool(
             accept_push, who.app_id, parsed, settings=settings, engine=engine
         )
@@ -541,10 +527,10 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
         bulk_id = _one_query(request, "bulkId")
         message_id = _one_query(request, "messageId")
         if bulk_id is None and message_id is None:
-            raise _invalid("bulkId", "give bulkId or messageId")
+            raise invalid("bulkId", "give bulkId or messageId")
         raw_limit = _one_query(request, "limit") or "50"
         if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= REPORTS_LIMIT_MAX:
-            raise _invalid("limit", f"must be a whole number from 1 to {REPORTS_LIMIT_MAX}")
+            raise invalid("limit", f"must be a whole number from 1 to {REPORTS_LIMIT_MAX}")
         cursor = _one_query(request, "cursor")
         return _reports(engine, who.app_id, bulk_id, message_id, int(raw_limit), cursor)
 
@@ -563,7 +549,7 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
         never move backwards; an unknown id is 404, a failed or unsent one 409, and then none
         of the ids is recorded."""
         who = authenticate(request)
-        body = _body_model(ib.DeliveryReports, await _json(request))
+        body = _body_model(ib.DeliveryReports, await read_json(request))
         now = utcnow()
         reports = [(mid, now) for mid in body.dlrIds]
         return await run_in_threadpool(
@@ -587,7 +573,7 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
     async def seen(request: Request) -> dict[str, Any]:
         """Each message becomes CONSUMED (seen), `timestampDelta` milliseconds ago."""
         who = authenticate(request)
-        body = _body_model(ib.SeenReports, await _json(request))
+        body = _body_model(ib.SeenReports, await read_json(request))
         now = utcnow()
         reports = [
             (m.messageId, now - timedelta(milliseconds=m.timestampDelta)) for m in body.messages

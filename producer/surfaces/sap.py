@@ -12,7 +12,6 @@ Errors answer `{"status": <HTTP status>, "error": <reason>, "message": …, "det
 
 from __future__ import annotations
 
-import json
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -26,9 +25,9 @@ from starlette.concurrency import run_in_threadpool
 
 from producer.accept import accept_push
 from producer.auth import Caller, CallerDep
+from producer.bodies import invalid, json_body, read_json
 from producer.engagement import report_engagement
-from producer.errors import InvalidRequest, NotFound, PushlineError
-from producer.openapi import json_body
+from producer.errors import NotFound, PushlineError
 from producer.registrations import get_registration, list_registrations
 from producer.waiter import delivery_result, read_results, wait_for_outcome
 from schemas.codes import MessageState, Role
@@ -78,10 +77,6 @@ def error_response(exc: PushlineError) -> JSONResponse:
     return JSONResponse(status_code=exc.status, content=content)
 
 
-def _invalid(field: str, rule: str) -> InvalidRequest:
-    return InvalidRequest(f"{field}: {rule}", [{"field": field, "rule": rule}])
-
-
 def _body_doc(schema: type[BaseModel], example: dict[str, Any]) -> dict[str, Any]:
     return json_body(schema, {"seed": {"summary": "The seed's example", "value": example}})
 
@@ -110,25 +105,17 @@ PUSH_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def _json_body(request: Request) -> Any:
-    raw = await request.body()
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise _invalid("body", f"malformed JSON: {exc}") from exc
-
-
 def router(settings: Settings, engine: Engine) -> APIRouter:
     api = APIRouter(prefix=PREFIX, tags=["SAP Mobile Services"])
     redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0)
 
     async def push(kind: RouteKind, request: Request, who: Caller, **path: str) -> JSONResponse:
         who.require(TARGET_ROLE[kind])
-        body = await _json_body(request)
+        body = await read_json(request)
         try:
             native = translate(kind, body, path)
         except SapInputError as exc:
-            raise _invalid(exc.field, exc.rule) from exc
+            raise invalid(exc.field, exc.rule) from exc
         accepted = await run_in_threadpool(
             accept_push, who.app_id, native, settings=settings, engine=engine
         )
@@ -273,12 +260,12 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
     async def report_status(
         request: Request, who: CallerDep, application_id: AppId, notificationId: str
     ) -> JSONResponse:
-        body = await _json_body(request)
+        body = await read_json(request)
         if not isinstance(body, dict) or not isinstance(body.get("status"), str):
-            raise _invalid("status", "required: one of RECEIVED, CONSUMED, CONFIRMED")
+            raise invalid("status", "required: one of RECEIVED, CONSUMED, CONFIRMED")
         if set(body) - {"status"}:
             field = sorted(set(body) - {"status"})[0]
-            raise _invalid(field, 'unknown field; the body is {"status": …}')
+            raise invalid(field, 'unknown field; the body is {"status": …}')
         row = await run_in_threadpool(
             report_engagement, engine, who.app_id, notificationId, body["status"]
         )
@@ -364,5 +351,5 @@ def _top(value: str | None) -> int:
     if value is None:
         return 100
     if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE:
-        raise _invalid("$top", f"a whole number from 1 to {MAX_PAGE}")
+        raise invalid("$top", f"a whole number from 1 to {MAX_PAGE}")
     return int(value)
