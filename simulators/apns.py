@@ -23,22 +23,12 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from h2.config import H2Configuration
-from h2.connection import H2Connection
 from h2.errors import ErrorCodes
-from h2.events import (
-    ConnectionTerminated,
-    DataReceived,
-    RequestReceived,
-    StreamEnded,
-    StreamReset,
-    WindowUpdated,
-)
-from h2.exceptions import H2Error, ProtocolError
-from h2.settings import SettingCodes, Settings
+from h2.exceptions import H2Error
 
 from simulators.certs import TLSFiles, client_cert_topic, ensure_tls
-from simulators.core import REDACTED, ControlError, SimState, load_public_key_pem, parse_body_json
+from simulators.core import ControlError, SimState, load_public_key_pem, parse_body_json
+from simulators.h2server import H2ServerProtocol, H2Stream, capture_headers
 
 log = logging.getLogger("simulators.apns")
 
@@ -301,119 +291,29 @@ class APNsSimulator:
         return token, decision.reason, decision.retry_after
 
 
-class _Stream:
-    __slots__ = ("headers", "duplicated", "method", "path", "body")
-
-    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
-        headers: dict[bytes, bytes] = {}
-        regular = 0
-        method = path = b""
-        for name, value in raw:
-            if name[:1] == b":":
-                if name == b":method":
-                    method = value
-                elif name == b":path":
-                    path = value
-                continue
-            regular += 1
-            headers[name.lower()] = value
-        self.headers = headers
-        self.duplicated = regular != len(headers)
-        self.method = method
-        self.path = path
-        self.body = bytearray()
-
-
-class APNsServerProtocol(asyncio.Protocol):
+class APNsServerProtocol(H2ServerProtocol):
     """One HTTP/2 connection; many concurrent streams, answered as they complete."""
 
+    max_concurrent_streams = 1000
+    # aioapns parses each DATA frame as a whole JSON document.
+    whole_body_frames = True
+
     def __init__(self, sim: APNsSimulator) -> None:
+        super().__init__()
         self.sim = sim
-        self.conn = H2Connection(
-            H2Configuration(
-                client_side=False,
-                header_encoding=None,
-                # Clients here are real libraries; h2's per-header character checks cost
-                # ~10% of a request and catch nothing they would send.
-                validate_inbound_headers=False,
-                normalize_inbound_headers=False,
-                # We build every outbound header ourselves; skipping validation is cheaper.
-                validate_outbound_headers=False,
-                normalize_outbound_headers=False,
-            )
-        )
-        self.transport: asyncio.Transport | None = None
-        self.streams: dict[int, _Stream] = {}
-        # Error bodies waiting for the client to open its receive window again.
-        self.pending: dict[int, bytes] = {}
         self.cert_topic: str | None = None
         self.cert_error: str | None = None
-        self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
         ssl_obj = transport.get_extra_info("ssl_object")
         der = ssl_obj.getpeercert(binary_form=True) if ssl_obj is not None else None
         if der:
             self.cert_topic = client_cert_topic(der)
             if self.cert_topic is None:
                 self.cert_error = "BadCertificate"
-        self.conn.local_settings = Settings(
-            client=False,
-            initial_values={
-                SettingCodes.MAX_CONCURRENT_STREAMS: 1000,
-                SettingCodes.MAX_HEADER_LIST_SIZE: 65536,
-            },
-        )
-        self.conn.initiate_connection()
-        # A large connection window so clients never wait for us on uploads.
-        self.conn.increment_flow_control_window(2**24)
-        transport.write(self.conn.data_to_send())
+        super().connection_made(transport)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.streams.clear()
-        self.pending.clear()
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            events = self.conn.receive_data(data)
-        except ProtocolError:
-            self._flush()
-            self._close()
-            return
-        for event in events:
-            if isinstance(event, RequestReceived):
-                self.streams[event.stream_id] = _Stream(event.headers)
-            elif isinstance(event, DataReceived):
-                stream = self.streams.get(event.stream_id)
-                if stream is not None:
-                    stream.body += event.data
-                # Give the window back at once; bodies are small and consumed in memory.
-                if event.flow_controlled_length:
-                    with contextlib.suppress(H2Error):
-                        self.conn.acknowledge_received_data(
-                            event.flow_controlled_length,
-                            event.stream_id,
-                        )
-            elif isinstance(event, StreamEnded):
-                stream = self.streams.pop(event.stream_id, None)
-                if stream is not None:
-                    self._handle(event.stream_id, stream)
-            elif isinstance(event, StreamReset):
-                self.streams.pop(event.stream_id, None)
-                self.pending.pop(event.stream_id, None)
-            elif isinstance(event, WindowUpdated):
-                if self.pending:
-                    self._send_pending()
-            elif isinstance(event, ConnectionTerminated):
-                self._flush()
-                self._close()
-                return
-        self._flush()
-
-    def _handle(self, stream_id: int, stream: _Stream) -> None:
+    def handle(self, stream_id: int, stream: H2Stream) -> None:
         sim = self.sim
         state = sim.state
         apns_id = stream.headers.get(b"apns-id") or str(uuid.uuid4()).encode()
@@ -433,7 +333,7 @@ class APNsServerProtocol(asyncio.Protocol):
             )
         outcome = reason or "accepted"
         if state.config.capture_requests:
-            state.record(token, outcome, _capture_headers(stream.headers), _body(stream.body))
+            state.record(token, outcome, capture_headers(stream.headers), _body(stream.body))
         else:
             state.record(token, outcome)
         delay = state.config.latency_ms
@@ -481,33 +381,6 @@ class APNsServerProtocol(asyncio.Protocol):
         if flush:
             self._flush()
 
-    def _send_body(self, stream_id: int, body: bytes) -> None:
-        # One DATA frame or nothing: aioapns parses each frame as a whole JSON document.
-        if self.conn.local_flow_control_window(stream_id) >= len(body):
-            self.conn.send_data(stream_id, body, end_stream=True)
-        else:
-            self.pending[stream_id] = body
-
-    def _send_pending(self) -> None:
-        for stream_id, body in list(self.pending.items()):
-            try:
-                if self.conn.local_flow_control_window(stream_id) < len(body):
-                    continue
-                self.conn.send_data(stream_id, body, end_stream=True)
-            except H2Error:
-                pass
-            del self.pending[stream_id]
-
-    def _flush(self) -> None:
-        data = self.conn.data_to_send()
-        if data and self.transport is not None and not self.closed:
-            self.transport.write(data)
-
-    def _close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-        self.closed = True
-
     def shutdown(self) -> None:
         """Send GOAWAY and close, as APNs does when it goes away."""
         if self.closed:
@@ -516,16 +389,6 @@ class APNsServerProtocol(asyncio.Protocol):
             self.conn.close_connection(ErrorCodes.NO_ERROR)
         self._flush()
         self._close()
-
-
-def _capture_headers(headers: dict[bytes, bytes]) -> Callable[[], dict[str, str]]:
-    def build() -> dict[str, str]:
-        out = {k.decode("latin-1"): v.decode("utf-8", "replace") for k, v in headers.items()}
-        if "authorization" in out:
-            out["authorization"] = REDACTED
-        return out
-
-    return build
 
 
 def _body(raw: bytearray) -> Any:

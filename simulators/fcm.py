@@ -15,7 +15,6 @@ google-auth's token request through `requests`). The TLS certificate comes from
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
@@ -33,18 +32,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from h2.config import H2Configuration
-from h2.connection import H2Connection
-from h2.events import (
-    ConnectionTerminated,
-    DataReceived,
-    RequestReceived,
-    StreamEnded,
-    StreamReset,
-    WindowUpdated,
-)
-from h2.exceptions import H2Error, ProtocolError
-from h2.settings import SettingCodes, Settings
+from h2.exceptions import H2Error
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -58,6 +46,7 @@ from simulators.core import (
     control_routes,
     load_public_key_pem,
 )
+from simulators.h2server import H2ServerProtocol, H2Stream, capture_headers
 
 #: FCM error codes -> (HTTP status, Google status, message) as FCM answers them.
 FCM_ERRORS: dict[str, tuple[int, str, str]] = {
@@ -414,103 +403,20 @@ def create_app(sim: FCMSimulator | None = None) -> Starlette:
 # -- HTTP/2 over TLS ------------------------------------------------------------------------
 
 
-class _Stream:
-    __slots__ = ("method", "path", "authority", "headers", "body")
-
-    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
-        self.method = self.path = self.authority = b""
-        self.headers: dict[bytes, bytes] = {}
-        for name, value in raw:
-            if name == b":method":
-                self.method = value
-            elif name == b":path":
-                self.path = value
-            elif name == b":authority":
-                self.authority = value
-            elif name[:1] != b":":
-                self.headers[name.lower()] = value
-        self.body = bytearray()
-
-
-class FcmH2Protocol(asyncio.Protocol):
+class FcmH2Protocol(H2ServerProtocol):
     """One HTTP/2 connection to the token and send endpoints; streams answered as they end."""
 
+    max_concurrent_streams = MAX_CONCURRENT_STREAMS
+
     def __init__(self, sim: FCMSimulator) -> None:
+        super().__init__()
         self.sim = sim
-        self.conn = H2Connection(
-            H2Configuration(
-                client_side=False,
-                header_encoding=None,
-                # Clients here are real libraries (httpx/h2); per-header checks cost time
-                # on every request and catch nothing they send.
-                validate_inbound_headers=False,
-                normalize_inbound_headers=False,
-                validate_outbound_headers=False,
-                normalize_outbound_headers=False,
-            )
-        )
-        self.transport: asyncio.Transport | None = None
-        self.streams: dict[int, _Stream] = {}
-        self.pending: dict[int, bytes] = {}  # answers waiting for flow-control window
-        self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
         self.sim.state.h2_connections += 1
-        self.conn.local_settings = Settings(
-            client=False,
-            initial_values={
-                SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
-                SettingCodes.MAX_HEADER_LIST_SIZE: 65536,
-            },
-        )
-        self.conn.initiate_connection()
-        # A large connection window so clients never wait for us on uploads.
-        self.conn.increment_flow_control_window(2**24)
-        transport.write(self.conn.data_to_send())
+        super().connection_made(transport)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.streams.clear()
-        self.pending.clear()
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            events = self.conn.receive_data(data)
-        except ProtocolError:
-            self._flush()
-            self._close()
-            return
-        for event in events:
-            if isinstance(event, RequestReceived):
-                self.streams[event.stream_id] = _Stream(event.headers)
-            elif isinstance(event, DataReceived):
-                stream = self.streams.get(event.stream_id)
-                if stream is not None:
-                    stream.body += event.data
-                if event.flow_controlled_length:
-                    with contextlib.suppress(H2Error):
-                        self.conn.acknowledge_received_data(
-                            event.flow_controlled_length, event.stream_id
-                        )
-            elif isinstance(event, StreamEnded):
-                stream = self.streams.pop(event.stream_id, None)
-                if stream is not None:
-                    self._handle(event.stream_id, stream)
-            elif isinstance(event, StreamReset):
-                self.streams.pop(event.stream_id, None)
-                self.pending.pop(event.stream_id, None)
-            elif isinstance(event, WindowUpdated):
-                if self.pending:
-                    self._send_pending()
-            elif isinstance(event, ConnectionTerminated):
-                self._flush()
-                self._close()
-                return
-        self._flush()
-
-    def _handle(self, stream_id: int, stream: _Stream) -> None:
+    def handle(self, stream_id: int, stream: H2Stream) -> None:
         sim = self.sim
         match = _SEND_PATH.fullmatch(stream.path)
         if stream.method != b"POST":
@@ -521,7 +427,7 @@ class FcmH2Protocol(asyncio.Protocol):
                 match.group(1).decode("utf-8", "replace"),
                 stream.headers.get(b"authorization", b"").decode("latin-1"),
                 bytes(stream.body),
-                _capture_headers(stream.headers),
+                capture_headers(stream.headers),
             )
             delay = sim.state.config.latency_ms
             if delay:
@@ -557,48 +463,6 @@ class FcmH2Protocol(asyncio.Protocol):
             return  # stream reset or connection gone meanwhile: nothing to answer
         if flush:
             self._flush()
-
-    def _send_pending(self) -> None:
-        """Send what the flow-control windows allow; the rest waits for a WINDOW_UPDATE."""
-        conn = self.conn
-        for stream_id, body in list(self.pending.items()):
-            try:
-                while body:
-                    n = min(
-                        len(body),
-                        conn.local_flow_control_window(stream_id),
-                        conn.max_outbound_frame_size,
-                    )
-                    if n <= 0:
-                        break
-                    conn.send_data(stream_id, body[:n], end_stream=n == len(body))
-                    body = body[n:]
-            except H2Error:
-                body = b""
-            if body:
-                self.pending[stream_id] = body
-            else:
-                del self.pending[stream_id]
-
-    def _flush(self) -> None:
-        data = self.conn.data_to_send()
-        if data and self.transport is not None and not self.closed:
-            self.transport.write(data)
-
-    def _close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-        self.closed = True
-
-
-def _capture_headers(headers: dict[bytes, bytes]) -> Callable[[], dict[str, str]]:
-    def build() -> dict[str, str]:
-        out = {k.decode("latin-1"): v.decode("utf-8", "replace") for k, v in headers.items()}
-        if "authorization" in out:
-            out["authorization"] = REDACTED
-        return out
-
-    return build
 
 
 def server_ssl_context(tls_dir: Path) -> ssl.SSLContext:
