@@ -272,6 +272,17 @@ def test_keys_without_the_role_or_for_another_app_get_5007(app: AppHandle) -> No
     assert_error(r, 401, 5007, "does not belong to application")
 
 
+def test_a_key_over_its_request_quota_gets_999_with_retry_after(app: AppHandle) -> None:
+    engine = engine_for(app.stack.database_url or "")
+    key, _ = create_key(engine, app.creds.app_id, ["push_all"], requests_per_minute=2)
+    if time.time() % 60 > 55:  # the quota window is a calendar minute: start inside one
+        time.sleep(61 - time.time() % 60)
+    answers = [publish(app, "quota", {"message": "m"}, key=key) for _ in range(3)]
+    assert [a.status_code for a in answers[:2]] == [200, 200]
+    assert_error(answers[2], 429, 999, "2 requests per minute")
+    assert 1 <= int(answers[2].headers["Retry-After"]) <= 60
+
+
 def test_message_status_names_failed_cancelled_and_unknown(app: AppHandle) -> None:
     nobody = settle(app, publish(app, "default", {"message": "m", "pushSinglecast": ["ghost"]}))
     assert nobody["status"] == "failed"
