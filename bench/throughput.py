@@ -238,6 +238,23 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace, state_dir: Path) 
                 pids |= tree_pids(proc.pid)
             return pids
 
+        def reference(label: str, rep: int, measure: Callable[[], RefRun]) -> RefRun:
+            """One reference run, held for quiet and charged with other processes' CPU."""
+            wait_quiet(ours, args)
+            with ForeignLoad(ours, database_name(args.database)) as fl:
+                ref = measure()
+            ref = dataclasses.replace(ref, foreign=fl.share)
+            _progress(
+                scenario,
+                rep,
+                f"{label} ({ref.sent:,})",
+                ref.rate,
+                ref.elapsed_s,
+                ref.foreign,
+                ref.warning,
+            )
+            return ref
+
         naive.start()
         ncreds = naive_credentials(app)
         warm_naive(naive, ncreds, naive_jobs[:4], payload)
@@ -258,34 +275,16 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace, state_dir: Path) 
                 run.warning,
                 f"peak {run.peak_mib:.0f} MiB",
             )
-            wait_quiet(ours, args)
-            with ForeignLoad(ours, database_name(args.database)) as fl:
-                ceiling = measure_ceiling(app, settings, ref_tokens, payload)
-            ceiling = dataclasses.replace(ceiling, foreign=fl.share)
-            result.ceiling.append(ceiling)
-            _progress(
-                scenario,
-                rep,
-                f"ceiling ({ceiling.sent:,})",
-                ceiling.rate,
-                ceiling.elapsed_s,
-                ceiling.foreign,
-                ceiling.warning,
+            result.ceiling.append(
+                reference(
+                    "ceiling", rep, lambda: measure_ceiling(app, settings, ref_tokens, payload)
+                )
             )
             if rep < args.naive_repeat:
-                wait_quiet(ours, args)
-                with ForeignLoad(ours, database_name(args.database)) as fl:
-                    nrun = measure_naive(naive, ncreds, naive_jobs, payload)
-                nrun = dataclasses.replace(nrun, foreign=fl.share)
-                result.naive.append(nrun)
-                _progress(
-                    scenario,
-                    rep,
-                    f"naive ({nrun.sent:,})",
-                    nrun.rate,
-                    nrun.elapsed_s,
-                    nrun.foreign,
-                    nrun.warning,
+                result.naive.append(
+                    reference(
+                        "naive", rep, lambda: measure_naive(naive, ncreds, naive_jobs, payload)
+                    )
                 )
     finally:
         if naive is not None:

@@ -79,6 +79,20 @@ def alert_headers(app: AppHandle, **more: str) -> dict[str, str]:
 
 # --- SAP Mobile Services ---------------------------------------------------------------------
 
+# The seed's registration example with capabilities (used by the SAP surface tests too).
+SAP_CAPABILITY_REGISTRATION: dict[str, Any] = {
+    "username": "user1",
+    "push_group": "all",
+    "time_zone": "MESZ",
+    "form_factor": "phone",
+    "capabilities": [
+        {"name": "capability1", "category": "push", "value": "true"},
+        {"name": "capability2", "category": "push", "value": "true"},
+    ],
+    "locale": "en",
+    "device_model": "iPhone",
+}
+
 # The seed's push-to-device body, with its `gcm` block mapped by the documented helper.
 SAP_DEVICE_NATIVE = {
     "alert": "Hello World",
@@ -213,18 +227,7 @@ def test_sap_push_to_application_group_and_capability_examples(
     app: AppHandle, target: dict[str, Any]
 ) -> None:
     # The seed's capability registration example, on both platforms.
-    seed_registration = {
-        "username": "user1",
-        "push_group": "all",
-        "time_zone": "MESZ",
-        "form_factor": "phone",
-        "capabilities": [
-            {"name": "capability1", "category": "push", "value": "true"},
-            {"name": "capability2", "category": "push", "value": "true"},
-        ],
-        "locale": "en",
-        "device_model": "iPhone",
-    }
+    seed_registration = SAP_CAPABILITY_REGISTRATION
     apple, _ = ios(app, **seed_registration)
     droid, _ = android(app, **{**seed_registration, "device_model": "Pixel"})
     assert push(app, target, {"alert": "Hello World"}).by_code == {"0": 2}

@@ -18,6 +18,7 @@ from producer.apps import create_key
 from schemas.db import engine_for
 from schemas.sap import EXAMPLE_BULK, EXAMPLE_CAPABILITY, EXAMPLE_DEVICE, push_http_status
 from tests.conftest import AppHandle
+from tests.test_payloads import SAP_CAPABILITY_REGISTRATION
 
 BASE = "/mobileservices/push"
 APP = "any"  # the seed's PUSH_APP: not checked against the key (SEED-NOTES 4)
@@ -68,6 +69,16 @@ def call(
     content = raw if raw is not None else (None if body is None else json.dumps(body))
     with httpx.Client(base_url=app.stack.api_url, timeout=30) as http:
         return http.request(method, BASE + path, content=content, headers=sent)
+
+
+def push_to_user(app: AppHandle, name: str) -> httpx.Response:
+    """The seed's v2 users route with a minimal notification."""
+    return call(
+        app,
+        "POST",
+        f"/v2/backend/applications/{APP}/notifications/users",
+        {"users": [name], "notification": {"notification": {"alert": "hi"}}},
+    )
 
 
 def ios(app: AppHandle, **fields: Any) -> tuple[str, str]:
@@ -256,18 +267,7 @@ def test_push_to_group_seed_example_with_literal_application_id(app: AppHandle) 
 def test_push_to_capability_seed_example_matches_name_user_and_form_factor(
     app: AppHandle,
 ) -> None:
-    seed_registration = {
-        "username": "user1",
-        "push_group": "all",
-        "time_zone": "MESZ",
-        "form_factor": "phone",
-        "capabilities": [
-            {"name": "capability1", "category": "push", "value": "true"},
-            {"name": "capability2", "category": "push", "value": "true"},
-        ],
-        "locale": "en",
-        "device_model": "iPhone",
-    }
+    seed_registration = SAP_CAPABILITY_REGISTRATION
     phone, a = ios(app, **seed_registration)
     tablet, _ = ios(app, **{**seed_registration, "form_factor": "tablet"})
     r = call(app, "POST", "/v1/backend/capabilities/capability1/notifications", EXAMPLE_CAPABILITY)
@@ -282,12 +282,7 @@ def test_seed_response_example_mixed_outcome_is_200_with_code_10_and_0(app: AppH
     wrong_topic, a = ios(app, username=name)
     fine, b = ios(app, username=name)
     app.stack.apns.script(token=wrong_topic, then="DeviceTokenNotForTopic")
-    r = call(
-        app,
-        "POST",
-        f"/v2/backend/applications/{APP}/notifications/users",
-        {"users": [name], "notification": {"notification": {"alert": "hi"}}},
-    )
+    r = push_to_user(app, name)
     assert r.status_code == 200, r.text
     found = results(r)
     assert found[a]["code"] == 10
@@ -303,12 +298,7 @@ def test_every_target_rejected_is_422_with_the_codes(app: AppHandle) -> None:
     name = user()
     token, reg = ios(app, username=name)
     app.stack.apns.script(token=token, then="BadDeviceToken")
-    r = call(
-        app,
-        "POST",
-        f"/v2/backend/applications/{APP}/notifications/users",
-        {"users": [name], "notification": {"notification": {"alert": "hi"}}},
-    )
+    r = push_to_user(app, name)
     assert r.status_code == 422, r.text
     assert results(r)[reg]["code"] == 6
     assert_matches_deliveries(app, results(r))
@@ -461,12 +451,7 @@ def test_reporting_on_a_rejected_notification_is_409(app: AppHandle) -> None:
     name = user()
     token, _ = ios(app, username=name)
     app.stack.apns.script(token=token, then="BadDeviceToken")
-    r = call(
-        app,
-        "POST",
-        f"/v2/backend/applications/{APP}/notifications/users",
-        {"users": [name], "notification": {"notification": {"alert": "hi"}}},
-    )
+    r = push_to_user(app, name)
     [res] = results(r).values()
     rep = call(
         app,
