@@ -13,22 +13,36 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col
 
-from producer.enqueue import enqueue_fanout
+from producer.dispatch import Handoff, dispatcher_for
+from producer.enqueue import enqueue_deliveries, enqueue_fanout
 from producer.errors import Conflict, InvalidRequest, Unavailable
 from schemas.api import PushRequest
-from schemas.codes import MessageState
+from schemas.audience import audience
+from schemas.codes import MessageState, ResultCode
 from schemas.db import engine_for, session_scope
 from schemas.payload import Payload, PayloadError, check_push, stored
 from schemas.queueing import lane_for
 from schemas.scheduling import ScheduleError, plan
 from schemas.settings import Settings, get_settings
-from schemas.tables import Message, Schedule, utcnow
+from schemas.tables import (
+    NOTHING_MATCHED,
+    Delivery,
+    Message,
+    Registration,
+    Schedule,
+    delivery_rows,
+    table,
+    utcnow,
+)
+from schemas.targets import is_transactional
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+# Longer than kombu's bounded publish retry (queueing.celery_config): past it, answer 503.
+PUBLISH_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -93,7 +107,8 @@ def accept_push(
     engine: Engine | None = None,
     idempotency_key: str | None = None,
 ) -> Accepted:
-    """Persist a Message and enqueue its fan-out, or persist a Schedule.
+    """Persist a Message and enqueue its fan-out (or, for one device or one person, its
+    Deliveries), or persist a Schedule.
 
     Raises InvalidRequest, Conflict (an idempotency key reused with another body) or
     Unavailable. The Message is committed before the task is published (so a fast worker
@@ -125,9 +140,11 @@ def accept_push(
             created_at=now,
             expires_at=expires_at(request.payload, now),
         )
+        page = _inline_audience(engine, settings, message)
+        if page is not None and key is None:
+            return _dispatch(settings, engine, message, page)
         try:
-            with session_scope(engine) as s:
-                s.add(message)
+            deliveries = _persist(engine, message, page)
         except IntegrityError:
             # Another request with the same key won the race: answer as its replay.
             replay = _replay(engine, app_id, key or "", digest, now)
@@ -137,14 +154,84 @@ def accept_push(
     except OperationalError as exc:
         raise Unavailable(f"the store is unavailable; nothing was accepted ({exc.orig})") from exc
     try:
-        enqueue_fanout(settings, message.id, lane)
+        if deliveries is None:
+            enqueue_fanout(settings, message.id, lane)
+        elif deliveries:
+            enqueue_deliveries(settings, deliveries, lane)
     except Exception as exc:  # kombu raises several types for a broker that is down
-        with session_scope(engine) as s:
-            s.execute(delete(Message).where(col(Message.id) == message.id))
+        _withdraw(engine, message.id)
         raise Unavailable(
             f"the queue is unavailable (result code 3); nothing was accepted ({exc})"
         ) from exc
     return Accepted(message_id=message.id, state=message.state)
+
+
+def _inline_audience(
+    engine: Engine, settings: Settings, message: Message
+) -> list[tuple[str, str]] | None:
+    """For a target of one device or one person: (registration id, provider) of every
+    registration it names, as long as they are at most `inline_max_deliveries`. Such a
+    push needs no fan-out task. None: the fan-out task resolves the target."""
+    limit = settings.inline_max_deliveries
+    if not limit or not is_transactional(message.target):
+        return None
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(col(Registration.id), col(Registration.provider))
+            .where(audience(message.app_id, message.target))
+            .limit(limit + 1)
+        ).all()
+    return None if len(rows) > limit else [(r[0], r[1]) for r in rows]
+
+
+def _resolved(message: Message, page: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Mark a Message resolved when accepted (dispatched, or failed with code 2 when
+    nothing matched) and return its Delivery rows."""
+    now = message.created_at
+    if not page:
+        message.state, message.completed_at = MessageState.FAILED, now
+        message.code, message.detail = ResultCode.TARGET_NOT_FOUND, NOTHING_MATCHED
+        return []
+    message.state, message.total, message.dispatched_at = MessageState.DISPATCHED, len(page), now
+    return delivery_rows(message.id, message.app_id, page, now)
+
+
+def _dispatch(
+    settings: Settings, engine: Engine, message: Message, page: list[tuple[str, str]]
+) -> Accepted:
+    """Hand the Message and its Deliveries to this process's dispatcher, which writes and
+    queues them with the other pushes of the moment; answer once that is done."""
+    rows = _resolved(message, page)
+    done = dispatcher_for(settings, engine).submit(
+        Handoff(message.model_dump(), rows, message.lane)
+    )
+    try:
+        done.result(timeout=PUBLISH_TIMEOUT_S)
+    except TimeoutError as exc:
+        raise Unavailable("the store or the queue did not answer in time; try again") from exc
+    return Accepted(message_id=message.id, state=message.state)
+
+
+def _persist(
+    engine: Engine, message: Message, page: list[tuple[str, str]] | None
+) -> list[str] | None:
+    """Write the Message, and with a resolved `page` its Deliveries too, in one
+    transaction. Returns the Delivery ids written, or None when fan-out is to come."""
+    with session_scope(engine) as s:
+        rows = _resolved(message, page) if page is not None else None
+        s.add(message)
+        if not rows:
+            return None if rows is None else []
+        s.flush()  # the Message row before the Deliveries that refer to it
+        s.execute(insert(table(Delivery)), rows)
+        return [r["id"] for r in rows]
+
+
+def _withdraw(engine: Engine, message_id: str) -> None:
+    """Take back a Message (and its Deliveries) that could not be queued."""
+    with session_scope(engine) as s:
+        s.execute(delete(Delivery).where(col(Delivery.message_id) == message_id))
+        s.execute(delete(Message).where(col(Message.id) == message_id))
 
 
 def _replay(engine: Engine, app_id: str, key: str, digest: str, now: datetime) -> Accepted | None:

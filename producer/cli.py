@@ -90,6 +90,9 @@ def up(
 def api(
     host: Annotated[str, typer.Option()] = "",
     port: Annotated[int, typer.Option()] = 0,
+    workers: Annotated[
+        int, typer.Option(help="API processes (default PUSHLINE_API_WORKERS, else 1)")
+    ] = 0,
 ) -> None:
     """Serve the REST API (migrates the database first)."""
     import uvicorn
@@ -100,6 +103,8 @@ def api(
         factory=True,
         host=host or settings.api_host,
         port=port or settings.api_port,
+        workers=workers or settings.api_workers,
+        access_log=False,  # one line per push would cost more than the push; errors still log
     )
 
 

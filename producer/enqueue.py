@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from schemas.queueing import FANOUT_TASK, celery_config, queue_for
+from schemas.queueing import DELIVER_TASK, FANOUT_TASK, celery_config, queue_for
 from schemas.settings import Settings
 
 _clients: dict[str, Celery] = {}
@@ -23,4 +23,11 @@ def enqueue_fanout(settings: Settings, message_id: str, lane: str = "bulk") -> N
     """Raise on a broker that cannot take the task (after a short bounded retry)."""
     _client(settings).send_task(
         FANOUT_TASK, args=[message_id], queue=queue_for(lane, settings.priority_lane)
+    )
+
+
+def enqueue_deliveries(settings: Settings, ids: list[str], lane: str) -> None:
+    """One deliver task carrying Deliveries of any number of Messages (same lane)."""
+    _client(settings).send_task(
+        DELIVER_TASK, args=[ids, lane], queue=queue_for(lane, settings.priority_lane)
     )

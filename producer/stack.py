@@ -58,6 +58,7 @@ class Stack:
     redis_url: str | None = None
     database_url: str | None = None
     worker_concurrency: int = 2
+    api_workers: int = 1  # API processes (uvicorn workers)
     extra_env: dict[str, str] = field(default_factory=dict)
     api_port: int = 0
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -143,6 +144,7 @@ class Stack:
                 "--log-level",
                 "warning",
                 "--no-access-log",
+                *(["--workers", str(self.api_workers)] if self.api_workers > 1 else []),
             ],
         )
         deadline = time.monotonic() + 30

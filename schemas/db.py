@@ -8,11 +8,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+MIGRATION_LOCK = 0x7075_7368  # "push": the advisory lock migrating processes take turns on
 
 
 def normalise_url(url: str) -> str:
@@ -73,7 +74,22 @@ def alembic_config(url: str) -> Any:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Bring the database to `revision` (the API, worker and demo call this on start)."""
+    """Bring the database to `revision` (the API, worker and demo call this on start).
+
+    Several API processes start at once: on PostgreSQL they take turns (an advisory lock),
+    so only the first migrates a fresh database and the others find it done."""
     from alembic import command
 
-    command.upgrade(alembic_config(url), revision)
+    if not normalise_url(url).startswith("postgresql"):
+        command.upgrade(alembic_config(url), revision)
+        return
+    engine = make_engine(url, pooled=False)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK})
+            try:
+                command.upgrade(alembic_config(url), revision)
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK})
+    finally:
+        engine.dispose()

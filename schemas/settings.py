@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     send_concurrency: int = 100
     send_timeout_s: float = 10.0
     lease_s: int = 120
+    # A target of one device or one person is resolved when the push is accepted and its
+    # Deliveries go straight to a deliver task (no fan-out task), as long as it matches at
+    # most this many registrations; larger ones take the fan-out path.
+    inline_max_deliveries: int = 100
+    # The API gathers the Deliveries of pushes accepted within this many milliseconds into
+    # one deliver task per lane: many Messages share one task's cost (DESIGN.md §5).
+    publish_linger_ms: float = 2.0
     visibility_timeout_s: int = 3600
     max_attempts: int = 5
     retry_base_s: float = 1.0
@@ -73,6 +80,8 @@ class Settings(BaseSettings):
     log_json: bool | None = None  # None: JSON unless stdout is a terminal
     api_host: str = "127.0.0.1"
     api_port: int = 8080
+    # API processes `pushline api` runs (uvicorn workers); one per core is the usual choice.
+    api_workers: int = 1
 
     # How long an SAP push route waits for its Deliveries' outcomes before answering with
     # what is known (the rest reported queued, code -1 / 11).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +23,29 @@ def table(model: type[SQLModel]) -> Table:
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+NOTHING_MATCHED = "no active registration matched the target"
+
+
+def delivery_rows(
+    message_id: str, app_id: str, page: Sequence[tuple[str, str]], now: datetime
+) -> list[dict[str, Any]]:
+    """New QUEUED Delivery rows for (registration id, provider) pairs, for a bulk insert."""
+    return [
+        {
+            "id": new_id(),
+            "message_id": message_id,
+            "registration_id": rid,
+            "app_id": app_id,
+            "provider": provider,
+            "status": "QUEUED",
+            "attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for rid, provider in page
+    ]
 
 
 class App(SQLModel, table=True):

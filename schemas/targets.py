@@ -1,6 +1,6 @@
 """Every way a push names its devices: the native API's targets, as models and as rules.
 
-The models validate and normalise; `worker.targeting` turns a target into one SQL condition.
+The models validate and normalise; `schemas.audience` turns a target into one SQL condition.
 The Infobip filter language (`$and` / `$or`) is compiled here into a small tree that both the
 SQL compiler and the pure evaluator `matches` walk, so the two cannot drift apart.
 

@@ -19,6 +19,7 @@ from schemas.tables import Delivery, Message, utcnow
 from tests.conftest import TEST_ENV, AppHandle, fresh_postgres, fresh_redis, log_tail, register_bulk
 
 CHUNK = 50
+WINDOW = 5  # PUSHLINE_SEND_CONCURRENCY: sent but not yet recorded, at most
 
 
 @pytest.fixture
@@ -29,7 +30,7 @@ def fragile_stack(tmp_path: Path) -> Stack:
         "PUSHLINE_LEASE_S": "4",
         "PUSHLINE_VISIBILITY_TIMEOUT_S": "4",
         "PUSHLINE_CHUNK_SIZE": str(CHUNK),
-        "PUSHLINE_SEND_CONCURRENCY": "5",
+        "PUSHLINE_SEND_CONCURRENCY": str(WINDOW),
     }
     stack = Stack(
         tmp_path,
@@ -43,7 +44,7 @@ def fragile_stack(tmp_path: Path) -> Stack:
     stack.stop()
 
 
-def test_a_worker_killed_mid_chunk_loses_nothing_and_resends_at_most_that_chunk(
+def test_a_worker_killed_mid_chunk_loses_nothing_and_resends_at_most_its_send_window(
     fragile_stack: Stack,
 ) -> None:
     stack = fragile_stack
@@ -66,7 +67,8 @@ def test_a_worker_killed_mid_chunk_loses_nothing_and_resends_at_most_that_chunk(
     counts = [stats["accepted"].get(t, 0) for t in tokens]
     assert min(counts) == 1  # every device got it
     twice = sum(1 for c in counts if c > 1)
-    assert max(counts) <= 2 and twice <= CHUNK, (twice, max(counts))
+    # Outcomes are recorded as they arrive: only what was on the wire is sent again.
+    assert max(counts) <= 2 and twice <= WINDOW, (twice, max(counts))
 
 
 def test_broker_down_is_503_and_nothing_is_persisted(tmp_path: Path) -> None:

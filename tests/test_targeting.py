@@ -33,6 +33,7 @@ from producer.apps import create_key
 from producer.client import PushlineClient
 from producer.errors import Forbidden
 from schemas.api import PushRequest
+from schemas.audience import audience, filter_condition, page_audience
 from schemas.db import engine_for, make_engine, upgrade
 from schemas.tables import Registration, RegistrationCapability, RegistrationTopic
 from schemas.targets import (
@@ -49,7 +50,6 @@ from schemas.targets import (
 )
 from tests.conftest import AppHandle, accepted, fresh_postgres
 from worker import store as worker_store
-from worker.targeting import audience, filter_condition, page_audience
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -1015,7 +1015,7 @@ WALKER = """
 import json, sys
 from schemas.db import make_engine
 from worker import store
-from worker.targeting import audience
+from schemas.audience import audience
 
 url, app_id, targets = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 engine = make_engine(url)

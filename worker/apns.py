@@ -208,9 +208,9 @@ class ApnsSender:
         )
         generation = self.token.generation if self.token is not None else 0
         try:
-            result = await asyncio.wait_for(
-                self.client.send_notification(request), timeout=self.timeout
-            )
+            # asyncio.timeout, not wait_for: wait_for wraps every send in a Task of its own.
+            async with asyncio.timeout(self.timeout):
+                result = await self.client.send_notification(request)
         except TimeoutError:
             return ProviderAnswer(None, "timeout", detail=f"no answer within {self.timeout}s")
         except (ConnectionError, ConnectionClosed, MaxAttemptsExceeded, OSError) as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, signals
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from schemas.db import engine_for
 from schemas.logs import configure_logging
@@ -49,7 +50,19 @@ def enqueue_chunk(provider: str, ids: list[str], lane: str) -> None:
     deliver.apply_async(args=[ids, lane], queue=queue_for(lane, settings.priority_lane))
 
 
-@app.task(name=FANOUT_TASK)
+# The SQL store away for a moment (a restart, a failover): try the task again shortly
+# rather than drop it and wait for the recovery sweep. Rows are claimed with leases and
+# outcomes recorded as they arrive, so a retry re-sends at most what was in flight.
+STORE_RETRY: dict[str, Any] = {
+    "autoretry_for": (OperationalError, InterfaceError),
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+    "retry_jitter": True,
+    "max_retries": 30,
+}
+
+
+@app.task(name=FANOUT_TASK, **STORE_RETRY)
 def fanout(message_id: str) -> int:
     return fan_out(
         message_id,
@@ -59,7 +72,7 @@ def fanout(message_id: str) -> int:
     )
 
 
-@app.task(name=DELIVER_TASK)
+@app.task(name=DELIVER_TASK, **STORE_RETRY)
 def deliver(delivery_ids: list[str], lane: str = "bulk") -> int:
     def retry_later(ids: list[str], delay_s: float) -> None:
         deliver.apply_async(

@@ -4,7 +4,10 @@ decide retries by the one policy (backoff.py), record in bulk."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import math
+import queue
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
@@ -113,17 +116,36 @@ class _Chunk:
     """What one chunk decided, collected so it is written in one go at the end."""
 
     def __init__(
-        self, messages: dict[str, Message], settings: Settings, report: ChunkReport
+        self,
+        messages: dict[str, Message],
+        settings: Settings,
+        report: ChunkReport,
+        engine: Engine,
+        claimed: list[store.ClaimedDelivery],
     ) -> None:
         self.messages = messages
         self.settings = settings
         self.report = report
+        self.engine = engine
+        self.claimed = claimed
+        self.message_of = {c.id: c.message_id for c in claimed}
         self.finals: list[store.Record] = []
         self.retries: list[tuple[str, int, str, datetime]] = []
         self.deactivate: list[tuple[str, int]] = []
         self.retry_groups: dict[float, list[str]] = defaultdict(list)
         self.held: dict[float, list[str]] = defaultdict(list)
         self.config_errors: dict[tuple[str, str], str] = {}
+
+    def flush(self) -> None:
+        """Record what was decided since the last flush, close the Messages it finished and
+        tell their waiters; called as answers arrive, not once per chunk."""
+        if not (self.finals or self.retries or self.deactivate):
+            return
+        finals = self.finals
+        done = {self.message_of[f.id] for f in finals}
+        store.record(self.engine, finals, self.retries, self.deactivate, done)
+        self.finals, self.retries, self.deactivate = [], [], []
+        outcomes_recorded(self.settings, self.claimed, finals)
 
     def settle(
         self,
@@ -234,7 +256,7 @@ def _deliver_claimed(
     enqueue_retry: RetryEnqueuer,
 ) -> None:
     messages = store.load_messages(engine, {c.message_id for c in claimed})
-    chunk = _Chunk(messages, settings, report)
+    chunk = _Chunk(messages, settings, report, engine, claimed)
     now = utcnow()
 
     sendable: dict[tuple[str, str], list[store.ClaimedDelivery]] = defaultdict(list)
@@ -260,11 +282,11 @@ def _deliver_claimed(
             continue
         chunk.final(c, Outcome(code, DeliveryStatus.ERROR, message=text))
 
+    chunk.flush()
     lanes = lane_state(settings)
     for (app_id, provider), group in sendable.items():
         _deliver_lane(chunk, app_id, provider, group, engine, lanes)
-
-    store.record(engine, chunk.finals, chunk.retries, chunk.deactivate)
+    chunk.flush()
     for countdown, ids in chunk.held.items():
         store.release(engine, ids, utcnow() + timedelta(seconds=countdown))
         enqueue_retry(ids, countdown)
@@ -272,8 +294,6 @@ def _deliver_claimed(
         enqueue_retry(ids, delay)
     for (app_id, provider), text in chunk.config_errors.items():
         _warn_config_once(app_id, provider, text, lanes)
-    store.finish_if_done(engine, messages.keys())
-    outcomes_recorded(settings, claimed, chunk.finals)
     log.info(
         "chunk delivered",
         claimed=report.claimed,
@@ -294,33 +314,28 @@ def _deliver_lane(
     engine: Engine,
     lanes: LaneState,
 ) -> None:
+    """Send one (app, provider) group on the process loop while this thread records the
+    answers as they come (the connection never waits for SQL)."""
     settings = chunk.settings
     budget = task_wait_budget_s(settings.lease_s)
+    loop = process_loop()
+    stream = _Stream(loop.loop, settings.send_concurrency)
+    timeout = settings.send_timeout_s * (len(group) / max(1, settings.send_concurrency) + 4)
     try:
         app = load_app(engine, app_id)
-        sent = process_loop().run(
-            _send_lane(app, provider, group, chunk.messages, settings, lanes, budget),
-            timeout=settings.send_timeout_s * (len(group) / max(1, settings.send_concurrency) + 4)
-            + budget,
+        future = loop.submit(
+            _send_lane(app, provider, group, chunk.messages, settings, lanes, budget, stream)
         )
+        over_quota = _record_as_answered(chunk, provider, stream, future, timeout + budget)
+        sent = future.result()
     except MissingCredentials as exc:
         for c in group:
             chunk.final(
                 c, Outcome(ResultCode.CONFIGURATION_EXPIRED, DeliveryStatus.ERROR, message=str(exc))
             )
         return
-
-    over_quota: list[tuple[store.ClaimedDelivery, Outcome, ProviderAnswer]] = []
-    for c, answer in sent.answers:
-        if isinstance(answer, Outcome):
-            chunk.settle(c, answer)
-            continue
-        outcome = classify(provider, answer)
-        rule = rule_for(outcome.code, answer.reason) if outcome.retry else None
-        if rule is not None and rule.scope == Scope.LANE:
-            over_quota.append((c, outcome, answer))
-        else:
-            chunk.settle(c, outcome, answer)
+    for c, answer in sent.answers:  # decided before sending (too large, invalid data)
+        _sort_answer(chunk, provider, c, answer, over_quota)
     if over_quota:
         wait = _pause_lane(app_id, provider, over_quota, settings, lanes)
         for c, outcome, answer in over_quota:
@@ -334,6 +349,54 @@ def _deliver_lane(
             why="paused" if sent.paused else "rate",
         )
         chunk.hold(sent.held, countdown)
+
+
+OverQuota = list[tuple[store.ClaimedDelivery, Outcome, ProviderAnswer]]
+
+
+def _record_as_answered(
+    chunk: _Chunk,
+    provider: str,
+    stream: _Stream,
+    future: concurrent.futures.Future[_LaneSend],
+    timeout_s: float,
+) -> OverQuota:
+    """Settle and record answers in batches of whatever arrived during the last write;
+    each recorded answer frees its slot in the send window."""
+    over_quota: OverQuota = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        finished = False
+        while not finished:
+            answers, finished = stream.take(max(0.0, deadline - time.monotonic()))
+            for c, answer in answers:
+                _sort_answer(chunk, provider, c, answer, over_quota)
+            chunk.flush()
+            stream.recorded(len(answers))
+    except BaseException:
+        future.cancel()  # nothing may go on sending once nobody records
+        raise
+    return over_quota
+
+
+def _sort_answer(
+    chunk: _Chunk,
+    provider: str,
+    c: store.ClaimedDelivery,
+    answer: Answer,
+    over_quota: OverQuota,
+) -> None:
+    """Settle an answer now, or keep it for the lane's pause when the whole project is
+    over its quota."""
+    if isinstance(answer, Outcome):
+        chunk.settle(c, answer)
+        return
+    outcome = classify(provider, answer)
+    rule = rule_for(outcome.code, answer.reason) if outcome.retry else None
+    if rule is not None and rule.scope == Scope.LANE:
+        over_quota.append((c, outcome, answer))
+    else:
+        chunk.settle(c, outcome, answer)
 
 
 def _pause_lane(
@@ -364,26 +427,68 @@ def _pause_lane(
 
 @dataclass
 class _LaneSend:
-    answers: list[tuple[store.ClaimedDelivery, Answer]]
+    answers: list[tuple[store.ClaimedDelivery, Answer]]  # decided without sending
     held: list[store.ClaimedDelivery]  # not sent: the lane is paused, or tokens come too late
     hold_s: float = 0.0
     paused: bool = False
 
 
-async def _send_lane(
+class _Stream:
+    """Answers handed from the loop thread to the task's thread as they arrive.
+
+    `window` bounds what was sent and is not yet recorded: a slot is taken before a send
+    and given back once its outcome is in SQL, so a worker killed at any moment has sent
+    at most `send_concurrency` notifications whose outcome it did not record.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, window: int) -> None:
+        self.loop = loop
+        self.window = asyncio.Semaphore(window)
+        self._answers: queue.SimpleQueue[tuple[store.ClaimedDelivery, Answer] | None] = (
+            queue.SimpleQueue()
+        )
+
+    def put(self, c: store.ClaimedDelivery, answer: Answer) -> None:
+        self._answers.put((c, answer))
+
+    def close(self) -> None:
+        self._answers.put(None)
+
+    def take(self, timeout_s: float) -> tuple[list[tuple[store.ClaimedDelivery, Answer]], bool]:
+        """Every answer there is, waiting for the first; and whether the sending ended."""
+        try:
+            items = [self._answers.get(timeout=timeout_s)]
+        except queue.Empty:
+            raise TimeoutError(f"the lane sent nothing more within {timeout_s:.0f}s") from None
+        with contextlib.suppress(queue.Empty):
+            while True:
+                items.append(self._answers.get_nowait())
+        answers = [i for i in items if i is not None]
+        return answers, len(answers) != len(items)
+
+    def recorded(self, n: int) -> None:
+        if n:
+            self.loop.call_soon_threadsafe(self._release, n)
+
+    def _release(self, n: int) -> None:
+        for _ in range(n):
+            self.window.release()
+
+
+Send = Callable[[store.ClaimedDelivery], Awaitable[Answer]]
+
+
+def _prepare(
     app: App,
     provider: str,
     group: list[store.ClaimedDelivery],
     messages: dict[str, Message],
     settings: Settings,
-    lanes: LaneState,
-    budget_s: float,
-) -> _LaneSend:
-    """Send what the lane's bucket allows: a slice per grant, sending while waiting for the
-    next; what cannot go within the task's wait budget is handed back."""
-    answers: list[tuple[store.ClaimedDelivery, Answer]] = []
+    decided: list[tuple[store.ClaimedDelivery, Answer]],
+) -> tuple[list[store.ClaimedDelivery], Send]:
+    """Build each device's request (once per distinct payload); those that cannot be sent
+    go to `decided`. Returns the sendable deliveries and how to send one."""
     ready: list[store.ClaimedDelivery] = []
-    send: Callable[[list[store.ClaimedDelivery]], Awaitable[list[Answer]]]
     now = utcnow()
     if provider == "apns":
         sender = apns_sender(app, settings)
@@ -397,71 +502,87 @@ async def _send_lane(
                 req = built[choice] = build_apns(payload, message_ttl(payload, msg.expires_at, now))
             mine = apns_for_device(req, c.id)
             if apns_too_large(mine):
-                answers.append((c, TOO_LARGE))
+                decided.append((c, TOO_LARGE))
             else:
                 requests[c.id] = mine
                 ready.append(c)
-        sem = asyncio.Semaphore(settings.send_concurrency)
+        return ready, lambda c: sender.send(c.token, c.id, requests[c.id])
+    fsender = fcm_sender(app, settings)
+    cache: dict[Hashable, FcmParts] = {}
+    parts: dict[str, FcmParts] = {}
+    for c in group:
+        msg = messages[c.message_id]
+        choice, payload = _choose(msg, c)
+        ios = c.platform in ("ios", "ipados")
+        part = cache.get((choice, ios))
+        if part is None:
+            ttl = message_ttl(payload, msg.expires_at, now)
+            part = build_fcm(payload, ttl, ios=ios, now_s=int(now.timestamp()))
+            cache[(choice, ios)] = part
+        part = fcm_for_device(part, c.id)
+        try:
+            too_large = fcm_too_large(c.token, part)
+        except ValueError as exc:  # firebase-admin refused a value: invalid data, code 1
+            bad = Outcome(ResultCode.INVALID_DATA, DeliveryStatus.ERROR, message=str(exc)[:300])
+            decided.append((c, bad))
+            continue
+        if too_large:
+            decided.append((c, TOO_LARGE))
+        else:
+            parts[c.id] = part
+            ready.append(c)
+    return ready, lambda c: fsender.send(c.token, parts[c.id])
 
-        async def one(c: store.ClaimedDelivery) -> Answer:
-            async with sem:
-                return await sender.send(c.token, c.id, requests[c.id])
 
-        async def send_apns(batch: list[store.ClaimedDelivery]) -> list[Answer]:
-            return list(await asyncio.gather(*(one(c) for c in batch)))
+async def _send_lane(
+    app: App,
+    provider: str,
+    group: list[store.ClaimedDelivery],
+    messages: dict[str, Message],
+    settings: Settings,
+    lanes: LaneState,
+    budget_s: float,
+    stream: _Stream,
+) -> _LaneSend:
+    """Send what the lane's bucket allows: a slice per grant, sending while waiting for the
+    next; what cannot go within the task's wait budget is handed back. Each answer goes to
+    `stream` as it arrives."""
+    try:
+        result = _LaneSend([], [])
+        pending, send = _prepare(app, provider, group, messages, settings, result.answers)
+        in_flight: set[asyncio.Task[None]] = set()
 
-        send = send_apns
-    else:
-        fsender = fcm_sender(app, settings)
-        cache: dict[Hashable, FcmParts] = {}
-        parts: dict[str, FcmParts] = {}
-        for c in group:
-            msg = messages[c.message_id]
-            choice, payload = _choose(msg, c)
-            ios = c.platform in ("ios", "ipados")
-            key = (choice, ios)
-            part = cache.get(key)
-            if part is None:
-                ttl = message_ttl(payload, msg.expires_at, now)
-                part = cache[key] = build_fcm(payload, ttl, ios=ios, now_s=int(now.timestamp()))
-            part = fcm_for_device(part, c.id)
+        async def one(c: store.ClaimedDelivery) -> None:
             try:
-                too_large = fcm_too_large(c.token, part)
-            except ValueError as exc:  # firebase-admin refused a value: invalid data, code 1
-                bad = Outcome(ResultCode.INVALID_DATA, DeliveryStatus.ERROR, message=str(exc)[:300])
-                answers.append((c, bad))
-                continue
-            if too_large:
-                answers.append((c, TOO_LARGE))
-            else:
-                parts[c.id] = part
-                ready.append(c)
+                answer: Answer = await send(c)
+            except Exception as exc:  # a sender bug must not strand the delivery unrecorded
+                log.exception("send failed", delivery=c.id)
+                answer = ProviderAnswer(None, "connection", detail=type(exc).__name__)
+            stream.put(c, answer)
 
-        async def send_fcm(batch: list[store.ClaimedDelivery]) -> list[Answer]:
-            return list(await fsender.send_many([(c.token, parts[c.id]) for c in batch]))
-
-        send = send_fcm
-
-    rate = lane_rate_per_minute(app, provider, settings)
-    result = _LaneSend(answers, [])
-    sending: list[tuple[list[store.ClaimedDelivery], asyncio.Future[list[Answer]]]] = []
-    waited = 0.0
-    pending = ready
-    while pending:
-        grant = await lanes.take(app.id, provider, len(pending), rate)
-        if grant.granted:
-            batch, pending = pending[: grant.granted], pending[grant.granted :]
-            sending.append((batch, asyncio.ensure_future(send(batch))))
-        if not pending:
-            break
-        if grant.paused or not sleep_for_tokens(grant.wait_s, waited, budget_s):
-            result.held, result.hold_s, result.paused = pending, grant.wait_s, grant.paused
-            break
-        await asyncio.sleep(max(grant.wait_s, 0.001))
-        waited += grant.wait_s
-    for batch, future in sending:
-        result.answers.extend(zip(batch, await future, strict=True))
-    return result
+        rate = lane_rate_per_minute(app, provider, settings)
+        waited = 0.0
+        while pending:
+            grant = await lanes.take(app.id, provider, len(pending), rate)
+            if grant.granted:
+                batch, pending = pending[: grant.granted], pending[grant.granted :]
+                for c in batch:
+                    await stream.window.acquire()
+                    task = asyncio.create_task(one(c))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+            if not pending:
+                break
+            if grant.paused or not sleep_for_tokens(grant.wait_s, waited, budget_s):
+                result.held, result.hold_s, result.paused = pending, grant.wait_s, grant.paused
+                break
+            await asyncio.sleep(max(grant.wait_s, 0.001))
+            waited += grant.wait_s
+        if in_flight:
+            await asyncio.wait(in_flight)
+        return result
+    finally:
+        stream.close()
 
 
 def _choose(msg: Message, c: store.ClaimedDelivery) -> tuple[Hashable, Payload]:

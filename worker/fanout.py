@@ -8,12 +8,13 @@ from collections.abc import Callable
 import structlog
 from sqlalchemy import Engine
 
+from schemas.audience import page_audience
 from schemas.codes import MessageState, ResultCode
 from schemas.settings import Settings
+from schemas.tables import NOTHING_MATCHED
 from schemas.targets import parse_target
 from worker import store
 from worker.events import announce_progress
-from worker.targeting import page_audience
 
 log = structlog.get_logger("pushline.fanout")
 
@@ -73,7 +74,7 @@ def fan_out(
             message_id,
             MessageState.FAILED,
             code=ResultCode.TARGET_NOT_FOUND,
-            detail="no active registration matched the target",
+            detail=NOTHING_MATCHED,
         )
         log.info("nothing matched", message=message_id, target=message.target.get("type"))
         announce_progress(settings, [message_id])

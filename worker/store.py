@@ -5,16 +5,31 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, and_, bindparam, exists, func, or_, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    String,
+    any_,
+    bindparam,
+    exists,
+    func,
+    or_,
+    select,
+    text,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
 
 from schemas.codes import DeliveryStatus, MessageState
 from schemas.db import session_scope
-from schemas.tables import Delivery, Message, Registration, new_id, table, utcnow
+from schemas.tables import Delivery, Message, Registration, delivery_rows, table, utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +63,15 @@ class Record:
     sent: bool
 
 
+def among(column: Any, ids: Iterable[str], dialect: str) -> ColumnElement[bool]:
+    """`column IN ids`; on PostgreSQL `column = ANY(array)`: one parameter whatever the
+    count, so psycopg prepares the statement once instead of parsing 500 `IN` items."""
+    values = list(ids)
+    if dialect == "postgresql":
+        return cast(ColumnElement[bool], column == any_(bindparam(None, values, ARRAY(String))))
+    return cast(ColumnElement[bool], column.in_(values))
+
+
 def claim(
     engine: Engine, ids: Sequence[str], lease_s: int
 ) -> tuple[list[ClaimedDelivery], datetime | None]:
@@ -56,84 +80,77 @@ def claim(
     Returns the claimed rows and, when some rows are still leased by another task (one
     that may have died), when that lease ends — so the caller can look again then.
     A row already final is simply skipped: a redelivered chunk never re-sends it.
+
+    The claim changes only unindexed columns (lease, attempts), so PostgreSQL can update
+    the row in place (HOT); the sweep reads a lease as a sign of work.
     """
     now = utcnow()
-    with session_scope(engine) as s:
-        free = and_(
-            col(Delivery.id).in_(ids),
-            col(Delivery.status) == DeliveryStatus.QUEUED,
-            or_(col(Delivery.lease_until).is_(None), col(Delivery.lease_until) < now),
-        )
-        claimed_ids = list(
-            s.execute(
-                update(Delivery)
-                .where(free)
-                .values(
-                    lease_until=now + timedelta(seconds=lease_s),
-                    attempts=col(Delivery.attempts) + 1,
-                    updated_at=now,
-                )
-                .returning(col(Delivery.id))
-            ).scalars()
-        )
-        leased_until = s.execute(
-            select(col(Delivery.lease_until))
+    until = now + timedelta(seconds=lease_s)
+    d, r = table(Delivery).c, table(Registration).c
+    with engine.begin() as conn:
+        dialect = conn.dialect.name
+        taken = conn.execute(
+            update(table(Delivery))
             .where(
-                col(Delivery.id).in_(ids),
-                col(Delivery.status) == DeliveryStatus.QUEUED,
-                col(Delivery.id).not_in(claimed_ids) if claimed_ids else true(),
+                among(d.id, ids, dialect),
+                d.status == DeliveryStatus.QUEUED,
+                or_(d.lease_until.is_(None), d.lease_until < now),
             )
-            .order_by(col(Delivery.lease_until).desc())
-            .limit(1)
-        ).scalar()
-        rows = (
-            s.execute(
-                select(
-                    col(Delivery.id),
-                    col(Delivery.message_id),
-                    col(Delivery.app_id),
-                    col(Delivery.provider),
-                    col(Delivery.attempts),
-                    col(Registration.token),
-                    col(Registration.id),
-                    col(Registration.active),
-                    col(Registration.deactivated_code),
-                    col(Registration.platform),
-                    col(Registration.username),
-                    col(Registration.global_user_id),
-                    col(Registration.locale),
-                    col(Registration.preferred_languages),
-                )
-                .join(
-                    Registration,
-                    col(Registration.id) == col(Delivery.registration_id),
-                    isouter=True,
-                )
-                .where(col(Delivery.id).in_(claimed_ids))
-            ).all()
-            if claimed_ids
-            else []
+            .values(lease_until=until, attempts=d.attempts + 1)
+            .returning(d.id, d.message_id, d.app_id, d.provider, d.attempts, d.registration_id)
+        ).all()
+        regs = (
+            {
+                row[0]: row
+                for row in conn.execute(
+                    select(
+                        r.id,
+                        r.token,
+                        r.active,
+                        r.deactivated_code,
+                        r.platform,
+                        r.username,
+                        r.global_user_id,
+                        r.locale,
+                        r.preferred_languages,
+                    ).where(among(r.id, {t[5] for t in taken}, dialect))
+                ).all()
+            }
+            if taken
+            else {}
         )
-    claimed = [
-        ClaimedDelivery(
-            id=r[0],
-            message_id=r[1],
-            app_id=r[2],
-            provider=r[3],
-            attempts=r[4],
-            token=r[5] or "",
-            registration_id=r[6] or "",
-            registration_active=bool(r[7]),
-            deactivated_code=r[8],
-            platform=r[9],
-            username=r[10],
-            global_user_id=r[11],
-            locale=r[12],
-            preferred_languages=r[13],
-        )
-        for r in rows
-    ]
-    return claimed, leased_until
+        leased_until = None
+        if len(taken) < len(ids):
+            leased_until = conn.execute(
+                select(func.max(d.lease_until)).where(
+                    among(d.id, ids, dialect),
+                    d.status == DeliveryStatus.QUEUED,
+                    d.lease_until >= now,
+                    ~among(d.id, [t[0] for t in taken], dialect) if taken else true(),
+                )
+            ).scalar()
+    return [_claimed(t, regs.get(t[5])) for t in taken], leased_until
+
+
+def _claimed(t: Any, reg: Any) -> ClaimedDelivery:
+    if reg is None:  # the registration was deleted after fan-out
+        return ClaimedDelivery(t[0], t[1], t[2], t[3], t[4], "", "", False, None)
+    return ClaimedDelivery(
+        id=t[0],
+        message_id=t[1],
+        app_id=t[2],
+        provider=t[3],
+        attempts=t[4],
+        token=reg[1] or "",
+        registration_id=reg[0],
+        registration_active=bool(reg[2]),
+        deactivated_code=reg[3],
+        platform=reg[4],
+        username=reg[5],
+        global_user_id=reg[6],
+        locale=reg[7],
+        preferred_languages=reg[8],
+    )
 
 
 def load_messages(engine: Engine, ids: Iterable[str]) -> dict[str, Message]:
@@ -142,57 +159,50 @@ def load_messages(engine: Engine, ids: Iterable[str]) -> dict[str, Message]:
         return {m.id: m for m in rows}
 
 
+# One statement for a whole batch of outcomes on PostgreSQL: arrays in, one UPDATE ... FROM
+# unnest, a constant text psycopg prepares once (an executemany runs one UPDATE per row).
+_PG_FINALS = text(
+    """
+    UPDATE delivery AS d
+    SET status = v.status, code = v.code, provider_message = v.msg, provider_ref = v.ref,
+        sent_at = CASE WHEN v.sent THEN CAST(:now AS timestamptz) END,
+        lease_until = NULL, updated_at = CAST(:now AS timestamptz)
+    FROM unnest(CAST(:ids AS text[]), CAST(:statuses AS text[]), CAST(:codes AS int[]),
+                CAST(:msgs AS text[]), CAST(:refs AS text[]), CAST(:sent AS bool[]))
+         AS v(id, status, code, msg, ref, sent)
+    WHERE d.id = v.id AND d.status = 'QUEUED'
+    """
+)
+_PG_RETRIES = text(
+    """
+    UPDATE delivery AS d
+    SET code = v.code, provider_message = v.msg, next_attempt_at = v.next,
+        lease_until = NULL, updated_at = CAST(:now AS timestamptz)
+    FROM unnest(CAST(:ids AS text[]), CAST(:codes AS int[]), CAST(:msgs AS text[]),
+                CAST(:nexts AS timestamptz[])) AS v(id, code, msg, next)
+    WHERE d.id = v.id AND d.status = 'QUEUED'
+    """
+)
+
+
 def record(
     engine: Engine,
     finals: Sequence[Record],
     retries: Sequence[tuple[str, int, str, datetime]],
     deactivate: Sequence[tuple[str, int]],
-) -> None:
-    """Write a chunk's outcomes in one transaction, a few executemany statements."""
+    message_ids: Iterable[str] = (),
+) -> list[str]:
+    """Write outcomes in one transaction, and close the Messages among `message_ids` that
+    have nothing QUEUED left; returns those closed."""
     now = utcnow()
-    # Core tables, not the ORM: a plain executemany is the fast path on both databases.
-    d, r = table(Delivery).c, table(Registration).c
-    with engine.begin() as s:
-        if finals:
-            s.execute(
-                update(table(Delivery))
-                .where(d.id == bindparam("b_id"), d.status == DeliveryStatus.QUEUED)
-                .values(
-                    status=bindparam("b_status"),
-                    code=bindparam("b_code"),
-                    provider_message=bindparam("b_msg"),
-                    provider_ref=bindparam("b_ref"),
-                    sent_at=bindparam("b_sent"),
-                    lease_until=None,
-                    updated_at=now,
-                ),
-                [
-                    {
-                        "b_id": f.id,
-                        "b_status": f.status,
-                        "b_code": f.code,
-                        "b_msg": f.provider_message,
-                        "b_ref": f.provider_ref,
-                        "b_sent": now if f.sent else None,
-                    }
-                    for f in finals
-                ],
-            )
-        if retries:
-            s.execute(
-                update(table(Delivery))
-                .where(d.id == bindparam("b_id"), d.status == DeliveryStatus.QUEUED)
-                .values(
-                    code=bindparam("b_code"),
-                    provider_message=bindparam("b_msg"),
-                    next_attempt_at=bindparam("b_next"),
-                    lease_until=None,
-                    updated_at=now,
-                ),
-                [{"b_id": i, "b_code": c, "b_msg": m, "b_next": t} for i, c, m, t in retries],
-            )
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            _record_pg(conn, finals, retries, now)
+        else:
+            _record_rows(conn, finals, retries, now)
         if deactivate:
-            s.execute(
+            r = table(Registration).c
+            conn.execute(
                 update(table(Registration))
                 .where(r.id == bindparam("b_id"))
                 .values(
@@ -203,27 +213,120 @@ def record(
                 ),
                 [{"b_id": i, "b_code": c} for i, c in deactivate],
             )
+        return _close_done(conn, message_ids, now)
+
+
+def _record_pg(
+    conn: Connection,
+    finals: Sequence[Record],
+    retries: Sequence[tuple[str, int, str, datetime]],
+    now: datetime,
+) -> None:
+    if finals:
+        conn.execute(
+            _PG_FINALS,
+            {
+                "now": now,
+                "ids": [f.id for f in finals],
+                "statuses": [f.status for f in finals],
+                "codes": [f.code for f in finals],
+                "msgs": [f.provider_message for f in finals],
+                "refs": [f.provider_ref for f in finals],
+                "sent": [f.sent for f in finals],
+            },
+        )
+    if retries:
+        conn.execute(
+            _PG_RETRIES,
+            {
+                "now": now,
+                "ids": [i for i, _, _, _ in retries],
+                "codes": [c for _, c, _, _ in retries],
+                "msgs": [m for _, _, m, _ in retries],
+                "nexts": [t for _, _, _, t in retries],
+            },
+        )
+
+
+def _record_rows(
+    conn: Connection,
+    finals: Sequence[Record],
+    retries: Sequence[tuple[str, int, str, datetime]],
+    now: datetime,
+) -> None:
+    """The portable form (SQLite): one executemany per kind of outcome."""
+    d = table(Delivery).c
+    if finals:
+        conn.execute(
+            update(table(Delivery))
+            .where(d.id == bindparam("b_id"), d.status == DeliveryStatus.QUEUED)
+            .values(
+                status=bindparam("b_status"),
+                code=bindparam("b_code"),
+                provider_message=bindparam("b_msg"),
+                provider_ref=bindparam("b_ref"),
+                sent_at=bindparam("b_sent"),
+                lease_until=None,
+                updated_at=now,
+            ),
+            [
+                {
+                    "b_id": f.id,
+                    "b_status": f.status,
+                    "b_code": f.code,
+                    "b_msg": f.provider_message,
+                    "b_ref": f.provider_ref,
+                    "b_sent": now if f.sent else None,
+                }
+                for f in finals
+            ],
+        )
+    if retries:
+        conn.execute(
+            update(table(Delivery))
+            .where(d.id == bindparam("b_id"), d.status == DeliveryStatus.QUEUED)
+            .values(
+                code=bindparam("b_code"),
+                provider_message=bindparam("b_msg"),
+                next_attempt_at=bindparam("b_next"),
+                lease_until=None,
+                updated_at=now,
+            ),
+            [{"b_id": i, "b_code": c, "b_msg": m, "b_next": t} for i, c, m, t in retries],
+        )
 
 
 def finish_if_done(engine: Engine, message_ids: Iterable[str]) -> list[str]:
     """Mark dispatched Messages DONE once no Delivery is QUEUED; returns those closed now."""
-    closed = []
-    now = utcnow()
-    with session_scope(engine) as s:
-        for mid in set(message_ids):
-            pending = exists().where(
-                col(Delivery.message_id) == mid, col(Delivery.status) == DeliveryStatus.QUEUED
-            )
-            res = s.execute(
-                update(Message)
-                .where(
-                    col(Message.id) == mid, col(Message.state) == MessageState.DISPATCHED, ~pending
-                )
-                .values(state=MessageState.DONE, completed_at=now)
-            )
-            if res.rowcount:  # type: ignore[attr-defined]
-                closed.append(mid)
-    return closed
+    with engine.begin() as conn:
+        return _close_done(conn, message_ids, utcnow())
+
+
+def _close_done(conn: Connection, message_ids: Iterable[str], now: datetime) -> list[str]:
+    """One statement for all of them: a batch of single-device pushes touches hundreds."""
+    ids = set(message_ids)
+    if not ids:
+        return []
+    m, d = table(Message).c, table(Delivery).c
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        # Two batches finishing a Message's last Deliveries at once would each still see
+        # the other's rows QUEUED and neither close it: lock the Messages first, so the
+        # second looks only after the first committed (its next statement sees that).
+        conn.execute(
+            select(m.id)
+            .where(among(m.id, ids, dialect), m.state == MessageState.DISPATCHED)
+            .order_by(m.id)
+            .with_for_update()
+        )
+    pending = exists().where(d.message_id == m.id, d.status == DeliveryStatus.QUEUED)
+    closed = conn.execute(
+        update(table(Message))
+        .where(among(m.id, ids, dialect), m.state == MessageState.DISPATCHED, ~pending)
+        .values(state=MessageState.DONE, completed_at=now)
+        .returning(m.id)
+    ).scalars()
+    return list(closed)
 
 
 # --- fan-out -------------------------------------------------------------------------------
@@ -237,21 +340,7 @@ def insert_deliveries(
     Idempotent: a redelivered fan-out skips rows that exist. Returns (delivery id, provider)
     of every still-QUEUED Delivery of the page, so it can be (re)enqueued.
     """
-    now = utcnow()
-    rows: list[dict[str, Any]] = [
-        {
-            "id": new_id(),
-            "message_id": message.id,
-            "registration_id": rid,
-            "app_id": message.app_id,
-            "provider": provider,
-            "status": DeliveryStatus.QUEUED,
-            "attempts": 0,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for rid, provider in page
-    ]
+    rows = delivery_rows(message.id, message.app_id, page, utcnow())
     page_ids = [rid for rid, _ in page]
     with session_scope(engine) as s:
         existing = s.execute(

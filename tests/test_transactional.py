@@ -1,0 +1,284 @@
+"""Single-device pushes: resolved when accepted, carried many Messages to a deliver task,
+delivered once each; a killed worker or a PostgreSQL restart loses nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlmodel import Session, col
+
+from producer import Unavailable, accept_push
+from producer.apps import create_app as create_tenant
+from producer.stack import Stack, free_port
+from schemas.db import engine_for, upgrade
+from schemas.settings import Settings
+from schemas.tables import Delivery, Message, Registration
+from tests.conftest import TEST_ENV, AppHandle, fresh_postgres, fresh_redis, log_tail
+
+
+def _push(app: AppHandle, registration_id: str, text: str, priority: str) -> str:
+    r = httpx.post(
+        f"{app.stack.api_url}/v1/messages",
+        headers={"X-API-Key": app.creds.api_key},
+        json={
+            "target": {"type": "device", "registration_id": registration_id},
+            "payload": {"alert": {"title": "code", "body": text}, "priority": priority},
+        },
+        timeout=30,
+    )
+    assert r.status_code == 202, r.text
+    return str(r.json()["id"])
+
+
+def _registration_ids(app: AppHandle, tokens: list[str]) -> dict[str, str]:
+    page = app.client.registrations(limit=1000)
+    by_token = {r.token: r.id for r in page.items}
+    return {t: by_token[t] for t in tokens}
+
+
+def _wait_all(stack: Stack, message_ids: list[str], timeout: float = 90.0) -> dict[str, Message]:
+    assert stack.database_url
+    deadline = time.monotonic() + timeout
+    while True:
+        with Session(engine_for(stack.database_url)) as s:
+            rows = s.execute(select(Message).where(col(Message.id).in_(message_ids))).scalars()
+            messages = {m.id: m for m in rows}
+        if all(m.state in ("done", "failed") for m in messages.values()):
+            return messages
+        assert time.monotonic() < deadline, log_tail(stack, "worker")
+        time.sleep(0.1)
+
+
+def test_single_device_pushes_of_several_apps_and_both_lanes_are_each_delivered_once(
+    any_stack: Stack,
+) -> None:
+    apps = [AppHandle(any_stack, any_stack.add_app(f"tx-{uuid.uuid4().hex[:8]}")) for _ in "abc"]
+    jobs: list[tuple[AppHandle, str, str, str, str]] = []  # app, token, rid, text, priority
+    for a in apps:
+        tokens = [a.ios() for _ in range(3)] + [a.android() for _ in range(3)]
+        rids = _registration_ids(a, tokens)
+        for i, token in enumerate(tokens):
+            for priority in ("high", "normal"):
+                jobs.append((a, token, rids[token], f"{token[:10]}-{priority}-{i}", priority))
+    with ThreadPoolExecutor(max_workers=16) as pool:  # they arrive together
+        ids = list(pool.map(lambda j: _push(j[0], j[2], j[3], j[4]), jobs))
+    messages = _wait_all(any_stack, ids)
+    assert {m.state for m in messages.values()} == {"done"}
+    assert {m.lane for m in messages.values()} == {"priority", "bulk"}
+    for a in apps:
+        for token in {j[1] for j in jobs if j[0] is a}:
+            sent = [j[3] for j in jobs if j[1] == token]
+            if token.startswith("fcm-"):
+                seen = a.stack.fcm.requests(token)
+                got = [r["body"]["message"]["notification"]["body"] for r in seen]
+            else:
+                got = [r["body"]["aps"]["alert"]["body"] for r in a.stack.apns.requests(token)]
+            assert sorted(got) == sorted(sent)  # exactly its own pushes, once each
+
+
+def test_a_single_device_push_needs_no_fan_out_and_its_delivery_is_written_when_accepted(
+    app: AppHandle,
+) -> None:
+    token = app.ios()
+    rid = _registration_ids(app, [token])[token]
+    app.stack.apns.configure(latency_ms=300)  # hold the send: the rows are read before it ends
+    try:
+        message_id = _push(app, rid, "now", "high")
+        assert app.stack.database_url
+        with Session(engine_for(app.stack.database_url)) as s:
+            message = s.get(Message, message_id)
+            deliveries = (
+                s.execute(select(Delivery).where(col(Delivery.message_id) == message_id))
+                .scalars()
+                .all()
+            )
+        assert message is not None and (message.state, message.total) == ("dispatched", 1)
+        assert [d.registration_id for d in deliveries] == [rid]
+    finally:
+        app.stack.apns.configure(latency_ms=0)
+    st = app.wait(message_id)
+    assert st.by_status == {"SENT": 1}
+
+
+def test_a_device_that_is_not_registered_fails_the_push_at_once_with_code_2(
+    app: AppHandle,
+) -> None:
+    message_id = _push(app, str(uuid.uuid4()), "nobody", "high")
+    st = app.client.message(message_id)  # final when accepted: nothing was queued
+    assert (st.state, st.code) == ("failed", 2)
+
+
+# --- a worker killed during a batch ----------------------------------------------------------
+
+WINDOW = 10  # PUSHLINE_SEND_CONCURRENCY: what a killed process may have sent unrecorded
+PROCESSES = 2
+
+
+@pytest.fixture
+def killable_stack(tmp_path: Path) -> Iterator[Stack]:
+    env = {
+        **TEST_ENV,
+        # Its own queues: the session's shared stacks listen on the same Redis db.
+        "PUSHLINE_REDIS_KEY_PREFIX": f"{TEST_ENV['PUSHLINE_REDIS_KEY_PREFIX']}txkill:",
+        "PUSHLINE_LEASE_S": "4",
+        "PUSHLINE_VISIBILITY_TIMEOUT_S": "4",
+        "PUSHLINE_SEND_CONCURRENCY": str(WINDOW),
+    }
+    stack = Stack(
+        tmp_path,
+        redis_url=fresh_redis(12),
+        database_url=fresh_postgres(f"pushline_txkill_{uuid.uuid4().hex[:8]}"),
+        worker_concurrency=PROCESSES,
+        extra_env=env,
+    )
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+def test_a_worker_killed_during_a_batch_of_single_device_pushes_resends_at_most_its_window(
+    killable_stack: Stack,
+) -> None:
+    stack = killable_stack
+    app = AppHandle(stack, stack.add_app("txkill"))
+    tokens = [app.ios() for _ in range(300)]
+    rids = _registration_ids(app, tokens)
+    stack.apns.configure(latency_ms=30)  # batches take a while: long enough to die inside
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        ids = list(pool.map(lambda t: _push(app, rids[t], t[:12], "high"), tokens))
+    deadline = time.monotonic() + 30
+    while stack.apns.stats()["accepted_total"] < 40:
+        assert time.monotonic() < deadline, log_tail(stack, "worker")
+        time.sleep(0.01)
+    stack.kill("worker")  # SIGKILL to the whole worker process group
+    assert stack.apns.stats()["accepted_total"] < 300
+    stack.apns.configure(latency_ms=0)
+    stack.start_worker()
+    messages = _wait_all(stack, ids, timeout=120)
+    assert {m.state for m in messages.values()} == {"done"}
+    accepted = stack.apns.stats()["accepted"]
+    counts = [accepted.get(t, 0) for t in tokens]
+    assert min(counts) == 1  # nothing lost
+    assert sum(c - 1 for c in counts) <= PROCESSES * WINDOW, sum(c - 1 for c in counts)
+
+
+# --- a PostgreSQL restart during delivery ----------------------------------------------------
+
+
+class PostgresServer:
+    """A PostgreSQL of the test's own (initdb in a temporary directory, another port), so it
+    can be restarted without touching the shared one."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        # Not under pytest's tmp_path: the postgres user may not enter root's directories.
+        self.workdir = Path(tempfile.mkdtemp(prefix="pushline-pg-"))
+        self.data = self.workdir / "pgdata"
+        self.bin = Path(sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1])
+        if os.geteuid() == 0:
+            shutil.chown(self.workdir, "postgres")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _as_postgres(self, *args: str) -> None:
+        cmd = [str(self.bin / args[0]), *args[1:]]
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def init(self) -> None:
+        self._as_postgres("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k /tmp"
+        self._as_postgres("pg_ctl", "-D", str(self.data), "-w", "-o", options, "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._as_postgres("pg_ctl", "-D", str(self.data), "-w", "-m", mode, "stop")
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    server.init()
+    server.start()
+    yield server
+    with contextlib.suppress(subprocess.CalledProcessError):
+        server.stop("immediate")
+    shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+def test_a_postgresql_restart_during_delivery_loses_nothing(
+    tmp_path: Path, own_postgres: PostgresServer
+) -> None:
+    env = {
+        **TEST_ENV,
+        "PUSHLINE_REDIS_KEY_PREFIX": f"{TEST_ENV['PUSHLINE_REDIS_KEY_PREFIX']}pgrestart:",
+        "PUSHLINE_LEASE_S": "4",
+        "PUSHLINE_VISIBILITY_TIMEOUT_S": "4",
+    }
+    stack = Stack(
+        tmp_path / "stack",
+        redis_url=fresh_redis(11),
+        database_url=own_postgres.url,
+        worker_concurrency=PROCESSES,
+        extra_env=env,
+    )
+    stack.start()
+    try:
+        app = AppHandle(stack, stack.add_app("pgrestart"))
+        tokens = [app.ios() for _ in range(200)]
+        rids = _registration_ids(app, tokens)
+        stack.apns.configure(latency_ms=20)
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            ids = list(pool.map(lambda t: _push(app, rids[t], t[:12], "high"), tokens))
+        deadline = time.monotonic() + 30
+        while stack.apns.stats()["accepted_total"] < 20:
+            assert time.monotonic() < deadline, log_tail(stack, "worker")
+            time.sleep(0.01)
+        own_postgres.stop("immediate")  # a crash, not a clean shutdown
+        time.sleep(1)
+        own_postgres.start()
+        stack.apns.configure(latency_ms=0)
+        messages = _wait_all(stack, ids, timeout=180)
+        assert {m.state for m in messages.values()} == {"done"}
+        accepted = stack.apns.stats()["accepted"]
+        assert min(accepted.get(t, 0) for t in tokens) == 1  # every device got its push
+    finally:
+        stack.stop()
+
+
+def test_a_single_device_push_the_broker_refuses_is_unavailable_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(
+        redis_url="redis://127.0.0.1:1/0",  # nothing listens on port 1
+        database_url=f"sqlite:///{tmp_path / 'p.db'}",
+    )
+    upgrade(settings.database_url)
+    engine = engine_for(settings.database_url)
+    tenant = create_tenant(engine, "tx-broker-down")
+    with Session(engine) as s:
+        s.add(Registration(app_id=tenant.id, provider="apns", platform="ios", token="ab" * 32))
+        s.commit()
+        rid = s.execute(select(col(Registration.id))).scalar_one()
+    body = {"target": {"type": "device", "registration_id": rid}, "payload": {"alert": "x"}}
+    with pytest.raises(Unavailable, match="result code 3"):
+        accept_push(tenant.id, body, settings=settings, engine=engine)
+    with Session(engine) as s:
+        assert s.execute(select(func.count()).select_from(Message)).scalar_one() == 0
+        assert s.execute(select(func.count()).select_from(Delivery)).scalar_one() == 0
