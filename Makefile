@@ -24,6 +24,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	bash scripts/services.sh
+	$(PY) -m bench.transactional
 	$(PY) -m bench.throughput
 
 clean:

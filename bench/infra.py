@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +19,7 @@ import redis
 from psycopg import sql
 from sqlalchemy import insert, make_url, text
 
+from producer.stack import free_port
 from schemas.db import engine_for, normalise_url, upgrade
 from schemas.tables import Registration, new_id, table, utcnow
 
@@ -257,3 +260,58 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: floa
             return True
         time.sleep(interval_s)
     return False
+
+
+# --- the minimal fake provider -------------------------------------------------------------
+
+
+def start_fake(tls_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.fakeprovider"]
+        + ["--port", str(port), "--tls-dir", str(tls_dir)],
+        stdout=open(log, "wb"),  # noqa: SIM115 (lives with the process)
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if b"ready" in log.read_bytes():
+            return proc, port
+        if proc.poll() is not None:
+            raise RuntimeError(f"fake provider exited: {log.read_text()[-500:]}")
+        time.sleep(0.05)
+    raise TimeoutError("fake provider did not start")
+
+
+# --- CPU per process group -------------------------------------------------------------------
+
+
+def _cpu(pids: set[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def named_pids(prefix: str) -> set[int]:
+    procs = psutil.process_iter(["name"])
+    return {p.pid for p in procs if (p.info["name"] or "").startswith(prefix)}
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds each group of processes (API, worker, PostgreSQL…) spent in a block."""
+
+    groups: dict[str, Callable[[], set[int]]]
+
+    def __enter__(self) -> CpuMeter:
+        self.before = {k: _cpu(f()) for k, f in self.groups.items()}
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.spent = {k: _cpu(f()) - self.before[k] for k, f in self.groups.items()}

@@ -1,27 +1,26 @@
-"""The two references measured beside Pushline, against the same simulators (DESIGN.md §5).
+"""The two references measured beside Pushline (DESIGN.md §5).
 
-- ceiling: the bare provider clients in one asyncio loop in this process — aioapns with
-  100 in flight, Pushline's FCM client (worker/fcm.py: firebase-admin's credentials,
-  encoding and errors on one httpx HTTP/2 connection) with 100 in flight; both at once
-  for a mix;
+- ceiling: the bare provider clients, no Pushline code, in one asyncio loop in this
+  process, against the minimal fake provider (bench/fakeprovider.py), the same server
+  Pushline sends to in the run: plain aioapns with 100 in flight, stock firebase-admin
+  `send_each_async` 500 messages a call; both at once for a mix. A ceiling measured
+  against the simulators would include what the simulators cost.
 - naive: one Celery task per device, each building its own client (`bench.naive`), stock
-  firebase-admin for FCM.
+  firebase-admin for FCM, against the simulators.
 
 Both are rates of a steady state, so they may be measured on fewer notifications than
-Pushline's runs: that keeps a full benchmark near ten minutes on two cores.
-
-The ceiling is one loop, so one core; Pushline's worker runs two processes and can pass
-it where the client is the bottleneck. With the FCM simulator on HTTP/2 + TLS (a run on a
-quiet machine, medians of 3, 20,000 devices): all FCM end to end 1,167/s against a
-ceiling of 1,023/s (1.14), half and half 1,617/s against 1,608/s; with the simulator on
-plain HTTP/1.1 and firebase-admin's own `send_each_async` the FCM ceiling was 220–309/s.
+Pushline's runs: that keeps a full benchmark near ten minutes on two cores. The ceiling is
+one loop, so one core; Pushline's worker runs two processes and can pass it where the
+client is the bottleneck.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -30,23 +29,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import firebase_admin
 import redis
+from aioapns import APNs, NotificationRequest
+from aioapns.connection import APNsTLSClientProtocol
 from celery import Celery
+from firebase_admin import credentials, messaging
 
 from bench.infra import flush_redis, wait_until
 from bench.naive import BROKER_ENV, DONE_KEY, TASK, make_app
 from producer.stack import Stack
-from schemas.settings import Settings
 from schemas.tables import App
-from worker.apns import ApnsSender
-from worker.fcm import FcmSender
-from worker.outcomes import ProviderAnswer
-from worker.payloads import build_apns, build_fcm
+from worker.fcm import point_at
 
 APNS_IN_FLIGHT = 100
-# Pushline's own send_concurrency, on the one HTTP/2 connection the simulator's 100
-# concurrent streams allow.
-FCM_IN_FLIGHT = 100
 # The FCM client runs ~1,000/s here, flat in N, so 4,000 FCM sends suffice.
 CEILING_FCM_MAX = 4000
 # The naive path runs ~20/s for FCM: a time box, not 2,000 sends, bounds each run.
@@ -72,73 +68,95 @@ def ceiling_tokens(tokens: dict[str, list[str]]) -> dict[str, list[str]]:
     return {p: t[: max(1, round(len(t) * keep))] for p, t in tokens.items() if t}
 
 
-def simulator_settings(stack: Stack) -> Settings:
-    """Settings pointing the provider clients at this stack's simulators."""
-    return Settings().model_copy(
-        update={
-            "apns_host": "127.0.0.1",
-            "apns_sandbox_host": "127.0.0.1",
-            "apns_port": stack.apns_port,
-            "apns_ca_file": str(stack.state_dir / "tls" / "ca.pem"),
-            "fcm_url": stack.env["PUSHLINE_FCM_URL"],
-            "fcm_ca_file": stack.env["PUSHLINE_FCM_CA_FILE"],
-        }
+# --- bare clients against the minimal fake provider (the ceiling) ---------------------------
+
+BARE_MESSAGE = {"title": "t", "body": "b"}
+FCM_BATCH = 500  # send_each_async takes at most 500 messages a call
+
+
+def _apns_client(app: App, port: int, ca: Path) -> APNs:
+    ctx = ssl.create_default_context(cafile=str(ca))
+    ctx.set_alpn_protocols(["h2"])
+    client = APNs(
+        key=app.apns_key_pem,
+        key_id=app.apns_key_id,
+        team_id=app.apns_team_id,
+        topic=app.apns_topic,
+        ssl_context=ctx,
+        use_sandbox=False,
     )
+    client.pool.protocol_class = type(
+        "Fake", (APNsTLSClientProtocol,), {"APNS_SERVER": "127.0.0.1", "APNS_PORT": port}
+    )
+    return client
 
 
-# --- ceiling -------------------------------------------------------------------------------
+async def bare_apns(
+    app: App, tokens: list[str], port: int, ca: Path, in_flight: int = APNS_IN_FLIGHT
+) -> float:
+    """Plain aioapns, no Pushline code, `in_flight` sends at a time: notifications/s."""
+    client = _apns_client(app, port, ca)
+    message = {"aps": {"alert": BARE_MESSAGE}}
+    await client.send_notification(NotificationRequest(device_token=tokens[0], message=message))
+    it = iter(tokens)
+
+    async def lane() -> None:
+        for token in it:
+            await client.send_notification(NotificationRequest(device_token=token, message=message))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(lane() for _ in range(in_flight)))
+    elapsed = time.perf_counter() - started
+    client.pool.close()
+    return len(tokens) / elapsed
 
 
-async def _apns_all(
-    app: App, settings: Settings, tokens: list[str], payload: dict[str, Any]
-) -> list[ProviderAnswer]:
-    sender = ApnsSender(app, settings)
-    req = build_apns(payload)
-    sem = asyncio.Semaphore(APNS_IN_FLIGHT)
-
-    async def one(token: str) -> ProviderAnswer:
-        async with sem:
-            return await sender.send(token, str(uuid.uuid4()), req)
-
+async def bare_fcm(app: App, tokens: list[str], fcm_url: str, ca: Path) -> float:
+    """Stock firebase-admin `send_each_async`, 500 messages a call: notifications/s."""
+    os.environ["SSL_CERT_FILE"] = os.environ["REQUESTS_CA_BUNDLE"] = str(ca)
+    point_at(fcm_url)
+    account = json.loads(app.fcm_service_account or "{}")
+    fapp = firebase_admin.initialize_app(
+        credentials.Certificate(account),
+        {"projectId": account["project_id"]},
+        name=str(uuid.uuid4()),
+    )
     try:
-        return list(await asyncio.gather(*(one(t) for t in tokens)))
+        notification = messaging.Notification(**BARE_MESSAGE)
+        batches = [
+            [
+                messaging.Message(token=t, notification=notification)
+                for t in tokens[i : i + FCM_BATCH]
+            ]
+            for i in range(0, len(tokens), FCM_BATCH)
+        ]
+        await messaging.send_each_async(batches[0][:1], app=fapp)  # the OAuth token, once
+        started = time.perf_counter()
+        for batch in batches:
+            await messaging.send_each_async(batch, app=fapp)
+        return len(tokens) / (time.perf_counter() - started)
     finally:
-        sender.close()
+        firebase_admin.delete_app(fapp)
 
 
-async def _fcm_all(
-    app: App, settings: Settings, tokens: list[str], payload: dict[str, Any]
-) -> list[ProviderAnswer]:
-    # Pushline's FCM client: firebase-admin's credentials, encoding and errors, one HTTP/2
-    # connection, FCM_IN_FLIGHT requests at a time.
-    sender = FcmSender(app, settings.model_copy(update={"send_concurrency": FCM_IN_FLIGHT}))
-    parts = build_fcm(payload)
-    try:
-        return await sender.send_many([(t, parts) for t in tokens])
-    finally:
-        await sender.aclose()
-
-
-def measure_ceiling(
-    app: App, settings: Settings, tokens: dict[str, list[str]], payload: dict[str, Any]
+def measure_bare(
+    app: App, tokens: dict[str, list[str]], port: int, ca: Path, fcm_url: str
 ) -> RefRun:
-    async def main() -> tuple[float, list[list[ProviderAnswer]]]:
-        # A fresh loop and fresh clients per run: the handshake and OAuth token are part
-        # of the cost, as they are for the worker's first chunk.
+    """The bare clients against the fake, both at once for a mix: the mix's rate."""
+
+    async def main() -> float:
         started = time.perf_counter()
         jobs = []
         if tokens.get("apns"):
-            jobs.append(_apns_all(app, settings, tokens["apns"], payload))
+            jobs.append(bare_apns(app, tokens["apns"], port, ca))
         if tokens.get("fcm"):
-            jobs.append(_fcm_all(app, settings, tokens["fcm"], payload))
-        results = await asyncio.gather(*jobs)
-        return time.perf_counter() - started, results
+            jobs.append(bare_fcm(app, tokens["fcm"], fcm_url, ca))
+        await asyncio.gather(*jobs)
+        return time.perf_counter() - started
 
-    elapsed, results = asyncio.run(main())
+    elapsed = asyncio.run(main())
     n = sum(len(t) for t in tokens.values())
-    ok = sum(1 for answers in results for a in answers if a.status == 200)
-    warning = None if ok == n else f"ceiling: {ok} of {n} answered 200"
-    return RefRun(n / elapsed, elapsed, ok, n, warning)
+    return RefRun(n / elapsed, elapsed, n, n)
 
 
 # --- naive baseline ------------------------------------------------------------------------

@@ -25,10 +25,10 @@ from typing import Any
 import psycopg
 from sqlalchemy import Engine, insert, make_url, text
 
+from schemas.audience import audience, page_audience
 from schemas.db import make_engine, normalise_url, upgrade
 from schemas.tables import App, Registration, RegistrationTopic, new_id, table, utcnow
 from worker import store
-from worker.targeting import audience, page_audience
 
 PAGE = 2000  # the fan-out's page size (Settings.fanout_page_size)
 

@@ -5,10 +5,12 @@
     python -m bench.throughput --wait-quiet 120   # on a shared machine: hold runs for quiet
 
 For each scenario (all APNs, all FCM, half and half): a fresh Redis db and database, a
-Stack (API, worker with concurrency 2, simulators), N registrations written in bulk, one
-broadcast through the API, timed from its 202 to the last Delivery recorded SENT. Beside it,
-in the same run and against the same simulators: the bare clients' ceiling and the naive
-baseline (one Celery task per device), both steady-state rates measured on fewer sends (see
+Stack (API, worker with concurrency 2) whose providers are the minimal fake provider
+(bench/fakeprovider.py: HTTP/2 over TLS, answers 200, checks nothing), N registrations
+written in bulk, one broadcast through the API, timed from its 202 to the last Delivery
+recorded SENT, with the CPU each process spent per notification. Beside it, in the same run:
+the bare clients' ceiling against the same fake and the naive baseline (one Celery task per
+device, against the simulators), both steady-state rates measured on fewer sends (see
 bench/references.py). Reports medians of K repeats, the share of the CPUs other processes
 took during each run, and the targets.
 """
@@ -37,13 +39,16 @@ from sqlalchemy import func, make_url, select
 from sqlmodel import Session, col
 
 from bench.infra import (
+    CpuMeter,
     ForeignLoad,
     RssSampler,
     database_name,
     flush_redis,
     naive_redis_url,
+    named_pids,
     register_devices,
     reset_database,
+    start_fake,
     tree_pids,
     truncate_messages,
 )
@@ -53,10 +58,9 @@ from bench.references import (
     NaiveWorker,
     RefRun,
     ceiling_tokens,
-    measure_ceiling,
+    measure_bare,
     measure_naive,
     naive_credentials,
-    simulator_settings,
     warm_naive,
 )
 from producer.accept import parse_push
@@ -75,6 +79,9 @@ POLL_S = 0.1
 TARGET_APNS = 1000.0
 TARGET_MIXED = 600.0
 TARGET_NAIVE_RATIO = 5.0
+TARGET_APNS_CEILING = 0.75  # of the bare aioapns loop
+TARGET_FCM_CEILING = 1.2  # of the bare firebase-admin send_each_async loop
+TARGET_APNS_CPU_US = 300.0  # API + worker + PostgreSQL per APNs notification
 FOREIGN_WARN = 0.10  # other processes using more than this share of the machine
 
 console = Console(width=110)
@@ -106,6 +113,7 @@ class PushlineRun:
     peak_mib: float
     warning: str | None = None
     foreign: float = 0.0
+    cpu_us: dict[str, float] = field(default_factory=dict)  # per notification, per process group
 
 
 @dataclass
@@ -133,7 +141,11 @@ def _aware(ts: datetime) -> datetime:
 
 
 def run_pushline(
-    stack: Stack, creds: Credentials, counts: dict[str, int], ours: Callable[[], set[int]]
+    stack: Stack,
+    creds: Credentials,
+    counts: dict[str, int],
+    ours: Callable[[], set[int]],
+    meter: CpuMeter,
 ) -> PushlineRun:
     assert stack.database_url
     n = sum(counts.values())
@@ -142,6 +154,7 @@ def run_pushline(
     warnings: list[str] = []
     timeout_s = max(120.0, n / 50)
     with (
+        meter,
         ForeignLoad(ours, database_name(stack.database_url)) as foreign,
         RssSampler(stack.procs["worker"].pid) as rss,
         httpx.Client(
@@ -177,24 +190,15 @@ def run_pushline(
         lag = _aware(completed.completed_at).timestamp() - end.timestamp()
         if lag > 1.0:
             warnings.append(f"message completed {lag:.1f}s after its last SENT Delivery")
-    warnings.extend(check_simulators(stack, counts))
     return PushlineRun(
-        sent / elapsed, elapsed, sent, rss.peak_mib, "; ".join(warnings) or None, foreign.share
+        sent / elapsed,
+        elapsed,
+        sent,
+        rss.peak_mib,
+        "; ".join(warnings) or None,
+        foreign.share,
+        {k: v * 1e6 / max(1, sent) for k, v in meter.spent.items()},
     )
-
-
-def check_simulators(stack: Stack, counts: dict[str, int]) -> list[str]:
-    """Nothing lost, nothing sent twice: the simulators count what they accepted."""
-    out = []
-    for provider, sim in (("apns", stack.apns), ("fcm", stack.fcm)):
-        stats = sim.stats()
-        want = counts.get(provider, 0)
-        if stats["accepted_total"] != want or stats["duplicates"]:
-            out.append(
-                f"{provider} simulator accepted {stats['accepted_total']} (expected {want}), "
-                f"{stats['duplicates']} duplicates, rejected {stats['rejected']}"
-            )
-    return out
 
 
 # --- one scenario --------------------------------------------------------------------------
@@ -209,11 +213,18 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace, state_dir: Path) 
     # FLUSHDB under a running API would drop kombu's queue bindings and lose tasks.
     flush_redis(args.redis)
     reset_database(args.database)
+    here = state_dir / scenario.key
+    here.mkdir(parents=True, exist_ok=True)
+    fake, port = start_fake(here / "tls", here / "fake.log")
+    fcm_url = f"https://127.0.0.1:{port}/v1/projects/{{0}}/messages:send"
     stack = Stack(
-        state_dir=state_dir / scenario.key,
+        state_dir=here,
         redis_url=args.redis,
         database_url=args.database,
         worker_concurrency=2,
+        # Pushline and the ceiling both send to the minimal fake; the OAuth token still
+        # comes from the FCM simulator (the service account's token_uri).
+        extra_env={"PUSHLINE_APNS_PORT": str(port), "PUSHLINE_FCM_URL": fcm_url},
     )
     naive = None
     try:
@@ -223,7 +234,6 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace, state_dir: Path) 
         with Session(engine_for(args.database)) as s:
             app = s.get(App, creds.app_id)
         assert app is not None
-        settings = simulator_settings(stack)
         payload = parse_push(BROADCAST).payload.model_dump(exclude_none=True)
         naive_tokens = {p: t[: round(naive_n * len(t) / n)] for p, t in tokens.items()}
         naive_jobs = _interleave(naive_tokens)
@@ -233,7 +243,7 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace, state_dir: Path) 
         )
 
         def ours() -> set[int]:
-            pids = {os.getpid()}
+            pids = {os.getpid(), fake.pid}
             for proc in [*stack.procs.values(), *([naive.proc] if naive and naive.proc else [])]:
                 pids |= tree_pids(proc.pid)
             return pids
@@ -263,7 +273,15 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace, state_dir: Path) 
             if rep:
                 truncate_messages(args.database)
             wait_quiet(ours, args)
-            run = run_pushline(stack, creds, counts, ours)
+            meter = CpuMeter(
+                {
+                    "API": lambda: tree_pids(stack.procs["api"].pid),
+                    "worker": lambda: tree_pids(stack.procs["worker"].pid),
+                    "PostgreSQL": lambda: named_pids("postgres"),
+                    "Redis": lambda: named_pids("redis-server"),
+                }
+            )
+            run = run_pushline(stack, creds, counts, ours, meter)
             result.pushline.append(run)
             _progress(
                 scenario,
@@ -277,7 +295,9 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace, state_dir: Path) 
             )
             result.ceiling.append(
                 reference(
-                    "ceiling", rep, lambda: measure_ceiling(app, settings, ref_tokens, payload)
+                    "ceiling",
+                    rep,
+                    lambda: measure_bare(app, ref_tokens, port, here / "tls" / "ca.pem", fcm_url),
                 )
             )
             if rep < args.naive_repeat:
@@ -290,6 +310,8 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace, state_dir: Path) 
         if naive is not None:
             naive.stop()
         stack.stop()
+        fake.terminate()
+        fake.wait(timeout=10)
     return result
 
 
@@ -374,8 +396,16 @@ def scenario_table(r: ScenarioResult) -> Table:
         "",
         _runs([x.peak_mib for x in r.pushline]),
     )
+    for group in r.pushline[0].cpu_us if r.pushline else ():
+        values = [x.cpu_us[group] for x in r.pushline]
+        t.add_row(
+            f"CPU µs per notification: {group}",
+            f"{statistics.median(values):,.0f}",
+            "",
+            _runs(values),
+        )
     t.add_row(
-        f"ceiling: bare clients, one loop, {_sizes(r.ceiling)} (notifications/s)",
+        f"ceiling: bare clients vs the minimal fake, {_sizes(r.ceiling)} (notifications/s)",
         f"{ceil:,.0f}",
         f"{pl / ceil:.2f}",
         _runs([x.rate for x in r.ceiling]),
@@ -403,6 +433,27 @@ def verdicts(results: list[ScenarioResult]) -> list[tuple[str, bool]]:
             out.append((f"all APNs ≥ {TARGET_APNS:,.0f}/s: {pl:,.0f}/s", pl >= TARGET_APNS))
         if r.scenario.key == "mixed":
             out.append((f"half and half ≥ {TARGET_MIXED:,.0f}/s: {pl:,.0f}/s", pl >= TARGET_MIXED))
+        if r.scenario.key in ("apns", "fcm"):
+            want = TARGET_APNS_CEILING if r.scenario.key == "apns" else TARGET_FCM_CEILING
+            of_ceiling = pl / r.median(r.ceiling)
+            out.append(
+                (
+                    f"{r.scenario.title} ≥ {want:.2f}× the bare client: {of_ceiling:.2f}×",
+                    of_ceiling >= want,
+                )
+            )
+        if r.scenario.key == "apns" and r.pushline:
+            cpu = statistics.median(
+                sum(x.cpu_us.get(g, 0.0) for g in ("API", "worker", "PostgreSQL"))
+                for x in r.pushline
+            )
+            out.append(
+                (
+                    f"APNs CPU (API + worker + PostgreSQL) ≤ {TARGET_APNS_CPU_US:.0f} µs: "
+                    f"{cpu:,.0f} µs",
+                    cpu <= TARGET_APNS_CPU_US,
+                )
+            )
         ratio = pl / r.median(r.naive)
         out.append(
             (

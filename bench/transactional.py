@@ -1,0 +1,299 @@
+"""Single-device pushes through the API, end to end (the call other services make most).
+
+    python -m bench.transactional [--pushes 2000] [--concurrency 32] [--rates 500,1000]
+                                  [--duration 30] [--priority high] [--api-workers 2]
+    python -m bench.transactional --quick     # 500 pushes, rates for 5 s: a smoke run
+
+A fresh database and Redis db, one Stack (API with --api-workers processes, one worker
+with concurrency 2, PostgreSQL) whose APNs host is the minimal fake provider
+(bench/fakeprovider.py: answers 200, checks nothing). Each push is its own Message to one
+registration id.
+
+1. Closed loop: `--pushes` pushes with `--concurrency` requests in flight. Prints pushes
+   accepted/s, end-to-end Messages/s (first request to last Delivery recorded SENT),
+   answer -> SENT p50/p99/max, and CPU microseconds per push for each process.
+2. Open loop at each of `--rates` pushes/s for `--duration` s: answer -> SENT p50/p99/max
+   and the API's answer time p99.
+3. The reference: a bare aioapns client sending the same count with the same concurrency
+   against the same fake, one request per notification; the ratio is Pushline's
+   end-to-end rate over it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import select, text
+from sqlmodel import Session, col
+
+from bench.infra import (
+    CpuMeter,
+    database_name,
+    flush_redis,
+    named_pids,
+    register_devices,
+    reset_database,
+    start_fake,
+    tree_pids,
+)
+from bench.loadgen import Answer, closed_loop, open_loop, render_post
+from bench.references import bare_apns
+from producer.stack import Credentials, Stack
+from schemas.db import engine_for
+from schemas.tables import App, Delivery, Registration
+
+DEFAULT_DATABASE = "postgresql://postgres@127.0.0.1:5432/pushline_bench"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/5"
+console = Console(width=110)
+
+
+# --- the stack ------------------------------------------------------------------------------
+
+
+def start_stack(args: argparse.Namespace, state_dir: Path, fake_port: int) -> Stack:
+    flush_redis(args.redis)
+    reset_database(args.database)
+    stack = Stack(
+        state_dir=state_dir,
+        redis_url=args.redis,
+        database_url=args.database,
+        worker_concurrency=2,
+        api_workers=args.api_workers,
+        extra_env={"PUSHLINE_APNS_PORT": str(fake_port), "PUSHLINE_LOG_LEVEL": "WARNING"},
+    )
+    return stack.start(scheduler=False)
+
+
+def cpu_groups(stack: Stack, fake: subprocess.Popen[bytes]) -> dict[str, Callable[[], set[int]]]:
+    return {
+        "API": lambda: tree_pids(stack.procs["api"].pid),
+        "worker": lambda: tree_pids(stack.procs["worker"].pid),
+        "PostgreSQL": lambda: named_pids("postgres"),
+        "Redis": lambda: named_pids("redis-server"),
+        "fake provider": lambda: {fake.pid},
+        "load generator": lambda: {os.getpid()},
+    }
+
+
+# --- one phase -------------------------------------------------------------------------------
+
+
+@dataclass
+class Phase:
+    label: str
+    pushes: int
+    accepted: int
+    rejected: int
+    accepted_per_s: float
+    e2e_per_s: float
+    latency_ms: list[float]  # answer -> SENT, one per push
+    answer_ms: list[float]  # request -> answer
+    cpu_us: dict[str, float]
+    sent: int
+
+
+def push_body(rid: str, priority: str) -> bytes:
+    return json.dumps(
+        {
+            "target": {"type": "device", "registration_id": rid},
+            "payload": {"alert": {"title": "Your code", "body": "123456"}, "priority": priority},
+        }
+    ).encode()
+
+
+def wait_sent(database: str, n: int, timeout_s: float) -> None:
+    engine = engine_for(database)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            done = conn.execute(text("SELECT count(*) FROM delivery WHERE status <> 'QUEUED'"))
+            if done.scalar_one() >= n:
+                return
+        time.sleep(0.2)
+
+
+def measure(
+    label: str,
+    args: argparse.Namespace,
+    meter: CpuMeter,
+    run: Callable[[], Sequence[Answer | None]],
+) -> Phase:
+    with engine_for(args.database).begin() as conn:
+        conn.execute(text("TRUNCATE delivery, message"))
+    with meter:
+        answers = [a for a in run() if a is not None]
+        ok = [a for a in answers if a.status == 202]
+        wait_sent(args.database, len(ok), timeout_s=max(60.0, len(ok) / 20))
+    answered_at = {json.loads(a.body)["id"]: a.answered for a in ok}
+    with Session(engine_for(args.database)) as s:
+        rows = s.execute(
+            select(col(Delivery.message_id), col(Delivery.sent_at)).where(
+                col(Delivery.status) == "SENT"
+            )
+        ).all()
+    sent_at = {m: t.replace(tzinfo=t.tzinfo or UTC).timestamp() for m, t in rows}
+    latency = [(sent_at[m] - t) * 1000 for m, t in answered_at.items() if m in sent_at]
+    first = min(a.started for a in answers)
+    last_answer = max(a.answered for a in answers)
+    last_sent = max(sent_at.values(), default=last_answer)
+    return Phase(
+        label=label,
+        pushes=len(answers),
+        accepted=len(ok),
+        rejected=len(answers) - len(ok),
+        accepted_per_s=len(ok) / (last_answer - first),
+        e2e_per_s=len(sent_at) / (last_sent - first),
+        latency_ms=latency,
+        answer_ms=[(a.answered - a.started) * 1000 for a in answers],
+        cpu_us={k: v * 1e6 / max(1, len(ok)) for k, v in meter.spent.items()},
+        sent=len(sent_at),
+    )
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def report(phases: list[Phase], bare: float, args: argparse.Namespace, load: float) -> None:
+    t = Table(title="Single-device pushes (answer -> SENT in ms)")
+    for head in ("phase", "accepted/s", "end-to-end/s", "p50", "p99", "max", "answer p99 ms"):
+        t.add_column(head, justify="right")
+    for p in phases:
+        t.add_row(
+            p.label,
+            f"{p.accepted_per_s:,.0f}",
+            f"{p.e2e_per_s:,.0f}",
+            f"{statistics.median(p.latency_ms):,.0f}" if p.latency_ms else "-",
+            f"{pct(p.latency_ms, 0.99):,.0f}",
+            f"{max(p.latency_ms, default=float('nan')):,.0f}",
+            f"{pct(p.answer_ms, 0.99):,.0f}",
+        )
+    console.print(t)
+    c = Table(title="CPU per push (µs)")
+    c.add_column("phase")
+    for name in phases[0].cpu_us:
+        c.add_column(name, justify="right")
+    for p in phases:
+        c.add_row(p.label, *(f"{v:,.0f}" for v in p.cpu_us.values()))
+    console.print(c)
+    for p in phases:
+        if p.rejected or p.sent != p.accepted:
+            console.print(f"[red]{p.label}: {p.rejected} not accepted, {p.sent}/{p.accepted} SENT")
+    closed = phases[0]
+    console.print(
+        f"bare aioapns, {args.concurrency} in flight, same fake: {bare:,.0f}/s; "
+        f"Pushline end to end {closed.e2e_per_s:,.0f}/s = {closed.e2e_per_s / bare:.2f}x"
+    )
+    console.print(
+        f"priority {args.priority}, {args.api_workers} API process(es), worker concurrency 2, "
+        f"PostgreSQL; load average before the run {load:.2f}"
+    )
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pushes", type=int, default=2000)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--rates", default="500,1000", help="offered pushes/s, comma-separated")
+    p.add_argument("--duration", type=float, default=30.0)
+    p.add_argument("--priority", choices=("high", "normal"), default="high")
+    p.add_argument("--api-workers", type=int, default=int(os.environ.get("API_WORKERS", "2")))
+    p.add_argument("--database", default=DEFAULT_DATABASE)
+    p.add_argument("--redis", default=DEFAULT_REDIS)
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.pushes, args.duration = 500, 5.0
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    load = os.getloadavg()[0]
+    rates = [float(r) for r in args.rates.split(",") if r]
+    devices = max(args.pushes, 2000)
+    with tempfile.TemporaryDirectory(prefix="pushline-bench-") as tmp:
+        state_dir = Path(tmp)
+        fake, port = start_fake(state_dir / "tls", state_dir / "fake.log")
+        stack: Stack | None = None
+        try:
+            stack = start_stack(args, state_dir, port)
+            creds: Credentials = stack.add_app("bench-transactional")
+            tokens = register_devices(args.database, creds.app_id, {"apns": devices})["apns"]
+            with Session(engine_for(args.database)) as s:
+                rids = list(
+                    s.execute(
+                        select(col(Registration.id)).where(col(Registration.app_id) == creds.app_id)
+                    ).scalars()
+                )
+                app = s.get(App, creds.app_id)
+            assert app is not None
+            headers = {"X-API-Key": creds.api_key, "Content-Type": "application/json"}
+            host = f"127.0.0.1:{stack.api_port}"
+
+            def raw(i: int) -> bytes:
+                body = push_body(rids[i % len(rids)], args.priority)
+                return render_post(host, "/v1/messages", headers, body)
+
+            meter = CpuMeter(cpu_groups(stack, fake))
+            api = ("127.0.0.1", stack.api_port)
+            warm = [raw(i) for i in range(200)]
+            measure("warm-up", args, meter, lambda: asyncio.run(closed_loop(*api, warm, 8)))
+            requests = [raw(i) for i in range(args.pushes)]
+            phases = [
+                measure(
+                    f"{args.pushes:,} at {args.concurrency} in flight",
+                    args,
+                    meter,
+                    lambda: asyncio.run(closed_loop(*api, requests, args.concurrency)),
+                )
+            ]
+            for rate in rates:
+                phases.append(
+                    measure(
+                        f"{rate:,.0f}/s for {args.duration:.0f} s",
+                        args,
+                        meter,
+                        lambda r=rate: asyncio.run(open_loop(*api, raw, r, args.duration)),  # type: ignore[misc]
+                    )
+                )
+            bare = asyncio.run(
+                bare_apns(
+                    app, tokens[: args.pushes], port, state_dir / "tls" / "ca.pem", args.concurrency
+                )
+            )
+            report(phases, bare, args, load)
+        finally:
+            if stack is not None:
+                stack.stop()
+            fake.terminate()
+            fake.wait(timeout=10)
+    print(f"database {database_name(args.database)}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
