@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -73,7 +74,7 @@ def start_stack(args: argparse.Namespace, state_dir: Path, fake_port: int) -> St
         database_url=args.database,
         worker_concurrency=2,
         api_workers=args.api_workers,
-        extra_env={"PUSHLINE_APNS_PORT": str(fake_port), "PUSHLINE_LOG_LEVEL": "WARNING"},
+        extra_env={"PUSHLINE_APNS_PORT": str(fake_port), **dict(args.env)},
     )
     return stack.start(scheduler=False)
 
@@ -104,6 +105,8 @@ class Phase:
     answer_ms: list[float]  # request -> answer
     cpu_us: dict[str, float]
     sent: int
+    tasks: int  # deliver tasks the worker ran
+    per_task: float  # Deliveries per deliver task
 
 
 def push_body(rid: str, priority: str) -> bytes:
@@ -126,18 +129,30 @@ def wait_sent(database: str, n: int, timeout_s: float) -> None:
         time.sleep(0.2)
 
 
+def deliver_tasks(worker_log: Path) -> tuple[int, int]:
+    """(deliver tasks run, Deliveries they claimed) so far, from the worker's INFO lines."""
+    # Two pool processes write one file: lines may run together, so count by pattern.
+    text = worker_log.read_bytes()
+    claimed = [int(n) for n in re.findall(rb'"claimed": (\d+)[^\n]*?"chunk delivered"', text)]
+    return len(claimed), sum(claimed)
+
+
 def measure(
     label: str,
     args: argparse.Namespace,
     meter: CpuMeter,
     run: Callable[[], Sequence[Answer | None]],
+    worker_log: Path,
 ) -> Phase:
     with engine_for(args.database).begin() as conn:
         conn.execute(text("TRUNCATE delivery, message"))
+    tasks_before = deliver_tasks(worker_log)
     with meter:
         answers = [a for a in run() if a is not None]
         ok = [a for a in answers if a.status == 202]
         wait_sent(args.database, len(ok), timeout_s=max(60.0, len(ok) / 20))
+    tasks_after = deliver_tasks(worker_log)
+    tasks = tasks_after[0] - tasks_before[0]
     answered_at = {json.loads(a.body)["id"]: a.answered for a in ok}
     with Session(engine_for(args.database)) as s:
         rows = s.execute(
@@ -161,6 +176,8 @@ def measure(
         answer_ms=[(a.answered - a.started) * 1000 for a in answers],
         cpu_us={k: v * 1e6 / max(1, len(ok)) for k, v in meter.spent.items()},
         sent=len(sent_at),
+        tasks=tasks,
+        per_task=(tasks_after[1] - tasks_before[1]) / max(1, tasks),
     )
 
 
@@ -176,7 +193,8 @@ def pct(values: list[float], q: float) -> float:
 
 def report(phases: list[Phase], bare: float, args: argparse.Namespace, load: float) -> None:
     t = Table(title="Single-device pushes (answer -> SENT in ms)")
-    for head in ("phase", "accepted/s", "end-to-end/s", "p50", "p99", "max", "answer p99 ms"):
+    heads = ("phase", "accepted/s", "end-to-end/s", "p50", "p99", "max", "answer p99 ms", "tasks")
+    for head in heads:
         t.add_column(head, justify="right")
     for p in phases:
         t.add_row(
@@ -187,6 +205,7 @@ def report(phases: list[Phase], bare: float, args: argparse.Namespace, load: flo
             f"{pct(p.latency_ms, 0.99):,.0f}",
             f"{max(p.latency_ms, default=float('nan')):,.0f}",
             f"{pct(p.answer_ms, 0.99):,.0f}",
+            f"{p.tasks:,} × {p.per_task:.1f}",
         )
     console.print(t)
     c = Table(title="CPU per push (µs)")
@@ -224,6 +243,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--database", default=DEFAULT_DATABASE)
     p.add_argument("--redis", default=DEFAULT_REDIS)
     p.add_argument("--quick", action="store_true")
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        type=lambda kv: tuple(kv.split("=", 1)),
+        metavar="NAME=VALUE",
+        help="a setting for the stack's processes, e.g. PUSHLINE_PUBLISH_LINGER_MS=5",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.pushes, args.duration = 500, 5.0
@@ -261,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
             meter = CpuMeter(cpu_groups(stack, fake))
             api = ("127.0.0.1", stack.api_port)
             warm = [raw(i) for i in range(200)]
-            measure("warm-up", args, meter, lambda: asyncio.run(closed_loop(*api, warm, 8)))
+            wlog = state_dir / "worker.log"
+            measure("warm-up", args, meter, lambda: asyncio.run(closed_loop(*api, warm, 8)), wlog)
             requests = [raw(i) for i in range(args.pushes)]
             phases = [
                 measure(
@@ -269,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                     args,
                     meter,
                     lambda: asyncio.run(closed_loop(*api, requests, args.concurrency)),
+                    wlog,
                 )
             ]
             for rate in rates:
@@ -278,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                         args,
                         meter,
                         lambda r=rate: asyncio.run(open_loop(*api, raw, r, args.duration)),  # type: ignore[misc]
+                        wlog,
                     )
                 )
             bare = asyncio.run(

@@ -6,36 +6,32 @@ whichever way it arrives.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col
 
-from producer.dispatch import Handoff, dispatcher_for
-from producer.enqueue import enqueue_deliveries, enqueue_fanout
+from producer.dispatch import dispatcher_for
+from producer.enqueue import enqueue_fanout
 from producer.errors import Conflict, InvalidRequest, Unavailable
 from schemas.api import PushRequest
-from schemas.audience import audience
-from schemas.codes import MessageState, ResultCode
+from schemas.codes import MessageState
 from schemas.db import engine_for, session_scope
 from schemas.payload import Payload, PayloadError, check_push, stored
 from schemas.queueing import lane_for
 from schemas.scheduling import ScheduleError, plan
 from schemas.settings import Settings, get_settings
 from schemas.tables import (
-    NOTHING_MATCHED,
-    Delivery,
     Message,
-    Registration,
     Schedule,
-    delivery_rows,
-    table,
     utcnow,
 )
 from schemas.targets import is_transactional
@@ -119,45 +115,33 @@ def accept_push(
     engine = engine or engine_for(settings.database_url)
     request = parse_push(body)
     key = idempotency_key or request.idempotency_key
-    lane = lane_for(request.target.model_dump(), request.payload.priority)
     now = utcnow()
     try:
         if request.schedule is not None:
+            lane = lane_for(request.target.model_dump(), request.payload.priority)
             return _accept_schedule(engine, settings, app_id, request, lane, now)
-        digest = request_hash(request)
-        if key is not None:
+        digest = request_hash(request) if key is not None else None
+        if key is not None and digest is not None:
             replay = _replay(engine, app_id, key, digest, now)
             if replay is not None:
                 return replay
-        message = Message(
-            app_id=app_id,
-            target=stored_target(request),
-            payload=stored(request.payload),
-            state=MessageState.ACCEPTED,
-            lane=lane,
-            idempotency_key=key,
-            request_hash=digest,
-            created_at=now,
-            expires_at=expires_at(request.payload, now),
-        )
-        page = _inline_audience(engine, settings, message)
-        if page is not None and key is None:
-            return _dispatch(settings, engine, message, page)
+        message = new_message(app_id, request, key, digest, now)
         try:
-            deliveries = _persist(engine, message, page)
+            if inline(settings, message):
+                done = dispatcher_for(settings, engine).submit(message)
+                return Accepted(message.id, wait_dispatched(done))
+            with session_scope(engine) as s:
+                s.add(message)
         except IntegrityError:
             # Another request with the same key won the race: answer as its replay.
-            replay = _replay(engine, app_id, key or "", digest, now)
+            replay = _replay(engine, app_id, key or "", digest or "", now)
             if replay is None:
                 raise
             return replay
     except OperationalError as exc:
         raise Unavailable(f"the store is unavailable; nothing was accepted ({exc.orig})") from exc
     try:
-        if deliveries is None:
-            enqueue_fanout(settings, message.id, lane)
-        elif deliveries:
-            enqueue_deliveries(settings, deliveries, lane)
+        enqueue_fanout(settings, message.id, message.lane)
     except Exception as exc:  # kombu raises several types for a broker that is down
         _withdraw(engine, message.id)
         raise Unavailable(
@@ -166,71 +150,64 @@ def accept_push(
     return Accepted(message_id=message.id, state=message.state)
 
 
-def _inline_audience(
-    engine: Engine, settings: Settings, message: Message
-) -> list[tuple[str, str]] | None:
-    """For a target of one device or one person: (registration id, provider) of every
-    registration it names, as long as they are at most `inline_max_deliveries`. Such a
-    push needs no fan-out task. None: the fan-out task resolves the target."""
-    limit = settings.inline_max_deliveries
-    if not limit or not is_transactional(message.target):
-        return None
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(col(Registration.id), col(Registration.provider))
-            .where(audience(message.app_id, message.target))
-            .limit(limit + 1)
-        ).all()
-    return None if len(rows) > limit else [(r[0], r[1]) for r in rows]
-
-
-def _resolved(message: Message, page: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    """Mark a Message resolved when accepted (dispatched, or failed with code 2 when
-    nothing matched) and return its Delivery rows."""
-    now = message.created_at
-    if not page:
-        message.state, message.completed_at = MessageState.FAILED, now
-        message.code, message.detail = ResultCode.TARGET_NOT_FOUND, NOTHING_MATCHED
-        return []
-    message.state, message.total, message.dispatched_at = MessageState.DISPATCHED, len(page), now
-    return delivery_rows(message.id, message.app_id, page, now)
-
-
-def _dispatch(
-    settings: Settings, engine: Engine, message: Message, page: list[tuple[str, str]]
-) -> Accepted:
-    """Hand the Message and its Deliveries to this process's dispatcher, which writes and
-    queues them with the other pushes of the moment; answer once that is done."""
-    rows = _resolved(message, page)
-    done = dispatcher_for(settings, engine).submit(
-        Handoff(message.model_dump(), rows, message.lane)
+def new_message(
+    app_id: str, request: PushRequest, key: str | None, digest: str | None, now: datetime
+) -> Message:
+    return Message(
+        app_id=app_id,
+        target=stored_target(request),
+        payload=stored(request.payload),
+        state=MessageState.ACCEPTED,
+        lane=lane_for(request.target.model_dump(), request.payload.priority),
+        idempotency_key=key,
+        request_hash=digest,
+        created_at=now,
+        expires_at=expires_at(request.payload, now),
     )
+
+
+def inline(settings: Settings, message: Message) -> bool:
+    """One device or one person: resolved when accepted and queued straight to delivery,
+    with no fan-out task (producer/dispatch.py)."""
+    return settings.inline_max_deliveries > 0 and is_transactional(message.target)
+
+
+def wait_dispatched(done: Future[str]) -> str:
     try:
-        done.result(timeout=PUBLISH_TIMEOUT_S)
+        return done.result(timeout=PUBLISH_TIMEOUT_S)
     except TimeoutError as exc:
         raise Unavailable("the store or the queue did not answer in time; try again") from exc
-    return Accepted(message_id=message.id, state=message.state)
 
 
-def _persist(
-    engine: Engine, message: Message, page: list[tuple[str, str]] | None
-) -> list[str] | None:
-    """Write the Message, and with a resolved `page` its Deliveries too, in one
-    transaction. Returns the Delivery ids written, or None when fan-out is to come."""
-    with session_scope(engine) as s:
-        rows = _resolved(message, page) if page is not None else None
-        s.add(message)
-        if not rows:
-            return None if rows is None else []
-        s.flush()  # the Message row before the Deliveries that refer to it
-        s.execute(insert(table(Delivery)), rows)
-        return [r["id"] for r in rows]
+async def wait_dispatched_async(done: Future[str]) -> str:
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(done), PUBLISH_TIMEOUT_S)
+    except TimeoutError as exc:
+        raise Unavailable("the store or the queue did not answer in time; try again") from exc
+
+
+def submit_inline(
+    app_id: str,
+    request: PushRequest,
+    *,
+    settings: Settings,
+    engine: Engine,
+    idempotency_key: str | None = None,
+) -> tuple[Message, Future[str]] | None:
+    """The API's path for a push to one device or one person with no idempotency key and
+    no schedule: no I/O here, so the event loop hands it to the dispatcher directly.
+    Returns the Message and its state to come, or None for `accept_push` to take it."""
+    if idempotency_key or request.idempotency_key or request.schedule is not None:
+        return None
+    message = new_message(app_id, request, None, None, utcnow())
+    if not inline(settings, message):
+        return None
+    return message, dispatcher_for(settings, engine).submit(message)
 
 
 def _withdraw(engine: Engine, message_id: str) -> None:
-    """Take back a Message (and its Deliveries) that could not be queued."""
+    """Take back a Message that could not be queued."""
     with session_scope(engine) as s:
-        s.execute(delete(Delivery).where(col(Delivery.message_id) == message_id))
         s.execute(delete(Message).where(col(Message.id) == message_id))
 
 

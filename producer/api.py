@@ -11,7 +11,13 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
-from producer.accept import accept_push, parse_push
+from producer.accept import (
+    Accepted,
+    accept_push,
+    parse_push,
+    submit_inline,
+    wait_dispatched_async,
+)
 from producer.auth import CallerDep, KeyResolver
 from producer.bodies import json_body, read_json
 from producer.engagement import report_engagement
@@ -216,14 +222,21 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         body = await read_json(request)
         parsed = parse_push(body)
         who.require(TARGET_ROLE[parsed.target.type])
-        accepted = await run_in_threadpool(
-            accept_push,
-            who.app_id,
-            parsed,
-            settings=settings,
-            engine=engine,
-            idempotency_key=idempotency_key,
+        fast = submit_inline(
+            who.app_id, parsed, settings=settings, engine=engine, idempotency_key=idempotency_key
         )
+        if fast is not None:  # one device or one person: no thread, no fan-out task
+            message, done = fast
+            accepted = Accepted(message.id, await wait_dispatched_async(done))
+        else:
+            accepted = await run_in_threadpool(
+                accept_push,
+                who.app_id,
+                parsed,
+                settings=settings,
+                engine=engine,
+                idempotency_key=idempotency_key,
+            )
         return MessageAccepted(
             id=accepted.message_id,
             state=accepted.state,

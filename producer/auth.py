@@ -16,6 +16,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 
 from producer.apps import hash_key, lookup_key
 from producer.errors import Forbidden, Unauthorized
@@ -71,27 +72,38 @@ class KeyResolver:
         self._cache: dict[str, tuple[float, Caller | None, str | None]] = {}
 
     def resolve(self, key: str | None, alias: str | None = None) -> Caller:
+        found = self.cached(key, alias)
+        if found is not None:
+            return found
+        assert key
+        rec = lookup_key(self.engine, key)
+        caller = (
+            Caller(
+                app_id=rec.app_id,
+                key_id=rec.id,
+                roles=frozenset(rec.roles.split(",")),
+                requests_per_minute=rec.requests_per_minute,
+            )
+            if rec
+            else None
+        )
+        hit = (time.monotonic() + _CACHE_TTL_S, caller, rec.alias if rec else None)
+        self._cache[hash_key(key)] = hit
+        return self._checked(hit, alias)
+
+    def cached(self, key: str | None, alias: str | None = None) -> Caller | None:
+        """The Caller from the cache without any I/O; None when the store must be asked."""
         if not key:
             raise Unauthorized(
                 "missing API key: send X-API-Key, or Basic authentication with alias and key"
             )
-        digest = hash_key(key)
-        hit = self._cache.get(digest)
-        now = time.monotonic()
-        if hit is None or hit[0] < now:
-            rec = lookup_key(self.engine, key)
-            caller = (
-                Caller(
-                    app_id=rec.app_id,
-                    key_id=rec.id,
-                    roles=frozenset(rec.roles.split(",")),
-                    requests_per_minute=rec.requests_per_minute,
-                )
-                if rec
-                else None
-            )
-            hit = (now + _CACHE_TTL_S, caller, rec.alias if rec else None)
-            self._cache[digest] = hit
+        hit = self._cache.get(hash_key(key))
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return self._checked(hit, alias)
+
+    @staticmethod
+    def _checked(hit: tuple[float, Caller | None, str | None], alias: str | None) -> Caller:
         if hit[1] is None:
             raise Unauthorized("invalid API key")
         if alias is not None and alias != hit[2]:
@@ -111,12 +123,23 @@ def authenticate(request: Request, key: str | None = None, alias: str | None = N
     return who
 
 
-def caller(
+async def caller(
     request: Request,
     x_api_key: Annotated[str | None, Header(description="the app's API key")] = None,
 ) -> Caller:
-    """FastAPI dependency: X-API-Key, Basic alias:key, or `Authorization: App <key>`."""
-    return authenticate(request)
+    """FastAPI dependency: X-API-Key, Basic alias:key, or `Authorization: App <key>`.
+
+    Async so that a known key costs no thread hop: the store and the quota's Redis are
+    asked in the thread pool only when they must be."""
+    creds = credentials_from(request.headers)
+    resolver: KeyResolver = request.app.state.keys
+    who = resolver.cached(creds.key, creds.alias)
+    if who is None:
+        who = await run_in_threadpool(resolver.resolve, creds.key, creds.alias)
+    if who.requests_per_minute:
+        quota = request.app.state.quota
+        await run_in_threadpool(quota.check, who.key_id, who.requests_per_minute)
+    return who
 
 
 CallerDep = Annotated[Caller, Depends(caller)]

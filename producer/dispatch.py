@@ -16,29 +16,33 @@ import queue
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine, delete, insert
+from sqlalchemy import Connection, Engine, delete, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import col
 
-from producer.enqueue import enqueue_deliveries
+from producer.enqueue import enqueue_deliveries, enqueue_fanout
 from producer.errors import Unavailable
+from schemas.audience import audience
+from schemas.codes import MessageState, ResultCode
+from schemas.db import among
 from schemas.settings import Settings
-from schemas.tables import Delivery, Message, table
+from schemas.tables import NOTHING_MATCHED, Delivery, Message, Registration, delivery_rows, table
 
 log = structlog.get_logger("pushline.dispatch")
 
 
 @dataclass
 class Handoff:
-    message: dict[str, Any]  # the Message row
-    deliveries: list[dict[str, Any]]  # its QUEUED Delivery rows (none when nothing matched)
-    lane: str
-    done: Future[None] = field(default_factory=Future)
+    message: Message  # as accepted, target not yet resolved
+    done: Future[str] = field(default_factory=Future)  # its state once written and queued
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    fan_out: bool = False  # more registrations than inline_max: the fan-out task resolves
 
 
 class Dispatcher:
@@ -51,7 +55,8 @@ class Dispatcher:
         self._thread = threading.Thread(target=self._run, name="pushline-dispatch", daemon=True)
         self._thread.start()
 
-    def submit(self, handoff: Handoff) -> Future[None]:
+    def submit(self, message: Message) -> Future[str]:
+        handoff = Handoff(message)
         self._inbox.put(handoff)
         return handoff.done
 
@@ -67,52 +72,76 @@ class Dispatcher:
 
     def _gather(self) -> list[Handoff]:
         batch = [self._inbox.get()]
-        size = len(batch[0].deliveries)
         deadline = time.monotonic() + self.linger_s
-        while size < self.max_batch:
+        while len(batch) < self.max_batch:
             try:
-                more = self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+                batch.append(self._inbox.get(timeout=max(0.0, deadline - time.monotonic())))
             except queue.Empty:
                 break
-            batch.append(more)
-            size += len(more.deliveries)
         return batch
 
     def _dispatch(self, batch: list[Handoff]) -> None:
+        try:
+            self._resolve(batch)
+        except SQLAlchemyError as exc:
+            self._fail(batch, exc)
+            return
         written = self._write(batch)
         by_lane: dict[str, list[Handoff]] = defaultdict(list)
         for h in written:
-            if h.deliveries:
-                by_lane[h.lane].append(h)
+            if h.fan_out:
+                self._publish([h], enqueue_fanout, h.message.id, h.message.lane)
+            elif h.deliveries:
+                by_lane[h.message.lane].append(h)
             else:
-                h.done.set_result(None)  # nothing matched: final already, nothing to queue
+                h.done.set_result(h.message.state)  # nothing matched: final, nothing to queue
         for lane, handoffs in by_lane.items():
             ids = [d["id"] for h in handoffs for d in h.deliveries]
-            try:
-                enqueue_deliveries(self.settings, ids, lane)
-            except Exception as exc:  # kombu raises several types for a broker that is down
-                self._withdraw(handoffs)
-                failure = Unavailable(
-                    f"the queue is unavailable (result code 3); nothing was accepted ({exc})"
-                )
-                for h in handoffs:
-                    h.done.set_exception(failure)
-                continue
+            self._publish(handoffs, enqueue_deliveries, ids, lane)
+
+    def _resolve(self, batch: list[Handoff]) -> None:
+        """Resolve every target of the batch on one connection: registration ids in one
+        query, other targets (one person, a device by user and device id) one each."""
+        limit = self.settings.inline_max_deliveries
+        with self.engine.connect() as conn:
+            pages = resolve_targets(conn, [h.message for h in batch], limit)
+        for h, page in zip(batch, pages, strict=True):
+            if page is None:
+                h.fan_out = True
+            else:
+                h.deliveries = resolved(h.message, page)
+
+    def _publish(
+        self, handoffs: list[Handoff], publish: Callable[[Settings, Any, str], None], *args: Any
+    ) -> None:
+        try:
+            publish(self.settings, *args)
+        except Exception as exc:  # kombu raises several types for a broker that is down
+            self._withdraw(handoffs)
+            failure = Unavailable(
+                f"the queue is unavailable (result code 3); nothing was accepted ({exc})"
+            )
             for h in handoffs:
-                h.done.set_result(None)
+                h.done.set_exception(failure)
+            return
+        for h in handoffs:
+            h.done.set_result(h.message.state)
+
+    def _fail(self, batch: list[Handoff], exc: Exception) -> None:
+        failure = Unavailable(f"the store is unavailable; nothing was accepted ({exc})")
+        for h in batch:
+            h.done.set_exception(failure)
 
     def _write(self, batch: list[Handoff]) -> list[Handoff]:
         """Write the batch in one transaction; returns the handoffs written (the others
-        have their error set)."""
+        have their error set: an idempotency key taken meanwhile, an app deleted)."""
         try:
             self._insert(batch)
             return batch
         except IntegrityError:
-            pass  # one of them is refused (its app deleted meanwhile?): find which
+            pass  # find which one is refused
         except SQLAlchemyError as exc:
-            failure = Unavailable(f"the store is unavailable; nothing was accepted ({exc})")
-            for h in batch:
-                h.done.set_exception(failure)
+            self._fail(batch, exc)
             return []
         written = []
         for h in batch:
@@ -125,13 +154,13 @@ class Dispatcher:
 
     def _insert(self, batch: list[Handoff]) -> None:
         with self.engine.begin() as conn:
-            conn.execute(insert(table(Message)), [h.message for h in batch])
+            conn.execute(insert(table(Message)), [h.message.model_dump() for h in batch])
             rows = [d for h in batch for d in h.deliveries]
             if rows:
                 conn.execute(insert(table(Delivery)), rows)
 
     def _withdraw(self, handoffs: list[Handoff]) -> None:
-        ids = [h.message["id"] for h in handoffs]
+        ids = [h.message.id for h in handoffs]
         try:
             with self.engine.begin() as conn:
                 conn.execute(delete(table(Delivery)).where(col(Delivery.message_id).in_(ids)))
@@ -139,6 +168,53 @@ class Dispatcher:
         except SQLAlchemyError as exc:
             # The Deliveries stay QUEUED: the recovery sweep sends them after its grace.
             log.error("could not take back unqueued pushes", messages=len(ids), error=str(exc))
+
+
+def resolve_targets(
+    conn: Connection, messages: list[Message], limit: int
+) -> list[list[tuple[str, str]] | None]:
+    """(registration id, provider) of each Message's audience, or None where it has more
+    than `limit` registrations."""
+    by_id = [
+        m.target.get("registration_id") if m.target.get("type") == "device" else None
+        for m in messages
+    ]
+    wanted = [rid for rid in by_id if rid]
+    found: dict[str, tuple[str, str]] = {}
+    if wanted:
+        r = table(Registration).c
+        rows = conn.execute(
+            select(r.id, r.provider, r.app_id).where(
+                among(r.id, wanted, conn.dialect.name),
+                r.active == True,  # noqa: E712  (SQL comparison)
+            )
+        ).all()
+        found = {row[0]: (row[1], row[2]) for row in rows}
+    pages: list[list[tuple[str, str]] | None] = []
+    for m, rid in zip(messages, by_id, strict=True):
+        if rid:
+            hit = found.get(rid)
+            pages.append([(rid, hit[0])] if hit and hit[1] == m.app_id else [])
+            continue
+        matched = conn.execute(
+            select(col(Registration.id), col(Registration.provider))
+            .where(audience(m.app_id, m.target))
+            .limit(limit + 1)
+        ).all()
+        pages.append(None if len(matched) > limit else [(row[0], row[1]) for row in matched])
+    return pages
+
+
+def resolved(message: Message, page: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Mark a Message resolved when accepted (dispatched, or failed with code 2 when
+    nothing matched) and return its Delivery rows."""
+    now = message.created_at
+    if not page:
+        message.state, message.completed_at = MessageState.FAILED, now
+        message.code, message.detail = ResultCode.TARGET_NOT_FOUND, NOTHING_MATCHED
+        return []
+    message.state, message.total, message.dispatched_at = MessageState.DISPATCHED, len(page), now
+    return delivery_rows(message.id, message.app_id, page, now)
 
 
 _dispatchers: dict[tuple[int, str, str], Dispatcher] = {}

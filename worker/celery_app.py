@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, signals
+from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from schemas.db import engine_for
@@ -40,6 +41,13 @@ def _logging(**_: Any) -> None:
 def _fresh_process(**_: Any) -> None:
     # A forked child must not share its parent's database connections.
     engine_for(settings.database_url).dispose(close=False)
+    delivery_engine().dispose(close=False)
+
+
+def delivery_engine() -> Engine:
+    """The fan-out and deliver tasks' engine: no ping per checkout, since both retry on a
+    store error (STORE_RETRY)."""
+    return engine_for(settings.database_url, pre_ping=False)
 
 
 def enqueue_fanout(message_id: str, lane: str) -> None:
@@ -67,7 +75,7 @@ def fanout(message_id: str) -> int:
     return fan_out(
         message_id,
         settings=settings,
-        engine=engine_for(settings.database_url),
+        engine=delivery_engine(),
         enqueue_chunk=enqueue_chunk,
     )
 
@@ -82,7 +90,7 @@ def deliver(delivery_ids: list[str], lane: str = "bulk") -> int:
     report = deliver_chunk(
         delivery_ids,
         settings=settings,
-        engine=engine_for(settings.database_url),
+        engine=delivery_engine(),
         enqueue_retry=retry_later,
     )
     return report.claimed

@@ -53,13 +53,15 @@ from worker.ratelimit import (
     sleep_for_tokens,
     task_wait_budget_s,
 )
-from worker.senders import MissingCredentials, apns_sender, fcm_sender, load_app
+from worker.senders import MissingCredentials, apns_sender, fcm_sender
 
 log = structlog.get_logger("pushline.deliver")
 _config_warned: dict[tuple[str, str], float] = {}
 CONFIG_WARN_EVERY_S = 300.0
 
 RetryEnqueuer = Callable[[list[str], float], None]
+# How long answers are gathered before they are written (see _Stream.take).
+RECORD_LINGER_S = 0.005
 Answer = ProviderAnswer | Outcome
 
 TOO_LARGE = Outcome(
@@ -87,7 +89,8 @@ def deliver_chunk(
 ) -> ChunkReport:
     started = time.monotonic()
     report = ChunkReport()
-    claimed, leased_until = store.claim(engine, delivery_ids, settings.lease_s)
+    got = store.claim(engine, delivery_ids, settings.lease_s)
+    claimed, leased_until = got.deliveries, got.leased_until
     report.claimed = len(claimed)
     report.skipped = len(delivery_ids) - len(claimed)
     if leased_until is not None:
@@ -104,7 +107,7 @@ def deliver_chunk(
         message=_label({c.message_id for c in claimed}),
         provider=_label({c.provider for c in claimed}),
     ):
-        _deliver_claimed(claimed, report, started, settings, engine, enqueue_retry)
+        _deliver_claimed(got, report, started, settings, engine, enqueue_retry)
     return report
 
 
@@ -248,14 +251,14 @@ class _Chunk:
 
 
 def _deliver_claimed(
-    claimed: list[store.ClaimedDelivery],
+    got: store.Claim,
     report: ChunkReport,
     started: float,
     settings: Settings,
     engine: Engine,
     enqueue_retry: RetryEnqueuer,
 ) -> None:
-    messages = store.load_messages(engine, {c.message_id for c in claimed})
+    claimed, messages = got.deliveries, got.messages
     chunk = _Chunk(messages, settings, report, engine, claimed)
     now = utcnow()
 
@@ -285,7 +288,7 @@ def _deliver_claimed(
     chunk.flush()
     lanes = lane_state(settings)
     for (app_id, provider), group in sendable.items():
-        _deliver_lane(chunk, app_id, provider, group, engine, lanes)
+        _deliver_lane(chunk, got.apps.get(app_id), app_id, provider, group, lanes)
     chunk.flush()
     for countdown, ids in chunk.held.items():
         store.release(engine, ids, utcnow() + timedelta(seconds=countdown))
@@ -308,10 +311,10 @@ def _deliver_claimed(
 
 def _deliver_lane(
     chunk: _Chunk,
+    app: App | None,
     app_id: str,
     provider: str,
     group: list[store.ClaimedDelivery],
-    engine: Engine,
     lanes: LaneState,
 ) -> None:
     """Send one (app, provider) group on the process loop while this thread records the
@@ -322,7 +325,8 @@ def _deliver_lane(
     stream = _Stream(loop.loop, settings.send_concurrency)
     timeout = settings.send_timeout_s * (len(group) / max(1, settings.send_concurrency) + 4)
     try:
-        app = load_app(engine, app_id)
+        if app is None:
+            raise MissingCredentials(f"app {app_id} no longer exists")
         future = loop.submit(
             _send_lane(app, provider, group, chunk.messages, settings, lanes, budget, stream)
         )
@@ -444,6 +448,7 @@ class _Stream:
     def __init__(self, loop: asyncio.AbstractEventLoop, window: int) -> None:
         self.loop = loop
         self.window = asyncio.Semaphore(window)
+        self.batch = max(1, window // 2)
         self._answers: queue.SimpleQueue[tuple[store.ClaimedDelivery, Answer] | None] = (
             queue.SimpleQueue()
         )
@@ -455,14 +460,20 @@ class _Stream:
         self._answers.put(None)
 
     def take(self, timeout_s: float) -> tuple[list[tuple[store.ClaimedDelivery, Answer]], bool]:
-        """Every answer there is, waiting for the first; and whether the sending ended."""
+        """The answers of the next batch to record, and whether the sending ended.
+
+        Waits for the first answer, then gathers more for up to RECORD_LINGER_S (or until
+        half the window is waiting): a chunk's answers come close together, and each
+        write is a transaction, so a few milliseconds turn many small writes into one.
+        """
         try:
             items = [self._answers.get(timeout=timeout_s)]
         except queue.Empty:
             raise TimeoutError(f"the lane sent nothing more within {timeout_s:.0f}s") from None
+        until = time.monotonic() + RECORD_LINGER_S
         with contextlib.suppress(queue.Empty):
-            while True:
-                items.append(self._answers.get_nowait())
+            while items[-1] is not None and len(items) < self.batch:
+                items.append(self._answers.get(timeout=max(0.0, until - time.monotonic())))
         answers = [i for i in items if i is not None]
         return answers, len(answers) != len(items)
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import ssl
 
 import jwt
-from sqlalchemy import Engine
-from sqlmodel import Session
 
 from schemas.settings import Settings
 from schemas.tables import App
@@ -19,14 +17,6 @@ _fcm: dict[str, tuple[object, FcmSender]] = {}
 
 class MissingCredentials(Exception):
     pass
-
-
-def load_app(engine: Engine, app_id: str) -> App:
-    with Session(engine) as s:
-        app = s.get(App, app_id)
-    if app is None:
-        raise MissingCredentials(f"app {app_id} no longer exists")
-    return app
 
 
 def apns_sender(app: App, settings: Settings) -> ApnsSender:

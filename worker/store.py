@@ -5,14 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
     Connection,
     Engine,
-    String,
-    any_,
     bindparam,
     exists,
     func,
@@ -22,14 +19,13 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
 
 from schemas.codes import DeliveryStatus, MessageState
-from schemas.db import session_scope
-from schemas.tables import Delivery, Message, Registration, delivery_rows, table, utcnow
+from schemas.db import among, session_scope
+from schemas.tables import App, Delivery, Message, Registration, delivery_rows, table, utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,22 +59,46 @@ class Record:
     sent: bool
 
 
-def among(column: Any, ids: Iterable[str], dialect: str) -> ColumnElement[bool]:
-    """`column IN ids`; on PostgreSQL `column = ANY(array)`: one parameter whatever the
-    count, so psycopg prepares the statement once instead of parsing 500 `IN` items."""
-    values = list(ids)
-    if dialect == "postgresql":
-        return cast(ColumnElement[bool], column == any_(bindparam(None, values, ARRAY(String))))
-    return cast(ColumnElement[bool], column.in_(values))
+@dataclass
+class Claim:
+    deliveries: list[ClaimedDelivery]
+    # When rows of the chunk are still leased by another task (one that may have died),
+    # when that lease ends — so the caller can look again then.
+    leased_until: datetime | None
+    messages: dict[str, Message]  # of the claimed Deliveries
+    apps: dict[str, App]  # of the claimed Deliveries (an app deleted meanwhile is absent)
 
 
-def claim(
-    engine: Engine, ids: Sequence[str], lease_s: int
-) -> tuple[list[ClaimedDelivery], datetime | None]:
-    """Take the QUEUED, unleased Deliveries among `ids` for this task.
+_REGISTRATION_COLUMNS = (
+    "id",
+    "token",
+    "active",
+    "deactivated_code",
+    "platform",
+    "username",
+    "global_user_id",
+    "locale",
+    "preferred_languages",
+)
+# The claim and the registrations it needs in one round trip on PostgreSQL.
+_PG_CLAIM = text(
+    f"""
+    WITH taken AS (
+        UPDATE delivery SET lease_until = :until, attempts = attempts + 1
+        WHERE id = ANY(CAST(:ids AS text[])) AND status = 'QUEUED'
+          AND (lease_until IS NULL OR lease_until < :now)
+        RETURNING id, message_id, app_id, provider, attempts, registration_id)
+    SELECT t.id, t.message_id, t.app_id, t.provider, t.attempts, t.registration_id,
+           {", ".join(f"r.{c}" for c in _REGISTRATION_COLUMNS)}
+    FROM taken t LEFT JOIN registration r ON r.id = t.registration_id
+    """
+)
 
-    Returns the claimed rows and, when some rows are still leased by another task (one
-    that may have died), when that lease ends — so the caller can look again then.
+
+def claim(engine: Engine, ids: Sequence[str], lease_s: int) -> Claim:
+    """Take the QUEUED, unleased Deliveries among `ids` for this task, with the Messages
+    and apps they need, in one transaction.
+
     A row already final is simply skipped: a redelivered chunk never re-sends it.
 
     The claim changes only unindexed columns (lease, attempts), so PostgreSQL can update
@@ -86,39 +106,15 @@ def claim(
     """
     now = utcnow()
     until = now + timedelta(seconds=lease_s)
-    d, r = table(Delivery).c, table(Registration).c
+    d = table(Delivery).c
     with engine.begin() as conn:
         dialect = conn.dialect.name
-        taken = conn.execute(
-            update(table(Delivery))
-            .where(
-                among(d.id, ids, dialect),
-                d.status == DeliveryStatus.QUEUED,
-                or_(d.lease_until.is_(None), d.lease_until < now),
-            )
-            .values(lease_until=until, attempts=d.attempts + 1)
-            .returning(d.id, d.message_id, d.app_id, d.provider, d.attempts, d.registration_id)
-        ).all()
-        regs = (
-            {
-                row[0]: row
-                for row in conn.execute(
-                    select(
-                        r.id,
-                        r.token,
-                        r.active,
-                        r.deactivated_code,
-                        r.platform,
-                        r.username,
-                        r.global_user_id,
-                        r.locale,
-                        r.preferred_languages,
-                    ).where(among(r.id, {t[5] for t in taken}, dialect))
-                ).all()
-            }
-            if taken
-            else {}
-        )
+        rows: Sequence[Sequence[Any]]
+        if dialect == "postgresql":
+            rows = conn.execute(_PG_CLAIM, {"ids": list(ids), "now": now, "until": until}).all()
+        else:
+            rows = _claim_rows(conn, ids, now, until)
+        taken = [row[0] for row in rows]
         leased_until = None
         if len(taken) < len(ids):
             leased_until = conn.execute(
@@ -126,30 +122,70 @@ def claim(
                     among(d.id, ids, dialect),
                     d.status == DeliveryStatus.QUEUED,
                     d.lease_until >= now,
-                    ~among(d.id, [t[0] for t in taken], dialect) if taken else true(),
+                    ~among(d.id, taken, dialect) if taken else true(),
                 )
             ).scalar()
-    return [_claimed(t, regs.get(t[5])) for t in taken], leased_until
+        messages: dict[str, Message] = {}
+        apps: dict[str, App] = {}
+        if rows:
+            message_ids, app_ids = {row[1] for row in rows}, {row[2] for row in rows}
+            with Session(bind=conn) as s:
+                found = s.execute(select(Message).where(among(Message.id, message_ids, dialect)))
+                messages = {m.id: m for m in found.scalars()}
+                owners = s.execute(select(App).where(among(App.id, app_ids, dialect)))
+                apps = {a.id: a for a in owners.scalars()}
+                s.expunge_all()
+    return Claim([_claimed(row) for row in rows], leased_until, messages, apps)
 
 
-def _claimed(t: Any, reg: Any) -> ClaimedDelivery:
-    if reg is None:  # the registration was deleted after fan-out
-        return ClaimedDelivery(t[0], t[1], t[2], t[3], t[4], "", "", False, None)
+def _claim_rows(
+    conn: Connection, ids: Sequence[str], now: datetime, until: datetime
+) -> list[tuple[Any, ...]]:
+    """The portable claim (SQLite): update, then read the registrations; rows shaped as
+    _PG_CLAIM's."""
+    d, r = table(Delivery).c, table(Registration).c
+    dialect = conn.dialect.name
+    taken = conn.execute(
+        update(table(Delivery))
+        .where(
+            among(d.id, ids, dialect),
+            d.status == DeliveryStatus.QUEUED,
+            or_(d.lease_until.is_(None), d.lease_until < now),
+        )
+        .values(lease_until=until, attempts=d.attempts + 1)
+        .returning(d.id, d.message_id, d.app_id, d.provider, d.attempts, d.registration_id)
+    ).all()
+    if not taken:
+        return []
+    columns = [getattr(r, c) for c in _REGISTRATION_COLUMNS]
+    regs = {
+        row[0]: tuple(row)
+        for row in conn.execute(select(*columns).where(among(r.id, {t[5] for t in taken}, dialect)))
+    }
+    missing = (None,) * len(_REGISTRATION_COLUMNS)
+    return [tuple(t) + regs.get(t[5], missing) for t in taken]
+
+
+def _claimed(row: Any) -> ClaimedDelivery:
+    (did, message_id, app_id, provider, attempts, _, rid, token, active, code, *rest) = row
+    if rid is None:  # the registration was deleted after fan-out
+        return ClaimedDelivery(did, message_id, app_id, provider, attempts, "", "", False, None)
+    platform, username, global_user_id, locale, preferred_languages = rest
     return ClaimedDelivery(
-        id=t[0],
-        message_id=t[1],
-        app_id=t[2],
-        provider=t[3],
-        attempts=t[4],
-        token=reg[1] or "",
-        registration_id=reg[0],
-        registration_active=bool(reg[2]),
-        deactivated_code=reg[3],
-        platform=reg[4],
-        username=reg[5],
-        global_user_id=reg[6],
-        locale=reg[7],
-        preferred_languages=reg[8],
+        id=did,
+        message_id=message_id,
+        app_id=app_id,
+        provider=provider,
+        attempts=attempts,
+        token=token or "",
+        registration_id=rid,
+        registration_active=bool(active),
+        deactivated_code=code,
+        platform=platform,
+        username=username,
+        global_user_id=global_user_id,
+        locale=locale,
+        preferred_languages=preferred_languages,
     )
 
 
