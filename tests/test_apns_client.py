@@ -236,3 +236,18 @@ def test_an_unreachable_provider_is_a_transport_failure_not_a_verdict(tmp_path: 
 
     answer = asyncio.run(run())
     assert answer.status is None and answer.reason in ("connection", "timeout")
+
+
+def test_the_provider_token_is_indexed_by_hpack_not_sent_whole_each_time(clean: Sim) -> None:
+    async def run() -> tuple[list[int], bool]:
+        sender = ApnsSender(key_app(clean), settings_for(clean))
+        answers = await send_many(sender, [secrets.token_hex(32) for _ in range(50)])
+        [conn] = sender.client.pool.connections
+        table = conn.conn.encoder.header_table  # type: ignore[attr-defined]
+        indexed = any(name == b"authorization" for name, _ in table.dynamic_entries)
+        sender.close()
+        return [a.status or 0 for a in answers], indexed
+
+    statuses, indexed = asyncio.run(run())
+    assert statuses == [200] * 50  # the simulator still reads the token and accepts it
+    assert indexed
