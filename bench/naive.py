@@ -32,6 +32,7 @@ TASK = "bench.naive.send"
 # Each task counts itself done here, so the benchmark can poll one cheap key instead of the
 # simulators' stats (whose per-token maps grow with every send).
 DONE_KEY = "bench-naive:done"
+OK_KEY = "bench-naive:ok"  # answered 200 (the provider may be the fake, which counts nothing)
 
 
 def make_app(broker_url: str) -> Celery:
@@ -50,22 +51,25 @@ _counter: redis.Redis | None = None
 _counter_pid = 0
 
 
-def _count_done() -> None:
+def _count_done(status: int) -> None:
     global _counter, _counter_pid
     if _counter is None or _counter_pid != os.getpid():  # never share a socket across fork
         _counter, _counter_pid = redis.Redis.from_url(_broker_url), os.getpid()
+    if status == 200:
+        _counter.incr(OK_KEY)
     _counter.incr(DONE_KEY)
 
 
 @app.task(name=TASK)
 def send(provider: str, token: str, creds: dict[str, str], payload: dict[str, Any]) -> int:
     """Send one notification with a client built for this task alone; returns the status."""
+    status = -1
     try:
-        if provider == "apns":
-            return asyncio.run(_apns_once(token, creds, payload))
-        return asyncio.run(_fcm_once(token, creds, payload))
+        once = _apns_once if provider == "apns" else _fcm_once
+        status = asyncio.run(once(token, creds, payload))
+        return status
     finally:
-        _count_done()
+        _count_done(status)
 
 
 async def _apns_once(token: str, creds: dict[str, str], payload: dict[str, Any]) -> int:

@@ -9,8 +9,8 @@ Stack (API, worker with concurrency 2) whose providers are the minimal fake prov
 (bench/fakeprovider.py: HTTP/2 over TLS, answers 200, checks nothing), N registrations
 written in bulk, one broadcast through the API, timed from its 202 to the last Delivery
 recorded SENT, with the CPU each process spent per notification. Beside it, in the same run:
-the bare clients' ceiling against the same fake and the naive baseline (one Celery task per
-device, against the simulators), both steady-state rates measured on fewer sends (see
+the bare clients' ceiling and the naive baseline (one Celery task per device), both against
+the same fake, both steady-state rates measured on fewer sends (see
 bench/references.py). Reports medians of K repeats, the share of the CPUs other processes
 took during each run, and the targets.
 """
