@@ -9,6 +9,7 @@ It writes nothing to the database, which flatters it: Pushline/naive ratios are 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import uuid
@@ -97,5 +98,8 @@ async def _fcm_once(token: str, creds: dict[str, str], payload: dict[str, Any]) 
     try:
         result = await messaging.send_each_async([to_message(token, build_fcm(payload))], app=fb)
     finally:
-        firebase_admin.delete_app(fb)
+        # firebase-admin closes its client with asyncio.run, which refuses to run inside
+        # this loop; the app is unregistered first, and the client goes with the task.
+        with contextlib.suppress(RuntimeError):
+            firebase_admin.delete_app(fb)
     return 200 if result.success_count else -1

@@ -29,11 +29,7 @@ from schemas.payload import Payload, PayloadError, check_push, stored
 from schemas.queueing import lane_for
 from schemas.scheduling import ScheduleError, plan
 from schemas.settings import Settings, get_settings
-from schemas.tables import (
-    Message,
-    Schedule,
-    utcnow,
-)
+from schemas.tables import Message, Schedule, new_id, table, utcnow
 from schemas.targets import is_transactional
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
@@ -125,11 +121,12 @@ def accept_push(
             replay = _replay(engine, app_id, key, digest, now)
             if replay is not None:
                 return replay
-        message = new_message(app_id, request, key, digest, now)
+        row = message_row(app_id, request, key, digest, now)
         try:
-            if inline(settings, message):
-                done = dispatcher_for(settings, engine).submit(message)
-                return Accepted(message.id, wait_dispatched(done))
+            if inline(settings, row):
+                done = dispatcher_for(settings, engine).submit(row)
+                return Accepted(row["id"], wait_dispatched(done))
+            message = Message(**row)
             with session_scope(engine) as s:
                 s.add(message)
         except IntegrityError:
@@ -150,26 +147,34 @@ def accept_push(
     return Accepted(message_id=message.id, state=message.state)
 
 
-def new_message(
+_MESSAGE_COLUMNS = dict.fromkeys(c.name for c in table(Message).columns)
+
+
+def message_row(
     app_id: str, request: PushRequest, key: str | None, digest: str | None, now: datetime
-) -> Message:
-    return Message(
-        app_id=app_id,
-        target=stored_target(request),
-        payload=stored(request.payload),
-        state=MessageState.ACCEPTED,
-        lane=lane_for(request.target.model_dump(), request.payload.priority),
-        idempotency_key=key,
-        request_hash=digest,
-        created_at=now,
-        expires_at=expires_at(request.payload, now),
-    )
+) -> dict[str, Any]:
+    """The accepted Message as a row, every column present (a Message model costs ~0.1 ms
+    to build; the single-device path inserts rows)."""
+    return {
+        **_MESSAGE_COLUMNS,
+        "id": new_id(),
+        "app_id": app_id,
+        "target": stored_target(request),
+        "payload": stored(request.payload),
+        "state": MessageState.ACCEPTED,
+        "total": 0,
+        "lane": lane_for(request.target.model_dump(), request.payload.priority),
+        "idempotency_key": key,
+        "request_hash": digest,
+        "created_at": now,
+        "expires_at": expires_at(request.payload, now),
+    }
 
 
-def inline(settings: Settings, message: Message) -> bool:
+def inline(settings: Settings, row: dict[str, Any]) -> bool:
     """One device or one person: resolved when accepted and queued straight to delivery,
     with no fan-out task (producer/dispatch.py)."""
-    return settings.inline_max_deliveries > 0 and is_transactional(message.target)
+    return settings.inline_max_deliveries > 0 and is_transactional(row["target"])
 
 
 def wait_dispatched(done: Future[str]) -> str:
@@ -193,16 +198,16 @@ def submit_inline(
     settings: Settings,
     engine: Engine,
     idempotency_key: str | None = None,
-) -> tuple[Message, Future[str]] | None:
+) -> tuple[str, Future[str]] | None:
     """The API's path for a push to one device or one person with no idempotency key and
     no schedule: no I/O here, so the event loop hands it to the dispatcher directly.
-    Returns the Message and its state to come, or None for `accept_push` to take it."""
+    Returns the Message id and its state to come, or None for `accept_push` to take it."""
     if idempotency_key or request.idempotency_key or request.schedule is not None:
         return None
-    message = new_message(app_id, request, None, None, utcnow())
-    if not inline(settings, message):
+    row = message_row(app_id, request, None, None, utcnow())
+    if not inline(settings, row):
         return None
-    return message, dispatcher_for(settings, engine).submit(message)
+    return row["id"], dispatcher_for(settings, engine).submit(row)
 
 
 def _withdraw(engine: Engine, message_id: str) -> None:

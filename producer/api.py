@@ -226,8 +226,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
             who.app_id, parsed, settings=settings, engine=engine, idempotency_key=idempotency_key
         )
         if fast is not None:  # one device or one person: no thread, no fan-out task
-            message, done = fast
-            accepted = Accepted(message.id, await wait_dispatched_async(done))
+            message_id, done = fast
+            accepted = Accepted(message_id, await wait_dispatched_async(done))
         else:
             accepted = await run_in_threadpool(
                 accept_push,

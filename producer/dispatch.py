@@ -39,7 +39,7 @@ log = structlog.get_logger("pushline.dispatch")
 
 @dataclass
 class Handoff:
-    message: Message  # as accepted, target not yet resolved
+    message: dict[str, Any]  # the Message row as accepted, its target not yet resolved
     done: Future[str] = field(default_factory=Future)  # its state once written and queued
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     fan_out: bool = False  # more registrations than inline_max: the fan-out task resolves
@@ -55,7 +55,7 @@ class Dispatcher:
         self._thread = threading.Thread(target=self._run, name="pushline-dispatch", daemon=True)
         self._thread.start()
 
-    def submit(self, message: Message) -> Future[str]:
+    def submit(self, message: dict[str, Any]) -> Future[str]:
         handoff = Handoff(message)
         self._inbox.put(handoff)
         return handoff.done
@@ -90,11 +90,11 @@ class Dispatcher:
         by_lane: dict[str, list[Handoff]] = defaultdict(list)
         for h in written:
             if h.fan_out:
-                self._publish([h], enqueue_fanout, h.message.id, h.message.lane)
+                self._publish([h], enqueue_fanout, h.message["id"], h.message["lane"])
             elif h.deliveries:
-                by_lane[h.message.lane].append(h)
+                by_lane[h.message["lane"]].append(h)
             else:
-                h.done.set_result(h.message.state)  # nothing matched: final, nothing to queue
+                h.done.set_result(h.message["state"])  # nothing matched: final, nothing to queue
         for lane, handoffs in by_lane.items():
             ids = [d["id"] for h in handoffs for d in h.deliveries]
             self._publish(handoffs, enqueue_deliveries, ids, lane)
@@ -125,7 +125,7 @@ class Dispatcher:
                 h.done.set_exception(failure)
             return
         for h in handoffs:
-            h.done.set_result(h.message.state)
+            h.done.set_result(h.message["state"])
 
     def _fail(self, batch: list[Handoff], exc: Exception) -> None:
         failure = Unavailable(f"the store is unavailable; nothing was accepted ({exc})")
@@ -154,13 +154,13 @@ class Dispatcher:
 
     def _insert(self, batch: list[Handoff]) -> None:
         with self.engine.begin() as conn:
-            conn.execute(insert(table(Message)), [h.message.model_dump() for h in batch])
+            conn.execute(insert(table(Message)), [h.message for h in batch])
             rows = [d for h in batch for d in h.deliveries]
             if rows:
                 conn.execute(insert(table(Delivery)), rows)
 
     def _withdraw(self, handoffs: list[Handoff]) -> None:
-        ids = [h.message.id for h in handoffs]
+        ids = [h.message["id"] for h in handoffs]
         try:
             with self.engine.begin() as conn:
                 conn.execute(delete(table(Delivery)).where(col(Delivery.message_id).in_(ids)))
@@ -171,12 +171,12 @@ class Dispatcher:
 
 
 def resolve_targets(
-    conn: Connection, messages: list[Message], limit: int
+    conn: Connection, messages: list[dict[str, Any]], limit: int
 ) -> list[list[tuple[str, str]] | None]:
     """(registration id, provider) of each Message's audience, or None where it has more
     than `limit` registrations."""
     by_id = [
-        m.target.get("registration_id") if m.target.get("type") == "device" else None
+        m["target"].get("registration_id") if m["target"].get("type") == "device" else None
         for m in messages
     ]
     wanted = [rid for rid in by_id if rid]
@@ -194,27 +194,27 @@ def resolve_targets(
     for m, rid in zip(messages, by_id, strict=True):
         if rid:
             hit = found.get(rid)
-            pages.append([(rid, hit[0])] if hit and hit[1] == m.app_id else [])
+            pages.append([(rid, hit[0])] if hit and hit[1] == m["app_id"] else [])
             continue
         matched = conn.execute(
             select(col(Registration.id), col(Registration.provider))
-            .where(audience(m.app_id, m.target))
+            .where(audience(m["app_id"], m["target"]))
             .limit(limit + 1)
         ).all()
         pages.append(None if len(matched) > limit else [(row[0], row[1]) for row in matched])
     return pages
 
 
-def resolved(message: Message, page: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    """Mark a Message resolved when accepted (dispatched, or failed with code 2 when
+def resolved(message: dict[str, Any], page: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Mark a Message row resolved when accepted (dispatched, or failed with code 2 when
     nothing matched) and return its Delivery rows."""
-    now = message.created_at
+    now = message["created_at"]
     if not page:
-        message.state, message.completed_at = MessageState.FAILED, now
-        message.code, message.detail = ResultCode.TARGET_NOT_FOUND, NOTHING_MATCHED
+        message.update(state=MessageState.FAILED, completed_at=now)
+        message.update(code=ResultCode.TARGET_NOT_FOUND, detail=NOTHING_MATCHED)
         return []
-    message.state, message.total, message.dispatched_at = MessageState.DISPATCHED, len(page), now
-    return delivery_rows(message.id, message.app_id, page, now)
+    message.update(state=MessageState.DISPATCHED, total=len(page), dispatched_at=now)
+    return delivery_rows(message["id"], message["app_id"], page, now)
 
 
 _dispatchers: dict[tuple[int, str, str], Dispatcher] = {}

@@ -48,6 +48,23 @@ def _registration_ids(app: AppHandle, tokens: list[str]) -> dict[str, str]:
     return {t: by_token[t] for t in tokens}
 
 
+def _push_each_and_wait(
+    app: AppHandle, n: int, *, latency_ms: int, until_accepted: int
+) -> tuple[list[str], list[str]]:
+    """n iOS devices, a push to each (arriving together) with the simulator slowed down;
+    returns (tokens, Message ids) once `until_accepted` notifications reached it."""
+    tokens = [app.ios() for _ in range(n)]
+    rids = _registration_ids(app, tokens)
+    app.stack.apns.configure(latency_ms=latency_ms)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        ids = list(pool.map(lambda t: _push(app, rids[t], t[:12], "high"), tokens))
+    deadline = time.monotonic() + 30
+    while app.stack.apns.stats()["accepted_total"] < until_accepted:
+        assert time.monotonic() < deadline, log_tail(app.stack, "worker")
+        time.sleep(0.01)
+    return tokens, ids
+
+
 def _wait_all(stack: Stack, message_ids: list[str], timeout: float = 90.0) -> dict[str, Message]:
     assert stack.database_url
     deadline = time.monotonic() + timeout
@@ -153,15 +170,8 @@ def test_a_worker_killed_during_a_batch_of_single_device_pushes_resends_at_most_
 ) -> None:
     stack = killable_stack
     app = AppHandle(stack, stack.add_app("txkill"))
-    tokens = [app.ios() for _ in range(300)]
-    rids = _registration_ids(app, tokens)
-    stack.apns.configure(latency_ms=30)  # batches take a while: long enough to die inside
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        ids = list(pool.map(lambda t: _push(app, rids[t], t[:12], "high"), tokens))
-    deadline = time.monotonic() + 30
-    while stack.apns.stats()["accepted_total"] < 40:
-        assert time.monotonic() < deadline, log_tail(stack, "worker")
-        time.sleep(0.01)
+    # Batches take a while: long enough to die inside.
+    tokens, ids = _push_each_and_wait(app, 300, latency_ms=30, until_accepted=40)
     stack.kill("worker")  # SIGKILL to the whole worker process group
     assert stack.apns.stats()["accepted_total"] < 300
     stack.apns.configure(latency_ms=0)
@@ -241,15 +251,7 @@ def test_a_postgresql_restart_during_delivery_loses_nothing(
     stack.start()
     try:
         app = AppHandle(stack, stack.add_app("pgrestart"))
-        tokens = [app.ios() for _ in range(200)]
-        rids = _registration_ids(app, tokens)
-        stack.apns.configure(latency_ms=20)
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            ids = list(pool.map(lambda t: _push(app, rids[t], t[:12], "high"), tokens))
-        deadline = time.monotonic() + 30
-        while stack.apns.stats()["accepted_total"] < 20:
-            assert time.monotonic() < deadline, log_tail(stack, "worker")
-            time.sleep(0.01)
+        tokens, ids = _push_each_and_wait(app, 200, latency_ms=20, until_accepted=20)
         own_postgres.stop("immediate")  # a crash, not a clean shutdown
         time.sleep(1)
         own_postgres.start()

@@ -9,7 +9,7 @@ import contextlib
 import math
 import queue
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -503,19 +503,21 @@ def _prepare(
     now = utcnow()
     if provider == "apns":
         sender = apns_sender(app, settings)
-        built: dict[Hashable, ApnsRequest] = {}
+        # Per distinct payload: the request, and whether it is too large once a notification
+        # id is added (every id is a UUID of the same length, so one check serves them all).
+        built: dict[Hashable, tuple[ApnsRequest, bool]] = {}
         requests: dict[str, ApnsRequest] = {}
         for c in group:
             msg = messages[c.message_id]
             choice, payload = _choose(msg, c)
-            req = built.get(choice)
-            if req is None:
-                req = built[choice] = build_apns(payload, message_ttl(payload, msg.expires_at, now))
-            mine = apns_for_device(req, c.id)
-            if apns_too_large(mine):
+            hit = built.get(choice)
+            if hit is None:
+                req = build_apns(payload, message_ttl(payload, msg.expires_at, now))
+                hit = built[choice] = (req, apns_too_large(apns_for_device(req, c.id)))
+            if hit[1]:
                 decided.append((c, TOO_LARGE))
             else:
-                requests[c.id] = mine
+                requests[c.id] = apns_for_device(hit[0], c.id)
                 ready.append(c)
         return ready, lambda c: sender.send(c.token, c.id, requests[c.id])
     fsender = fcm_sender(app, settings)
@@ -561,15 +563,30 @@ async def _send_lane(
     try:
         result = _LaneSend([], [])
         pending, send = _prepare(app, provider, group, messages, settings, result.answers)
-        in_flight: set[asyncio.Task[None]] = set()
+        waiting: deque[store.ClaimedDelivery] = deque()
+        senders: set[asyncio.Task[None]] = set()
 
-        async def one(c: store.ClaimedDelivery) -> None:
-            try:
-                answer: Answer = await send(c)
-            except Exception as exc:  # a sender bug must not strand the delivery unrecorded
-                log.exception("send failed", delivery=c.id)
-                answer = ProviderAnswer(None, "connection", detail=type(exc).__name__)
-            stream.put(c, answer)
+        async def sender() -> None:
+            # At most send_concurrency of these take deliveries in turn: no Task per send.
+            while waiting:
+                await stream.window.acquire()
+                if not waiting:
+                    stream.window.release()
+                    return
+                c = waiting.popleft()
+                try:
+                    answer: Answer = await send(c)
+                except Exception as exc:  # a sender bug must not strand the delivery unrecorded
+                    log.exception("send failed", delivery=c.id)
+                    answer = ProviderAnswer(None, "connection", detail=type(exc).__name__)
+                stream.put(c, answer)
+
+        def feed(batch: list[store.ClaimedDelivery]) -> None:
+            waiting.extend(batch)
+            for _ in range(min(settings.send_concurrency - len(senders), len(waiting))):
+                task = asyncio.create_task(sender())
+                senders.add(task)
+                task.add_done_callback(senders.discard)
 
         rate = lane_rate_per_minute(app, provider, settings)
         waited = 0.0
@@ -577,11 +594,7 @@ async def _send_lane(
             grant = await lanes.take(app.id, provider, len(pending), rate)
             if grant.granted:
                 batch, pending = pending[: grant.granted], pending[grant.granted :]
-                for c in batch:
-                    await stream.window.acquire()
-                    task = asyncio.create_task(one(c))
-                    in_flight.add(task)
-                    task.add_done_callback(in_flight.discard)
+                feed(batch)
             if not pending:
                 break
             if grant.paused or not sleep_for_tokens(grant.wait_s, waited, budget_s):
@@ -589,8 +602,8 @@ async def _send_lane(
                 break
             await asyncio.sleep(max(grant.wait_s, 0.001))
             waited += grant.wait_s
-        if in_flight:
-            await asyncio.wait(in_flight)
+        while senders:
+            await asyncio.wait(set(senders))
         return result
     finally:
         stream.close()
