@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,6 +26,11 @@ bench: $(STAMP)
 	bash scripts/services.sh
 	$(PY) -m bench.transactional
 	$(PY) -m bench.throughput
+
+# Worker memory over 1,000,000 deliveries (about ten minutes).
+soak: $(STAMP)
+	bash scripts/services.sh
+	$(PY) -m bench.soak
 
 clean:
 	rm -rf .pushline $(VENV)
