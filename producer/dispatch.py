@@ -217,13 +217,21 @@ def resolved(message: dict[str, Any], page: list[tuple[str, str]]) -> list[dict[
     return delivery_rows(message["id"], message["app_id"], page, now)
 
 
-_dispatchers: dict[tuple[int, str, str], Dispatcher] = {}
+_dispatchers: dict[tuple[object, ...], Dispatcher] = {}
 _lock = threading.Lock()
 
 
 def dispatcher_for(settings: Settings, engine: Engine) -> Dispatcher:
     """This process's dispatcher for the store and broker (a forked process gets its own)."""
-    key = (os.getpid(), settings.redis_url, str(engine.url))
+    key = (
+        os.getpid(),
+        settings.redis_url,
+        settings.redis_key_prefix,
+        settings.priority_lane,
+        settings.inline_max_deliveries,
+        settings.publish_linger_ms,
+        str(engine.url),
+    )
     found = _dispatchers.get(key)
     if found is None:
         with _lock:

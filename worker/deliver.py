@@ -60,8 +60,8 @@ _config_warned: dict[tuple[str, str], float] = {}
 CONFIG_WARN_EVERY_S = 300.0
 
 RetryEnqueuer = Callable[[list[str], float], None]
-# How long answers are gathered before they are written (see _Stream.take).
-RECORD_LINGER_S = 0.005
+# How long answers are gathered at most before they are written (see _Stream.take).
+RECORD_LINGER_S = 0.02
 Answer = ProviderAnswer | Outcome
 
 TOO_LARGE = Outcome(
@@ -132,6 +132,9 @@ class _Chunk:
         self.engine = engine
         self.claimed = claimed
         self.message_of = {c.id: c.message_id for c in claimed}
+        # This chunk's Deliveries of each Message not final yet: a Message can only be
+        # closed once they are, so earlier writes need not lock and look at it.
+        self.unsettled: Counter[str] = Counter(c.message_id for c in claimed)
         self.finals: list[store.Record] = []
         self.retries: list[tuple[str, int, str, datetime]] = []
         self.deactivate: list[tuple[str, int]] = []
@@ -145,7 +148,8 @@ class _Chunk:
         if not (self.finals or self.retries or self.deactivate):
             return
         finals = self.finals
-        done = {self.message_of[f.id] for f in finals}
+        touched = {self.message_of[f.id] for f in finals}
+        done = {m for m in touched if not self.unsettled[m]}
         store.record(self.engine, finals, self.retries, self.deactivate, done)
         self.finals, self.retries, self.deactivate = [], [], []
         outcomes_recorded(self.settings, self.claimed, finals)
@@ -212,6 +216,7 @@ class _Chunk:
             )
         )
         self.report.codes[outcome.code] += 1
+        self.unsettled[c.message_id] -= 1
         if outcome.deactivate:
             self.deactivate.append((c.registration_id, outcome.code))
         if outcome.status != DeliveryStatus.ERROR:
@@ -322,7 +327,7 @@ def _deliver_lane(
     settings = chunk.settings
     budget = task_wait_budget_s(settings.lease_s)
     loop = process_loop()
-    stream = _Stream(loop.loop, settings.send_concurrency)
+    stream = _Stream(loop.loop, settings.send_concurrency, len(group))
     timeout = settings.send_timeout_s * (len(group) / max(1, settings.send_concurrency) + 4)
     try:
         if app is None:
@@ -369,10 +374,12 @@ def _record_as_answered(
     each recorded answer frees its slot in the send window."""
     over_quota: OverQuota = []
     deadline = time.monotonic() + timeout_s
+    left = stream.expected
     try:
         finished = False
         while not finished:
-            answers, finished = stream.take(max(0.0, deadline - time.monotonic()))
+            answers, finished = stream.take(max(0.0, deadline - time.monotonic()), left)
+            left -= len(answers)
             for c, answer in answers:
                 _sort_answer(chunk, provider, c, answer, over_quota)
             chunk.flush()
@@ -445,8 +452,9 @@ class _Stream:
     at most `send_concurrency` notifications whose outcome it did not record.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, window: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, window: int, expected: int) -> None:
         self.loop = loop
+        self.expected = expected  # at most this many answers come
         self.window = asyncio.Semaphore(window)
         self.batch = max(1, window // 2)
         self._answers: queue.SimpleQueue[tuple[store.ClaimedDelivery, Answer] | None] = (
@@ -459,12 +467,14 @@ class _Stream:
     def close(self) -> None:
         self._answers.put(None)
 
-    def take(self, timeout_s: float) -> tuple[list[tuple[store.ClaimedDelivery, Answer]], bool]:
+    def take(
+        self, timeout_s: float, left: int
+    ) -> tuple[list[tuple[store.ClaimedDelivery, Answer]], bool]:
         """The answers of the next batch to record, and whether the sending ended.
 
-        Waits for the first answer, then gathers more for up to RECORD_LINGER_S (or until
-        half the window is waiting): a chunk's answers come close together, and each
-        write is a transaction, so a few milliseconds turn many small writes into one.
+        Waits for the first answer, then gathers more until half the window is waiting,
+        or every answer still to come (`left`) is in, or RECORD_LINGER_S passed: each
+        write is a transaction, and a small chunk's answers come close together.
         """
         try:
             items = [self._answers.get(timeout=timeout_s)]
@@ -472,7 +482,7 @@ class _Stream:
             raise TimeoutError(f"the lane sent nothing more within {timeout_s:.0f}s") from None
         until = time.monotonic() + RECORD_LINGER_S
         with contextlib.suppress(queue.Empty):
-            while items[-1] is not None and len(items) < self.batch:
+            while items[-1] is not None and len(items) < min(self.batch, left):
                 items.append(self._answers.get(timeout=max(0.0, until - time.monotonic())))
         answers = [i for i in items if i is not None]
         return answers, len(answers) != len(items)
