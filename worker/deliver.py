@@ -61,7 +61,7 @@ CONFIG_WARN_EVERY_S = 300.0
 
 RetryEnqueuer = Callable[[list[str], float], None]
 # How long answers are gathered at most before they are written (see _Stream.take).
-RECORD_LINGER_S = 0.02
+RECORD_LINGER_S = 0.005
 Answer = ProviderAnswer | Outcome
 
 TOO_LARGE = Outcome(
