@@ -22,6 +22,7 @@ from producer.auth import CallerDep, KeyResolver
 from producer.bodies import json_body, read_json
 from producer.engagement import report_engagement
 from producer.errors import PushlineError, TooManyRequests
+from producer.fastpath import InlinePush
 from producer.quota import RequestQuota
 from producer.registrations import (
     delete_registration,
@@ -33,7 +34,7 @@ from producer.registrations import (
 )
 from producer.schedules import get_schedule, list_schedules, set_state
 from producer.status import get_delivery, list_deliveries, message_status
-from producer.surfaces import mount_surfaces
+from producer.surfaces import Surface, mount_surfaces
 from producer.webhooks import emit_installation
 from schemas.api import (
     TARGET_ROLE,
@@ -74,7 +75,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     )
     api.state.keys = KeyResolver(engine)
     api.state.quota = RequestQuota(settings.redis_url, settings.redis_key_prefix)
-    surfaces = mount_surfaces(api, settings, engine)
+    surfaces: list[Surface] = []
 
     @api.exception_handler(PushlineError)
     async def _pushline_error(request: Request, exc: PushlineError) -> JSONResponse:
@@ -336,6 +337,10 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         row = report_engagement(engine, who.app_id, delivery_id, body.status)
         return DeliveryOut.model_validate(row)
 
+    # After the native routes: Starlette matches routes in order, and POST /v1/messages is
+    # the call made most, so it should not be tried against every seed route first.
+    surfaces.extend(mount_surfaces(api, settings, engine))
+    api.add_middleware(InlinePush, settings=settings, engine=engine)
     return api
 
 

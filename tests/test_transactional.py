@@ -171,7 +171,7 @@ def test_a_worker_killed_during_a_batch_of_single_device_pushes_resends_at_most_
     stack = killable_stack
     app = AppHandle(stack, stack.add_app("txkill"))
     # Batches take a while: long enough to die inside.
-    tokens, ids = _push_each_and_wait(app, 300, latency_ms=30, until_accepted=40)
+    tokens, ids = _push_each_and_wait(app, 300, latency_ms=100, until_accepted=20)
     stack.kill("worker")  # SIGKILL to the whole worker process group
     assert stack.apns.stats()["accepted_total"] < 300
     stack.apns.configure(latency_ms=0)
@@ -284,3 +284,35 @@ def test_a_single_device_push_the_broker_refuses_is_unavailable_and_leaves_nothi
     with Session(engine) as s:
         assert s.execute(select(func.count()).select_from(Message)).scalar_one() == 0
         assert s.execute(select(func.count()).select_from(Delivery)).scalar_one() == 0
+
+
+def test_a_single_device_push_over_http_the_broker_refuses_is_503_in_the_native_shape(
+    tmp_path: Path,
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from producer.api import create_app as create_api
+    from producer.apps import create_key
+
+    settings = Settings(
+        redis_url="redis://127.0.0.1:1/0", database_url=f"sqlite:///{tmp_path / 'p.db'}"
+    )
+    api = create_api(settings)
+    engine = engine_for(settings.database_url)
+    tenant = create_tenant(engine, "tx-http-broker-down")
+    key, _ = create_key(engine, tenant.id, ["push_single"])
+    with Session(engine) as s:
+        s.add(Registration(app_id=tenant.id, provider="apns", platform="ios", token="cd" * 32))
+        s.commit()
+        rid = s.execute(select(col(Registration.id))).scalar_one()
+    client = TestClient(api)
+    body = {"target": {"type": "device", "registration_id": rid}, "payload": {"alert": "x"}}
+    headers = {"X-API-Key": key}
+    assert client.get("/v1/messages/nothing", headers=headers).status_code == 404  # key cached
+    r = client.post("/v1/messages", headers=headers, json=body)
+    assert r.status_code == 503
+    assert r.json()["error"] == "unavailable" and "result code 3" in r.json()["message"]
+    with Session(engine) as s:
+        assert s.execute(select(func.count()).select_from(Message)).scalar_one() == 0
+    bad = client.post("/v1/messages", headers=headers, json={**body, "payload": {"badge": -1}})
+    assert bad.status_code == 400 and bad.json()["details"][0]["field"]  # the app's own shape
