@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     inline_max_deliveries: int = 100
     # The API gathers the Deliveries of pushes accepted within this many milliseconds into
     # one deliver task per lane: many Messages share one task's cost (DESIGN.md §5).
-    publish_linger_ms: float = 5.0
+    publish_linger_ms: float = 15.0
     visibility_timeout_s: int = 3600
     max_attempts: int = 5
     retry_base_s: float = 1.0
