@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NoReturn
 
 import psutil
 import psycopg
@@ -19,7 +21,7 @@ import redis
 from psycopg import sql
 from sqlalchemy import insert, make_url, text
 
-from producer.stack import free_port
+from producer.stack import Stack, free_port
 from schemas.db import engine_for, normalise_url, upgrade
 from schemas.tables import Registration, new_id, table, utcnow
 
@@ -282,6 +284,36 @@ def start_fake(tls_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
             raise RuntimeError(f"fake provider exited: {log.read_text()[-500:]}")
         time.sleep(0.05)
     raise TimeoutError("fake provider did not start")
+
+
+def fake_stack(
+    state_dir: Path,
+    database: str,
+    redis_url: str,
+    fake_port: int,
+    env: dict[str, str] | None = None,
+    **kw: Any,
+) -> Stack:
+    """A Stack on a fresh database and Redis db whose APNs host is the fake provider (not
+    started yet)."""
+    flush_redis(redis_url)
+    reset_database(database)
+    return Stack(
+        state_dir=state_dir,
+        redis_url=redis_url,
+        database_url=database,
+        extra_env={"PUSHLINE_APNS_PORT": str(fake_port), **(env or {})},
+        **kw,
+    )
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM unwinds through the `finally` blocks that stop a benchmark's processes."""
+
+    def _terminate(signum: int, _frame: object) -> NoReturn:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _terminate)
 
 
 # --- CPU per process group -------------------------------------------------------------------

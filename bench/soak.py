@@ -13,19 +13,16 @@ the largest step between two broadcasts.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import NoReturn
 
 import httpx
 from rich.console import Console
 from sqlalchemy import text
 
-from bench.infra import RssSampler, flush_redis, register_devices, reset_database, start_fake
-from producer.stack import Stack
+from bench.infra import RssSampler, fake_stack, register_devices, start_fake, stop_on_sigterm
 from schemas.db import engine_for
 
 DEFAULT_DATABASE = "postgresql://postgres@127.0.0.1:5432/pushline_soak"
@@ -47,10 +44,6 @@ def broadcast(http: httpx.Client, timeout_s: float) -> str:
     return "timed out"
 
 
-def _terminate(signum: int, _frame: object) -> NoReturn:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--deliveries", type=int, default=1_000_000)
@@ -58,19 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--database", default=DEFAULT_DATABASE)
     p.add_argument("--redis", default=DEFAULT_REDIS)
     args = p.parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    stop_on_sigterm()
     rounds = max(2, -(-args.deliveries // args.devices))
     with tempfile.TemporaryDirectory(prefix="pushline-soak-") as tmp:
         state_dir = Path(tmp)
         fake, port = start_fake(state_dir / "tls", state_dir / "fake.log")
-        flush_redis(args.redis)
-        reset_database(args.database)
-        stack = Stack(
-            state_dir=state_dir,
-            redis_url=args.redis,
-            database_url=args.database,
-            extra_env={"PUSHLINE_APNS_PORT": str(port)},
-        )
+        stack = fake_stack(state_dir, args.database, args.redis, port)
         try:
             stack.start(scheduler=False)
             creds = stack.add_app("soak")

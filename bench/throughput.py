@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import httpx
 from rich.console import Console
@@ -49,6 +48,7 @@ from bench.infra import (
     register_devices,
     reset_database,
     start_fake,
+    stop_on_sigterm,
     tree_pids,
     truncate_messages,
 )
@@ -540,13 +540,9 @@ def code_version() -> str:
     return f"{head or 'unknown'}" + (f" + {changed} modified files" if changed else "")
 
 
-def _terminate(signum: int, _frame: object) -> NoReturn:
-    raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop the stack
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    stop_on_sigterm()
     state_dir = Path(tempfile.mkdtemp(prefix="pushline-bench-"))
     db_shown = make_url(normalise_url(args.database)).render_as_string(hide_password=True)
     console.print(

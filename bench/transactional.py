@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
 
 from rich.console import Console
 from rich.table import Table
@@ -46,11 +44,11 @@ from sqlmodel import Session, col
 from bench.infra import (
     CpuMeter,
     database_name,
-    flush_redis,
+    fake_stack,
     named_pids,
     register_devices,
-    reset_database,
     start_fake,
+    stop_on_sigterm,
     tree_pids,
 )
 from bench.loadgen import Answer, closed_loop, open_loop, render_post
@@ -68,15 +66,14 @@ console = Console(width=110)
 
 
 def start_stack(args: argparse.Namespace, state_dir: Path, fake_port: int) -> Stack:
-    flush_redis(args.redis)
-    reset_database(args.database)
-    stack = Stack(
-        state_dir=state_dir,
-        redis_url=args.redis,
-        database_url=args.database,
+    stack = fake_stack(
+        state_dir,
+        args.database,
+        args.redis,
+        fake_port,
+        dict(args.env),
         worker_concurrency=2,
         api_workers=args.api_workers,
-        extra_env={"PUSHLINE_APNS_PORT": str(fake_port), **dict(args.env)},
     )
     return stack.start(scheduler=False)
 
@@ -259,13 +256,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _terminate(signum: int, _frame: object) -> NoReturn:
-    raise SystemExit(128 + signum)  # unwinds through the finally that stops the stack
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    stop_on_sigterm()
     load = os.getloadavg()[0]
     rates = [float(r) for r in args.rates.split(",") if r]
     devices = max(args.pushes, 2000)
