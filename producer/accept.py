@@ -116,8 +116,9 @@ def accept_push(
         if request.schedule is not None:
             lane = lane_for(request.target.model_dump(), request.payload.priority)
             return _accept_schedule(engine, settings, app_id, request, lane, now)
-        digest = request_hash(request) if key is not None else None
-        if key is not None and digest is not None:
+        digest = None
+        if key is not None:
+            digest = request_hash(request)
             replay = _replay(engine, app_id, key, digest, now)
             if replay is not None:
                 return replay
@@ -177,18 +178,21 @@ def inline(settings: Settings, row: dict[str, Any]) -> bool:
     return settings.inline_max_deliveries > 0 and is_transactional(row["target"])
 
 
+TOO_SLOW = "the store or the queue did not answer in time; try again"
+
+
 def wait_dispatched(done: Future[str]) -> str:
     try:
         return done.result(timeout=PUBLISH_TIMEOUT_S)
     except TimeoutError as exc:
-        raise Unavailable("the store or the queue did not answer in time; try again") from exc
+        raise Unavailable(TOO_SLOW) from exc
 
 
 async def wait_dispatched_async(done: Future[str]) -> str:
     try:
         return await asyncio.wait_for(asyncio.wrap_future(done), PUBLISH_TIMEOUT_S)
     except TimeoutError as exc:
-        raise Unavailable("the store or the queue did not answer in time; try again") from exc
+        raise Unavailable(TOO_SLOW) from exc
 
 
 def submit_inline(

@@ -21,7 +21,7 @@ from producer.accept import (
 from producer.auth import CallerDep, KeyResolver
 from producer.bodies import json_body, read_json
 from producer.engagement import report_engagement
-from producer.errors import PushlineError, TooManyRequests
+from producer.errors import PushlineError, TooManyRequests, error_response, native_response
 from producer.fastpath import InlinePush
 from producer.quota import RequestQuota
 from producer.registrations import (
@@ -85,7 +85,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
                 answer = shape(exc)
                 break
         else:
-            answer = _error(exc.status, exc.kind, exc.message, exc.details, exc.code)
+            answer = native_response(exc)
         if isinstance(exc, TooManyRequests):
             answer.headers["Retry-After"] = str(exc.retry_after_s)
         return answer
@@ -97,12 +97,12 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
             for e in exc.errors()
         ]
         first = details[0] if details else {"field": "body", "rule": "invalid"}
-        return _error(400, "invalid_request", f"{first['field']}: {first['rule']}", details)
+        return error_response(400, "invalid_request", f"{first['field']}: {first['rule']}", details)
 
     @api.exception_handler(OperationalError)
     async def _store_down(_: Request, exc: OperationalError) -> JSONResponse:
         log.error("store unavailable", error=str(exc.orig))
-        return _error(503, "unavailable", "the store is unavailable; try again shortly", [])
+        return error_response(503, "unavailable", "the store is unavailable; try again shortly", [])
 
     @api.get("/v1/health", tags=["operations"])
     def health() -> dict[str, str]:
@@ -342,12 +342,3 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     surfaces.extend(mount_surfaces(api, settings, engine))
     api.add_middleware(InlinePush, settings=settings, engine=engine)
     return api
-
-
-def _error(
-    status: int, kind: str, message: str, details: list[dict[str, str]], code: int | None = None
-) -> JSONResponse:
-    content: dict[str, Any] = {"error": kind, "message": message, "details": details}
-    if code is not None:
-        content["code"] = code
-    return JSONResponse(status_code=status, content=content)

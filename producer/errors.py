@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from starlette.responses import JSONResponse
+
 
 class PushlineError(Exception):
     """Base of every error Pushline raises to its callers."""
@@ -59,3 +63,17 @@ class TooManyRequests(PushlineError):
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+def error_response(
+    status: int, kind: str, message: str, details: list[dict[str, str]], code: int | None = None
+) -> JSONResponse:
+    """An error in the native API's shape: {error, message, details[, code]}."""
+    content: dict[str, Any] = {"error": kind, "message": message, "details": details}
+    if code is not None:
+        content["code"] = code
+    return JSONResponse(status_code=status, content=content)
+
+
+def native_response(exc: PushlineError) -> JSONResponse:
+    return error_response(exc.status, exc.kind, exc.message, exc.details, exc.code)

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from producer.accept import parse_push, submit_inline, wait_dispatched_async
 from producer.auth import KeyResolver, credentials_from
-from producer.errors import PushlineError
+from producer.errors import PushlineError, native_response
 from schemas.api import MessageAccepted
 from schemas.settings import Settings
 from schemas.targets import TARGET_ROLE
@@ -47,11 +47,7 @@ class InlinePush:
         try:
             state = await wait_dispatched_async(done)
         except PushlineError as exc:  # the push could not be queued: nothing was accepted
-            from producer.api import _error  # the app's error shape (api imports this module)
-
-            await _error(exc.status, exc.kind, exc.message, exc.details, exc.code)(
-                scope, receive, send
-            )
+            await native_response(exc)(scope, receive, send)
             return
         answer = MessageAccepted(id=message_id, state=state, status_url=f"{PATH}/{message_id}")
         await _json(send, 202, answer.model_dump_json().encode())
