@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 import structlog
 from fastapi import FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
@@ -23,6 +24,7 @@ from producer.bodies import json_body, read_json
 from producer.engagement import report_engagement
 from producer.errors import PushlineError, TooManyRequests, error_response, native_response
 from producer.fastpath import InlinePush
+from producer.observe import Observe
 from producer.quota import RequestQuota
 from producer.registrations import (
     delete_registration,
@@ -35,6 +37,7 @@ from producer.registrations import (
 from producer.schedules import get_schedule, list_schedules, set_state
 from producer.status import get_delivery, list_deliveries, message_status
 from producer.surfaces import Surface, mount_surfaces
+from producer.telemetry import exposition, readiness
 from producer.webhooks import emit_installation
 from schemas.api import (
     TARGET_ROLE,
@@ -45,6 +48,7 @@ from schemas.api import (
     MessageAccepted,
     MessageStatus,
     PushRequest,
+    ReadyOut,
     RegistrationIn,
     RegistrationOut,
     RegistrationPage,
@@ -58,6 +62,7 @@ from schemas.db import engine_for, upgrade
 from schemas.settings import Settings, get_settings
 
 log = structlog.get_logger("pushline.api")
+INTERNAL_ERROR = "internal error; the log has it under this request's X-Request-Id"
 ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorBody} for s in (400, 401, 403, 404, 409, 429, 503)
 }
@@ -104,9 +109,32 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         log.error("store unavailable", error=str(exc.orig))
         return error_response(503, "unavailable", "the store is unavailable; try again shortly", [])
 
+    @api.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> JSONResponse:
+        # Logged by producer/observe.py with its request id; the client learns nothing more.
+        return error_response(500, "internal_error", INTERNAL_ERROR, [])
+
     @api.get("/v1/health", tags=["operations"])
     def health() -> dict[str, str]:
+        """Liveness: the process answers. Cheap on purpose; readiness is /v1/ready."""
         return {"status": "ok"}
+
+    @api.get(
+        "/v1/ready",
+        tags=["operations"],
+        responses={503: {"model": ReadyOut, "description": "a part is not ready"}},
+    )
+    def ready() -> JSONResponse:
+        """Readiness: the database and Redis answer, every queue has a live consumer and a
+        scheduler beats; 503 names what is not ready."""
+        r = readiness(settings, engine)
+        body = ReadyOut(status="ok" if r.ready else "not ready", checks=r.checks)
+        return JSONResponse(body.model_dump(), status_code=200 if r.ready else 503)
+
+    @api.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    def metrics() -> PlainTextResponse:
+        """Prometheus exposition: every API process's counters and the deployment's gauges."""
+        return PlainTextResponse(exposition(settings, engine), media_type=CONTENT_TYPE_LATEST)
 
     # --- registrations -------------------------------------------------------------------
     @api.post(
@@ -341,4 +369,5 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     # the call made most, so it should not be tried against every seed route first.
     surfaces.extend(mount_surfaces(api, settings, engine))
     api.add_middleware(InlinePush, settings=settings, engine=engine)
+    api.add_middleware(Observe, access_log=settings.access_log)  # outermost: sees every answer
     return api

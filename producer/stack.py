@@ -203,6 +203,8 @@ class Stack:
     def _spawn(self, name: str, cmd: list[str], more_env: dict[str, str] | None = None) -> None:
         log = open(self.state_dir / f"{name}.log", "ab")  # noqa: SIM115 (lives with the process)
         env = getattr(self, "env", None) or {**os.environ, **self.extra_env}
+        # Each process tree keeps its own metrics directory (schemas/metricsdir.py).
+        env = {k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         if more_env:
             env = {**env, **more_env}
         self.procs[name] = subprocess.Popen(

@@ -97,6 +97,17 @@ class MessageStatus(BaseModel):
     completed_at: datetime | None
 
 
+class Attempt(BaseModel):
+    """One attempt of a Delivery: when, what the provider answered, the result code, how
+    long the provider took and which worker process sent it."""
+
+    at: datetime
+    code: int
+    answer: str
+    ms: float | None = None
+    worker: str | None = None
+
+
 class DeliveryOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -116,6 +127,8 @@ class DeliveryOut(BaseModel):
     consumed_at: datetime | None = None
     confirmed_at: datetime | None = None
     deleted_at: datetime | None = None
+    # Each attempt that got an answer, oldest first.
+    history: list[Attempt] | None = None
 
 
 class EngagementIn(BaseModel):
@@ -229,3 +242,11 @@ class ErrorBody(BaseModel):
     message: str
     code: int | None = None  # a service's own error code where it has one (5003, 5030)
     details: list[ErrorDetail] = []
+
+
+class ReadyOut(BaseModel):
+    """Readiness: `checks` names each part (database, redis, each queue, scheduler) with
+    "ok" or what is wrong and how to fix it."""
+
+    status: Literal["ok", "not ready"]
+    checks: dict[str, str]

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, Table, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 
@@ -249,6 +250,11 @@ class Delivery(SQLModel, table=True):
     consumed_at: datetime | None = None
     confirmed_at: datetime | None = None
     deleted_at: datetime | None = None  # CM MessageDelete: recorded, no status change
+    # Each attempt with an answer: {at, code, answer, ms, worker}. Bounded by max_attempts
+    # (an attempt lost with a killed worker has no answer, so leaves no entry).
+    history: list[dict[str, Any]] | None = Field(
+        default=None, sa_column=Column(JSON().with_variant(JSONB(), "postgresql"))
+    )
 
 
 class Webhook(SQLModel, table=True):

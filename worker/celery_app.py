@@ -37,6 +37,17 @@ def _logging(**_: Any) -> None:
     configure_logging(settings.log_level, settings.log_json)
 
 
+@signals.worker_ready.connect
+def _alive(sender: Any = None, **_: Any) -> None:
+    """Beat for the queues this worker consumes; serve /health and /metrics when asked."""
+    from worker.liveness import Heartbeat, serve
+
+    queues = [q.name for q in sender.task_consumer.queues]
+    heartbeat = Heartbeat(settings, "worker", sender.hostname, queues).start()
+    if settings.metrics_port:
+        serve(settings.metrics_port, heartbeat.health)
+
+
 @signals.worker_process_init.connect
 def _fresh_process(**_: Any) -> None:
     # A forked child must not share its parent's database connections.

@@ -6,19 +6,23 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import math
+import os
 import queue
+import socket
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import structlog
 from sqlalchemy import Engine
 
 from schemas.codes import DeliveryStatus, ResultCode
 from schemas.logs import shorten_token
+from schemas.metrics import DELIVERIES, PROVIDER_LATENCY, RATE_LIMIT_WAITS, RETRIES
 from schemas.settings import Settings
 from schemas.tables import App, Message, utcnow
 from worker import store
@@ -63,6 +67,7 @@ RetryEnqueuer = Callable[[list[str], float], None]
 # How long answers are gathered at most before they are written (see _Stream.take).
 RECORD_LINGER_S = 0.005
 Answer = ProviderAnswer | Outcome
+_Answered = tuple["store.ClaimedDelivery", Answer, float]  # with the send's latency in ms
 
 TOO_LARGE = Outcome(
     ResultCode.PAYLOAD_TOO_LARGE,
@@ -136,11 +141,13 @@ class _Chunk:
         # closed once they are, so earlier writes need not lock and look at it.
         self.unsettled: Counter[str] = Counter(c.message_id for c in claimed)
         self.finals: list[store.Record] = []
-        self.retries: list[tuple[str, int, str, datetime]] = []
+        self.retries: list[store.Retry] = []
+        self.latency_ms: dict[str, float] = {}  # this attempt's provider latency per delivery
         self.deactivate: list[tuple[str, int]] = []
         self.retry_groups: dict[float, list[str]] = defaultdict(list)
         self.held: dict[float, list[str]] = defaultdict(list)
         self.config_errors: dict[tuple[str, str], str] = {}
+        self._by_id: dict[str, store.ClaimedDelivery] = {}
 
     def flush(self) -> None:
         """Record what was decided since the last flush, close the Messages it finished and
@@ -153,6 +160,25 @@ class _Chunk:
         store.record(self.engine, finals, self.retries, self.deactivate, done)
         self.finals, self.retries, self.deactivate = [], [], []
         outcomes_recorded(self.settings, self.claimed, finals)
+        _count_finals(self.claimed_by_id, finals)
+
+    @property
+    def claimed_by_id(self) -> dict[str, store.ClaimedDelivery]:
+        if len(self._by_id) != len(self.claimed):
+            self._by_id = {c.id: c for c in self.claimed}
+        return self._by_id
+
+    def attempt(self, c: store.ClaimedDelivery, code: int, answer: str) -> str:
+        """This attempt as the JSON kept in the Delivery's history."""
+        return json.dumps(
+            {
+                "at": utcnow().isoformat(),
+                "code": code,
+                "answer": answer[:200],
+                "ms": self.latency_ms.get(c.id),
+                "worker": worker_name(),
+            }
+        )
 
     def settle(
         self,
@@ -185,8 +211,15 @@ class _Chunk:
             self.final(c, Outcome(plan.final_code, DeliveryStatus.ERROR, message=text), answer)
             return
         self.retries.append(
-            (c.id, outcome.code, outcome.message[:500], now + timedelta(seconds=plan.delay_s))
+            (
+                c.id,
+                outcome.code,
+                outcome.message[:500],
+                now + timedelta(seconds=plan.delay_s),
+                self.attempt(c, outcome.code, outcome.message),
+            )
         )
+        RETRIES.labels(c.provider, str(outcome.code)).inc()
         self.retry_groups[plan.delay_s].append(c.id)
         self.report.retried += 1
         self.report.codes[outcome.code] += 1
@@ -213,6 +246,7 @@ class _Chunk:
                 provider_message=outcome.message[:500] or None,
                 provider_ref=answer.ref if answer else None,
                 sent=outcome.status == DeliveryStatus.SENT,
+                attempt=self.attempt(c, outcome.code, outcome.message or outcome.status),
             )
         )
         self.report.codes[outcome.code] += 1
@@ -380,7 +414,8 @@ def _record_as_answered(
         while not finished:
             answers, finished = stream.take(max(0.0, deadline - time.monotonic()), left)
             left -= len(answers)
-            for c, answer in answers:
+            for c, answer, ms in answers:
+                chunk.latency_ms[c.id] = ms
                 _sort_answer(chunk, provider, c, answer, over_quota)
             chunk.flush()
             stream.recorded(len(answers))
@@ -457,19 +492,15 @@ class _Stream:
         self.expected = expected  # at most this many answers come
         self.window = asyncio.Semaphore(window)
         self.batch = max(1, window // 2)
-        self._answers: queue.SimpleQueue[tuple[store.ClaimedDelivery, Answer] | None] = (
-            queue.SimpleQueue()
-        )
+        self._answers: queue.SimpleQueue[_Answered | None] = queue.SimpleQueue()
 
-    def put(self, c: store.ClaimedDelivery, answer: Answer) -> None:
-        self._answers.put((c, answer))
+    def put(self, c: store.ClaimedDelivery, answer: Answer, ms: float) -> None:
+        self._answers.put((c, answer, ms))
 
     def close(self) -> None:
         self._answers.put(None)
 
-    def take(
-        self, timeout_s: float, left: int
-    ) -> tuple[list[tuple[store.ClaimedDelivery, Answer]], bool]:
+    def take(self, timeout_s: float, left: int) -> tuple[list[_Answered], bool]:
         """The answers of the next batch to record, and whether the sending ended.
 
         Waits for the first answer, then gathers more until half the window is waiting,
@@ -497,6 +528,19 @@ class _Stream:
 
 
 Send = Callable[[store.ClaimedDelivery], Awaitable[Answer]]
+
+
+def worker_name() -> str:
+    """Host and process, as kept in each attempt (a prefork child has its own pid)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _count_finals(
+    claimed: dict[str, store.ClaimedDelivery], finals: Sequence[store.Record]
+) -> None:
+    counts = Counter((claimed[f.id].provider, f.status, f.code) for f in finals)
+    for (provider, status, code), n in counts.items():
+        DELIVERIES.labels(provider, status, str(code)).inc(n)
 
 
 def _prepare(
@@ -584,12 +628,15 @@ async def _send_lane(
                     stream.window.release()
                     return
                 c = waiting.popleft()
+                t0 = time.perf_counter()
                 try:
                     answer: Answer = await send(c)
                 except Exception as exc:  # a sender bug must not strand the delivery unrecorded
                     log.exception("send failed", delivery=c.id)
                     answer = ProviderAnswer(None, "connection", detail=type(exc).__name__)
-                stream.put(c, answer)
+                took = time.perf_counter() - t0
+                latency.observe(took)
+                stream.put(c, answer, round(took * 1000, 2))
 
         def feed(batch: list[store.ClaimedDelivery]) -> None:
             waiting.extend(batch)
@@ -599,6 +646,7 @@ async def _send_lane(
                 task.add_done_callback(senders.discard)
 
         rate = lane_rate_per_minute(app, provider, settings)
+        latency = PROVIDER_LATENCY.labels(provider)
         waited = 0.0
         while pending:
             grant = await lanes.take(app.id, provider, len(pending), rate)
@@ -610,6 +658,7 @@ async def _send_lane(
             if grant.paused or not sleep_for_tokens(grant.wait_s, waited, budget_s):
                 result.held, result.hold_s, result.paused = pending, grant.wait_s, grant.paused
                 break
+            RATE_LIMIT_WAITS.labels(app.id, provider).inc()
             await asyncio.sleep(max(grant.wait_s, 0.001))
             waited += grant.wait_s
         while senders:

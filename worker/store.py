@@ -57,6 +57,11 @@ class Record:
     provider_message: str | None
     provider_ref: str | None
     sent: bool
+    attempt: str = "{}"  # this attempt as JSON, appended to the Delivery's history
+
+
+# (delivery id, code, provider message, next attempt at, this attempt as JSON)
+Retry = tuple[str, int, str, datetime, str]
 
 
 @dataclass
@@ -202,10 +207,12 @@ _PG_FINALS = text(
     UPDATE delivery AS d
     SET status = v.status, code = v.code, provider_message = v.msg, provider_ref = v.ref,
         sent_at = CASE WHEN v.sent THEN CAST(:now AS timestamptz) END,
-        lease_until = NULL, updated_at = CAST(:now AS timestamptz)
+        lease_until = NULL, updated_at = CAST(:now AS timestamptz),
+        history = COALESCE(d.history, '[]'::jsonb) || jsonb_build_array(CAST(v.att AS jsonb))
     FROM unnest(CAST(:ids AS text[]), CAST(:statuses AS text[]), CAST(:codes AS int[]),
-                CAST(:msgs AS text[]), CAST(:refs AS text[]), CAST(:sent AS bool[]))
-         AS v(id, status, code, msg, ref, sent)
+                CAST(:msgs AS text[]), CAST(:refs AS text[]), CAST(:sent AS bool[]),
+                CAST(:atts AS text[]))
+         AS v(id, status, code, msg, ref, sent, att)
     WHERE d.id = v.id AND d.status = 'QUEUED'
     """
 )
@@ -213,18 +220,25 @@ _PG_RETRIES = text(
     """
     UPDATE delivery AS d
     SET code = v.code, provider_message = v.msg, next_attempt_at = v.next,
-        lease_until = NULL, updated_at = CAST(:now AS timestamptz)
+        lease_until = NULL, updated_at = CAST(:now AS timestamptz),
+        history = COALESCE(d.history, '[]'::jsonb) || jsonb_build_array(CAST(v.att AS jsonb))
     FROM unnest(CAST(:ids AS text[]), CAST(:codes AS int[]), CAST(:msgs AS text[]),
-                CAST(:nexts AS timestamptz[])) AS v(id, code, msg, next)
+                CAST(:nexts AS timestamptz[]), CAST(:atts AS text[])) AS v(id, code, msg, next, att)
     WHERE d.id = v.id AND d.status = 'QUEUED'
     """
+)
+
+
+# SQLite: append this attempt's JSON to the history array.
+_APPEND = func.json_insert(
+    func.coalesce(table(Delivery).c.history, "[]"), "$[#]", func.json(bindparam("b_att"))
 )
 
 
 def record(
     engine: Engine,
     finals: Sequence[Record],
-    retries: Sequence[tuple[str, int, str, datetime]],
+    retries: Sequence[Retry],
     deactivate: Sequence[tuple[str, int]],
     message_ids: Iterable[str] = (),
 ) -> list[str]:
@@ -255,7 +269,7 @@ def record(
 def _record_pg(
     conn: Connection,
     finals: Sequence[Record],
-    retries: Sequence[tuple[str, int, str, datetime]],
+    retries: Sequence[Retry],
     now: datetime,
 ) -> None:
     if finals:
@@ -269,6 +283,7 @@ def _record_pg(
                 "msgs": [f.provider_message for f in finals],
                 "refs": [f.provider_ref for f in finals],
                 "sent": [f.sent for f in finals],
+                "atts": [f.attempt for f in finals],
             },
         )
     if retries:
@@ -276,10 +291,11 @@ def _record_pg(
             _PG_RETRIES,
             {
                 "now": now,
-                "ids": [i for i, _, _, _ in retries],
-                "codes": [c for _, c, _, _ in retries],
-                "msgs": [m for _, _, m, _ in retries],
-                "nexts": [t for _, _, _, t in retries],
+                "ids": [r[0] for r in retries],
+                "codes": [r[1] for r in retries],
+                "msgs": [r[2] for r in retries],
+                "nexts": [r[3] for r in retries],
+                "atts": [r[4] for r in retries],
             },
         )
 
@@ -287,7 +303,7 @@ def _record_pg(
 def _record_rows(
     conn: Connection,
     finals: Sequence[Record],
-    retries: Sequence[tuple[str, int, str, datetime]],
+    retries: Sequence[Retry],
     now: datetime,
 ) -> None:
     """The portable form (SQLite): one executemany per kind of outcome."""
@@ -304,6 +320,7 @@ def _record_rows(
                 sent_at=bindparam("b_sent"),
                 lease_until=None,
                 updated_at=now,
+                history=_APPEND,
             ),
             [
                 {
@@ -313,6 +330,7 @@ def _record_rows(
                     "b_msg": f.provider_message,
                     "b_ref": f.provider_ref,
                     "b_sent": now if f.sent else None,
+                    "b_att": f.attempt,
                 }
                 for f in finals
             ],
@@ -327,8 +345,12 @@ def _record_rows(
                 next_attempt_at=bindparam("b_next"),
                 lease_until=None,
                 updated_at=now,
+                history=_APPEND,
             ),
-            [{"b_id": i, "b_code": c, "b_msg": m, "b_next": t} for i, c, m, t in retries],
+            [
+                {"b_id": i, "b_code": c, "b_msg": m, "b_next": t, "b_att": a}
+                for i, c, m, t, a in retries
+            ],
         )
 
 
