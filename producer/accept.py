@@ -19,7 +19,7 @@ from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col
 
-from producer.dispatch import dispatcher_for
+from producer.dispatch import announce_accepted, dispatcher_for
 from producer.enqueue import enqueue_fanout
 from producer.errors import Conflict, InvalidRequest, Unavailable
 from schemas.api import PushRequest
@@ -145,6 +145,7 @@ def accept_push(
         raise Unavailable(
             f"the queue is unavailable (result code 3); nothing was accepted ({exc})"
         ) from exc
+    announce_accepted(row)
     return Accepted(message_id=message.id, state=message.state)
 
 

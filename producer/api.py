@@ -59,6 +59,7 @@ from schemas.api import (
 from schemas.cm import CLIENT_INSTALLED, CLIENT_UNREGISTERED, CLIENT_UPDATED
 from schemas.codes import Role
 from schemas.db import engine_for, upgrade
+from schemas.logs import configure_logging
 from schemas.settings import Settings, get_settings
 
 log = structlog.get_logger("pushline.api")
@@ -70,6 +71,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
     settings = settings or get_settings()
+    # Each API process (uvicorn spawns them) sets up its own logging: JSON off a terminal.
+    configure_logging(settings.log_level, settings.log_json)
     engine = engine_for(settings.database_url)
     if migrate:
         upgrade(settings.database_url)

@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -19,9 +20,13 @@ from producer.apps import ApnsCredentials, create_app, create_key, find_app, lis
 from producer.errors import PushlineError
 from producer.schedules import get_schedule, list_schedules, set_state
 from producer.status import message_status
+from producer.trace import trace as trace_of
+from schemas import metricsdir
 from schemas.api import MessageStatus
 from schemas.codes import CODE_MEANINGS
-from schemas.db import engine_for, upgrade
+from schemas.db import current_revision, engine_for, migration_history, upgrade
+from schemas.retention import prune
+from schemas.scheduling import parse_age
 from schemas.settings import get_settings
 
 cli = typer.Typer(help="Pushline: self-hosted push notification delivery.", no_args_is_help=True)
@@ -98,13 +103,15 @@ def api(
     import uvicorn
 
     settings = get_settings()
+    metricsdir.prepare("api")  # the API processes add their counts up in one directory
     uvicorn.run(
         "producer.api:create_app",
         factory=True,
         host=host or settings.api_host,
         port=port or settings.api_port,
         workers=workers or settings.api_workers,
-        access_log=False,  # one line per push would cost more than the push; errors still log
+        access_log=False,  # producer/observe.py logs each request, secrets masked
+        log_config=None,  # uvicorn's lines go through structlog (schemas/logs.py)
     )
 
 
@@ -115,6 +122,7 @@ def worker(ctx: typer.Context) -> None:
         sys.executable,
         "-m",
         "celery",
+        "--quiet",  # no text banner: every line is a log line
         "-A",
         "worker.celery_app",
         "worker",
@@ -137,6 +145,60 @@ def simulate(ctx: typer.Context) -> None:
     from simulators.cli import main as simulators_main
 
     raise typer.Exit(simulators_main(list(ctx.args)))
+
+
+@db_cli.command("current")
+def db_current() -> None:
+    """The revision the database is at."""
+    console.print(current_revision(get_settings().database_url) or "empty (no revision)")
+
+
+@db_cli.command("history")
+def db_history() -> None:
+    """Every migration, oldest first, with the one the database is at marked."""
+    url = get_settings().database_url
+    at = current_revision(url)
+    for rev, doc in migration_history():
+        console.print(f"{'*' if rev == at else ' '} {rev}  {doc}")
+
+
+@db_cli.command("prune")
+def db_prune(
+    older_than: Annotated[
+        str, typer.Option(help="age of the Messages to delete: 30d, 12h, 90m")
+    ] = "",
+) -> None:
+    """Delete Messages (and their Deliveries and attempts) older than the given age, in
+    small batches; the default is PUSHLINE_RETENTION_DAYS."""
+    settings = get_settings()
+    try:
+        age = parse_age(older_than) if older_than else timedelta(days=settings.retention_days)
+    except ValueError as exc:
+        console.print(f"[red]--older-than: {exc}[/]")
+        raise typer.Exit(2) from exc
+    t0 = time.monotonic()
+    done = prune(_engine(), age)
+    console.print(
+        f"pruned {done.messages} messages and {done.deliveries} deliveries older than"
+        f" {age} in {time.monotonic() - t0:.1f} s"
+    )
+
+
+@cli.command()
+def trace(
+    any_id: Annotated[str, typer.Argument(metavar="ID", help="a Message or a Delivery id")],
+) -> None:
+    """One Message's or Delivery's story: accepted, fanned out, each attempt, final,
+    what the app reported."""
+    try:
+        events = trace_of(_engine(), any_id)
+    except PushlineError as exc:
+        console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(2) from exc
+    table = Table("at (UTC)", "what", "id", "detail")
+    for e in events:
+        table.add_row(e.at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3], e.what, e.subject, e.detail)
+    console.print(table)
 
 
 @db_cli.command("upgrade")

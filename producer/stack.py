@@ -158,8 +158,8 @@ class Stack:
             time.sleep(0.1)
         raise TimeoutError("the API did not start")
 
-    def start_scheduler(self, name: str = "scheduler") -> None:
-        self._spawn(name, [sys.executable, "-m", "worker.scheduler"])
+    def start_scheduler(self, name: str = "scheduler", env: dict[str, str] | None = None) -> None:
+        self._spawn(name, [sys.executable, "-m", "worker.scheduler"], env)
 
     def start_worker(
         self,
@@ -167,6 +167,7 @@ class Stack:
         *,
         concurrency: int | None = None,
         queues: str = "pushline,pushline.priority,pushline.webhooks",
+        env: dict[str, str] | None = None,
     ) -> None:
         c = concurrency or self.worker_concurrency
         self._spawn(
@@ -175,6 +176,7 @@ class Stack:
                 sys.executable,
                 "-m",
                 "celery",
+                "--quiet",  # no banner: every line of the log is a log line
                 "-A",
                 "worker.celery_app",
                 "worker",
@@ -192,6 +194,7 @@ class Stack:
                 "-n",
                 f"{name}-{os.getpid()}@%h",
             ],
+            env,
         )
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:

@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client import multiprocess as mp
 
 from schemas.metricsdir import MULTIPROC_ENV
+
+# The same series whether one process or many serve them (multiprocess mode has no
+# `_created`).
+disable_created_metrics()
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 

@@ -29,11 +29,11 @@ from sqlmodel import Session, col
 
 from schemas.codes import MessageState
 from schemas.metrics import SCHEDULE_RUNS
+from schemas.retention import prune_some
 from schemas.scheduling import next_run
 from schemas.settings import Settings
 from schemas.tables import Message, Schedule, utcnow
 from worker.liveness import BrokerWatch, Heartbeat, serve
-from worker.retention import prune_some
 
 log = structlog.get_logger("pushline.scheduler")
 
