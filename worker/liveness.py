@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -17,6 +18,7 @@ from prometheus_client import make_wsgi_app
 from schemas import liveness
 from schemas.metrics import BROKER_RESETS, registry
 from schemas.settings import Settings
+from schemas.tables import utcnow
 
 log = structlog.get_logger("pushline.liveness")
 
@@ -105,6 +107,7 @@ class BrokerWatch:
         self.redis = liveness.client(settings)
         self.epoch: str | None = None
         self.lost_at: float | None = None  # monotonic time a loss was seen, until recovered
+        self.lost_wall: datetime | None = None  # the same instant on the store's clock
         self._down = False
 
     def look(self) -> None:
@@ -121,7 +124,7 @@ class BrokerWatch:
         if self.epoch is not None and epoch != self.epoch:
             log.warning("the broker lost its contents: recovering its work without a grace")
             BROKER_RESETS.inc()
-            self.lost_at = time.monotonic()
+            self.lost_at, self.lost_wall = time.monotonic(), utcnow()
         self.epoch = epoch
 
     def consumed(self) -> set[str] | None:
@@ -132,17 +135,18 @@ class BrokerWatch:
             return None
         return liveness.consumed(liveness.live(beats, time.time()))
 
-    def recovery_due(self) -> bool:
-        """After a loss, recover once the workers beat again (they re-beat within
-        BEAT_EVERY_S), or after two beats' time whatever they say."""
+    def recovery_due(self) -> datetime | None:
+        """When the broker lost its contents, once it is time to recover: when the workers
+        beat again (they re-beat within BEAT_EVERY_S), or after two beats' time whatever
+        they say."""
         if self.lost_at is None:
-            return False
+            return None
         waited = time.monotonic() - self.lost_at
         have = self.consumed() or set()
         if (
             waited < 2 * liveness.BEAT_EVERY_S
             and not set(liveness.expected_queues(self.settings)) <= have
         ):
-            return False
+            return None
         self.lost_at = None
-        return True
+        return self.lost_wall

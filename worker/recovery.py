@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import Engine, and_, exists, or_, select, update
+from sqlalchemy import ColumnElement, Engine, and_, exists, false, or_, select, true, update
 from sqlmodel import Session, col
 
 from schemas.codes import DeliveryStatus, MessageState
@@ -57,12 +57,17 @@ def sweep(
     enqueue_chunk: Callable[[str, list[str], str], None],
     *,
     consumed: set[str] | None = None,
-    grace_s: float | None = None,
+    lost_at: datetime | None = None,
 ) -> SweepReport:
-    """`consumed`: the queues live workers read (None: unknown, enqueue anyway)."""
+    """`consumed`: the queues live workers read (None: unknown, enqueue anyway).
+
+    `lost_at`: when the broker was seen to have lost its contents. Every task enqueued
+    before then is gone, so everything still QUEUED and untouched since is enqueued again
+    at once, progress or not, whether its Message is fanned out or still fanning out (a
+    fan-out that outlived the loss enqueues the rest itself).
+    """
     report = SweepReport()
-    grace = settings.sweep_grace_s if grace_s is None else grace_s
-    cutoff = now - timedelta(seconds=grace)
+    cutoff = lost_at or now - timedelta(seconds=settings.sweep_grace_s)
 
     def readable(lane: str) -> bool:
         queue = queue_for(lane, settings.priority_lane)
@@ -72,8 +77,18 @@ def sweep(
         return False
 
     with Session(engine) as s:
-        recent_work = exists().where(
-            col(Delivery.message_id) == col(Message.id), col(Delivery.updated_at) > cutoff
+        # After a loss the tasks are gone whatever the progress before it.
+        recent_work: ColumnElement[bool] = (
+            false()
+            if lost_at is not None
+            else exists().where(
+                col(Delivery.message_id) == col(Message.id), col(Delivery.updated_at) > cutoff
+            )
+        )
+        states = (
+            [MessageState.DISPATCHED]
+            if lost_at is None
+            else [MessageState.ACCEPTED, MessageState.DISPATCHED]
         )
         stalled_fanouts = s.execute(
             select(col(Message.id), col(Message.lane)).where(
@@ -84,7 +99,7 @@ def sweep(
         ).all()
         stalled = s.execute(
             select(col(Message.id), col(Message.lane)).where(
-                col(Message.state) == MessageState.DISPATCHED,
+                col(Message.state).in_(states),
                 exists().where(
                     col(Delivery.message_id) == col(Message.id),
                     col(Delivery.status) == DeliveryStatus.QUEUED,
@@ -99,7 +114,7 @@ def sweep(
     for message_id, lane in stalled:
         if readable(lane):
             report.deliveries += _requeue(
-                engine, message_id, lane, now, cutoff, settings, enqueue_chunk
+                engine, message_id, lane, now, cutoff, settings, enqueue_chunk, lost_at
             )
     _tell(report)
     return report
@@ -128,12 +143,14 @@ def _requeue(
     cutoff: datetime,
     settings: Settings,
     enqueue_chunk: Callable[[str, list[str], str], None],
+    lost_at: datetime | None = None,
 ) -> int:
     idle = and_(
         col(Delivery.message_id) == message_id,
         col(Delivery.status) == DeliveryStatus.QUEUED,
         or_(col(Delivery.lease_until).is_(None), col(Delivery.lease_until) < now),
         or_(col(Delivery.next_attempt_at).is_(None), col(Delivery.next_attempt_at) < cutoff),
+        true() if lost_at is None else col(Delivery.updated_at) < lost_at,
     )
     total, after = 0, ""
     while True:

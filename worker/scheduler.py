@@ -138,11 +138,11 @@ def run(
         try:
             published = publish_due(engine, utcnow(), enqueue_fanout)
             SCHEDULE_RUNS.inc(len(published))
-            lost = False
+            lost_at = None
             if watch is not None:
                 watch.look()
-                lost = watch.recovery_due()
-            if lost or time.monotonic() - last_sweep >= settings.sweep_interval_s:
+                lost_at = watch.recovery_due()
+            if lost_at or time.monotonic() - last_sweep >= settings.sweep_interval_s:
                 last_sweep = time.monotonic()
                 sweep(
                     engine,
@@ -151,7 +151,7 @@ def run(
                     enqueue_fanout,
                     enqueue_chunk,
                     consumed=watch.consumed() if watch is not None else None,
-                    grace_s=0 if lost else None,
+                    lost_at=lost_at,
                 )
             if settings.retention_days:
                 prune_some(engine, settings)
