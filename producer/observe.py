@@ -22,13 +22,13 @@ from urllib.parse import parse_qsl, urlencode
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from schemas.logs import SECRET_PARAM
 from schemas.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 log = structlog.get_logger("pushline.access")
 
 _SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _KEY_IN_PATH = re.compile(r"pl_[A-Za-z0-9_-]+")
-_SECRET_PARAM = re.compile(r"key|token|secret|password|auth|signature", re.IGNORECASE)
 MASK = "***"
 
 
@@ -43,7 +43,7 @@ def masked_path(path: str, query: str = "") -> str:
         return path
     pairs = parse_qsl(query, keep_blank_values=True)
     safe = [
-        (k, MASK if _SECRET_PARAM.search(k) else _KEY_IN_PATH.sub("pl_" + MASK, v))
+        (k, MASK if SECRET_PARAM.search(k) else _KEY_IN_PATH.sub("pl_" + MASK, v))
         for k, v in pairs
     ]
     return f"{path}?{urlencode(safe)}"

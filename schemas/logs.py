@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import structlog
 
@@ -11,6 +13,24 @@ import structlog
 def shorten_token(token: str) -> str:
     """Tokens are credentials of a sort: logs carry only enough to tell them apart."""
     return token if len(token) <= 12 else f"{token[:6]}…{token[-4:]}"
+
+
+# Query parameters whose values are never logged.
+SECRET_PARAM = re.compile(r"key|token|secret|password|auth|sig", re.IGNORECASE)
+
+
+def safe_url(url: str) -> str:
+    """A URL as it may be logged: no user:password, secret-looking query values masked."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    query = urlencode(
+        [
+            (k, "***" if SECRET_PARAM.search(k) else v)
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        ]
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def configure_logging(level: str = "INFO", json_logs: bool | None = None) -> None:

@@ -25,6 +25,9 @@ from schemas.db import engine_for
 from schemas.tables import App
 from tests.conftest import REDIS, TEST_ENV, AppHandle, fresh_postgres
 
+HOOK_PASSWORD, HOOK_SIG = secrets.token_hex(12), secrets.token_hex(12)
+# An unreachable receiver whose URL carries credentials: its failures are logged.
+HOOK_URL = f"http://hook:{HOOK_PASSWORD}@127.0.0.1:9/never?sig={HOOK_SIG}"
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}")
 PROCESSES = ("api", "worker", "scheduler")
 
@@ -51,6 +54,13 @@ def pem_body_lines(pem: str) -> list[str]:
 def drive_every_surface(app: AppHandle) -> list[str]:
     """Pushes, registrations, failures and errors everywhere; returns the device tokens."""
     base, key, app_id = app.stack.api_url, app.creds.api_key, app.creds.app_id
+    # First, before anything caches the app's (empty) subscriptions.
+    hook = httpx.post(
+        f"{base}/v1/webhooks",
+        headers={"X-API-Key": key},
+        json={"url": HOOK_URL, "secret": "webhook-" + secrets.token_hex(16)},
+    )
+    assert hook.status_code == 201, hook.text
     tokens = [app.ios(username="ann"), app.android(username="ann")]
     gone, bad = secrets.token_hex(32), secrets.token_hex(32)
     app.stack.apns.script(token=gone, then="Unregistered")
@@ -59,12 +69,6 @@ def drive_every_surface(app: AppHandle) -> list[str]:
         app.client.register({"token": f"iOS:{t}", "username": "bob"})
     tokens += [gone, bad]
     app.push_users("ann", "bob")
-    hook = httpx.post(
-        f"{base}/v1/webhooks",
-        headers={"X-API-Key": key},
-        json={"url": "http://127.0.0.1:9/never", "secret": "webhook-" + secrets.token_hex(16)},
-    )
-    assert hook.status_code == 201, hook.text
 
     # Backendless: the key is in the path.
     bl_token = secrets.token_hex(32)
@@ -116,7 +120,7 @@ def test_no_secret_or_full_token_reaches_any_log_line(loud_stack: Stack) -> None
         assert row is not None and row.apns_key_pem and row.fcm_service_account
         fcm_key = json.loads(row.fcm_service_account)["private_key"]
         pem_lines = pem_body_lines(row.apns_key_pem) + pem_body_lines(fcm_key)
-    secret_values = [app.creds.api_key, *tokens, *pem_lines]
+    secret_values = [app.creds.api_key, HOOK_PASSWORD, HOOK_SIG, *tokens, *pem_lines]
     webhook_secret_prefix = "webhook-"
 
     lines = []

@@ -39,6 +39,8 @@ from schemas.cm import (
     signature,
 )
 from schemas.db import engine_for
+from schemas.logs import safe_url
+from schemas.metrics import WEBHOOK_ATTEMPTS
 from schemas.queueing import WEBHOOK_QUEUE, WEBHOOK_TASK, celery_config
 from schemas.settings import Settings
 from schemas.subscriptions import subscriptions
@@ -159,6 +161,20 @@ def post_batch(
     retry_later: Callable[[float], None],
 ) -> PostOutcome:
     """POST one batch (a JSON array of event documents), signed; schedule a retry on failure."""
+    outcome = _post_batch(settings, engine, webhook_id, documents, batch_id, attempt, retry_later)
+    WEBHOOK_ATTEMPTS.labels(outcome.value).inc()
+    return outcome
+
+
+def _post_batch(
+    settings: Settings,
+    engine: Engine,
+    webhook_id: str,
+    documents: list[dict[str, Any]],
+    batch_id: str,
+    attempt: int,
+    retry_later: Callable[[float], None],
+) -> PostOutcome:
     with Session(engine) as s:
         hook = s.get(Webhook, webhook_id)
     if hook is None or hook.disabled_at is not None:
@@ -186,7 +202,7 @@ def post_batch(
         log.warning(
             "webhook gave up",
             webhook=webhook_id,
-            url=hook.url,
+            url=safe_url(hook.url),
             events=len(documents),
             attempts=attempt,
             error=failure,
@@ -199,7 +215,7 @@ def post_batch(
     log.warning(
         "webhook failed, will retry",
         webhook=webhook_id,
-        url=hook.url,
+        url=safe_url(hook.url),
         attempt=attempt,
         delay_s=delay,
         error=failure,
