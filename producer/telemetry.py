@@ -57,12 +57,12 @@ def readiness(settings: Settings, engine: Engine) -> Readiness:
     have = liveness.consumed(beats)
     for queue in liveness.expected_queues(settings):
         out.checks[f"queue {queue}"] = (
-            "ok" if queue in have else f"no live consumer: start `{liveness.HOW_TO_CONSUME[queue]}`"
+            "ok" if queue in have else f"no live consumer: start {liveness.HOW_TO_CONSUME[queue]}"
         )
     out.checks["scheduler"] = (
         "ok"
         if any(b.role == "scheduler" for b in beats)
-        else "no live scheduler: start `pushline scheduler`"
+        else "no live scheduler: start pushline scheduler"
     )
     return out
 

@@ -279,3 +279,33 @@ def test_three_concurrent_upgrades_of_an_empty_postgres_all_succeed() -> None:
     results = [(p.wait(timeout=120), p.stdout.read() if p.stdout else b"") for p in procs]
     assert [rc for rc, _ in results] == [0, 0, 0], results
     assert current_revision(url) == migration_history()[-1][0]
+
+
+SUFFIXES = {"counter": ("_total",), "histogram": ("", "_bucket", "_count", "_sum")}
+
+
+def exported_series(documented: bool = False) -> set[str]:
+    """Every series name Pushline exports: the counters and histograms of
+    schemas/metrics.py with their suffixes, and the gauges read at scrape time
+    (`documented`: the names the README lists, a histogram by its own name)."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    import schemas.metrics as m
+
+    names = set(m.SCRAPED)
+    for obj in vars(m).values():
+        if isinstance(obj, MetricWrapperBase):
+            for family in obj.describe():
+                suffixes = SUFFIXES.get(family.type, ("",))
+                names |= {family.name + s for s in (suffixes[:1] if documented else suffixes)}
+    return names
+
+
+def test_every_dashboard_query_names_a_series_pushline_exports() -> None:
+    dashboard = json.loads((ROOT / "deploy/grafana/pushline.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {name for e in exprs for name in re.findall(r"\bpushline_[a-z_]+", e)}
+    assert len(exprs) >= 15 and used
+    assert used - exported_series() == set()
+    readme = (ROOT / "README.md").read_text()
+    assert [n for n in sorted(exported_series(documented=True)) if f"`{n}`" not in readme] == []
