@@ -21,13 +21,13 @@ import yaml
 from sqlalchemy import func, select, update
 from sqlmodel import Session, col
 
+from bench.infra import RedisServer
 from producer.stack import Stack, free_port
 from schemas.db import current_revision, engine_for, migration_history
 from schemas.liveness import expected_queues
 from schemas.settings import Settings
 from schemas.tables import Delivery, Message, utcnow
 from tests.conftest import TEST_ENV, AppHandle, fresh_postgres, log_tail
-from tests.test_recovery import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 EVERY_QUEUE = set(expected_queues(Settings(priority_lane=True)))
