@@ -11,16 +11,19 @@ broadcast is in flight when the fault strikes (after 2,000 notifications accepte
 - restart: Redis killed and started again empty;
 - kill: the worker SIGKILLed and started again.
 
-Prints, per fault: seconds from the fault until the simulators accept notifications again,
-seconds until the Message is done, every Delivery's final state and the re-sends.
+Prints, per fault: seconds from the fault until the scheduler re-enqueued the lost work
+(none for a worker kill: Redis hands its unacknowledged chunk out again), seconds until the
+Message is done, every Delivery's final state, devices never sent to, and re-sends.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import redis
@@ -47,6 +50,20 @@ def strike(fault: str, stack: Stack, server: RedisServer) -> None:
         raise ValueError(fault)
 
 
+def recovery_after(log: Path, since: datetime) -> float | None:
+    """Seconds from the fault to the scheduler's first re-enqueue of lost work."""
+    for line in log.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("event") == "recovered work the broker lost":
+            at = datetime.fromisoformat(entry["timestamp"])
+            if at >= since:
+                return (at - since).total_seconds()
+    return None
+
+
 def run(fault: str, devices: int) -> list[str]:
     workdir = Path(tempfile.mkdtemp(prefix=f"pushline-chaos-{fault}-"))
     server = RedisServer(workdir)
@@ -63,14 +80,10 @@ def run(fault: str, devices: int) -> list[str]:
         msg = client.push({"target": {"type": "application"}, "payload": {"alert": "all"}})
         while stack.apns.stats()["accepted_total"] < 2_000:
             time.sleep(0.02)
+        wall_fault = datetime.now(UTC)
         strike(fault, stack, server)
         t_fault = time.monotonic()
-        before = stack.apns.stats()["accepted_total"]
-        resumed = None
         while True:
-            total = stack.apns.stats()["accepted_total"]
-            if resumed is None and total > before + 100:
-                resumed = time.monotonic() - t_fault
             st = client.message(msg.id)
             if st.state in ("done", "failed") or time.monotonic() - t_fault > 600:
                 break
@@ -80,9 +93,10 @@ def run(fault: str, devices: int) -> list[str]:
         counts = [accepted.get(t, 0) for t in tokens]
         twice = sum(c - 1 for c in counts if c > 1)
         never = sum(1 for c in counts if c == 0)
+        recovered = recovery_after(stack.state_dir / "scheduler.log", wall_fault)
         return [
             fault,
-            f"{resumed:.1f} s" if resumed is not None else "never",
+            f"{recovered:.1f} s" if recovered is not None else "-",
             f"{finished:.1f} s",
             ", ".join(f"{k} {v:,}" for k, v in sorted(st.by_status.items())),
             f"{never:,}",
@@ -101,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     stop_on_sigterm()
     table = Table(
         "fault",
-        "sending resumed after",
+        "lost work re-enqueued after",
         "done after",
         "final states",
         "never sent",
