@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Engine, delete, select
 from sqlmodel import Session, col
@@ -21,6 +21,11 @@ _APNS_TOKEN = re.compile(r"^(?:[0-9a-fA-F]{2}){32,100}$")
 _FCM_TOKEN = re.compile(r"^[A-Za-z0-9_:\-]{20,4096}$")
 _PLATFORM_PROVIDER = {"ios": "apns", "ipados": "apns", "android": "fcm"}
 _PROVIDER_PLATFORM = {"apns": "ios", "fcm": "android"}
+
+
+#: What names an installation: its device id alone (Microbizz: one phone, whoever is
+#: logged in), or its user on its device (SAP).
+Identity = Literal["device", "user_device"]
 
 
 @dataclass(frozen=True)
@@ -95,7 +100,7 @@ def normalise_phone(number: str) -> str:
 
 
 def upsert_registration(
-    engine: Engine, app_id: str, body: RegistrationIn
+    engine: Engine, app_id: str, body: RegistrationIn, *, identity: Identity = "device"
 ) -> tuple[RegistrationOut, bool]:
     """Create or update, idempotent on the device id (when given) or the token.
 
