@@ -271,6 +271,8 @@ class FcmOptions(Content):
     click_action: Text | None = None
     tag: Text | None = None
     ticker: Annotated[str, Field(min_length=1, max_length=ALERT_MAX)] | None = None
+    # SAP: "The alert is included in the data" (SAP's Android SDK reads `data.alert`).
+    alert_in_data: bool | None = None
 
 
 _LOCALE = re.compile(r"^[A-Za-z]{1,8}(?:[-_][A-Za-z0-9]{1,8})*$")
