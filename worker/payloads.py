@@ -133,6 +133,8 @@ def app_extras(p: Payload, silent: bool, *, image: bool) -> dict[str, Any]:
     for key in ("web_view_url", "inbox_topic", "in_app"):
         if p.get(key) is not None:
             out[key] = p[key]
+    if p.get("app_options"):
+        out["notificationOptions"] = p["app_options"]
     return out
 
 
