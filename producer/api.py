@@ -148,7 +148,11 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         responses=ERRORS,
     )
     def register(body: RegistrationIn, who: CallerDep, response: Response) -> RegistrationOut:
-        """Create or update a registration, idempotent on `device_id` (when given) or token.
+        """Create or update a registration: one user on one device, so idempotent on
+        (`username`, `device_id`), or (`username`, token) without a device id; a new one
+        without `device_id` is given one (returned). Two users on one shared device are two
+        registrations. Without `token` (then `provider` or `platform`) the device is
+        registered without one, and pushes to it end with code 5 until it sends one.
 
         Tokens may be written the Microbizz way, `iOS:<token>` or `android:<token>`.
         """

@@ -155,9 +155,11 @@ class Capability(Strict):
 
 
 class RegistrationIn(Strict):
-    """One installation of the app on one device. Every field but the token is optional."""
+    """One installation of the app for one user on one device. Every field is optional,
+    but a registration without a token names its provider or platform (pushes to it end
+    with code 5, "push token missing", until a token is registered)."""
 
-    token: Annotated[str, Field(min_length=1, max_length=4096)]
+    token: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
     provider: Literal["apns", "fcm"] | None = None
     platform: Literal["ios", "ipados", "android"] | None = None
     device_id: Short | None = None  # may be an IMEI or a phone number (Microbizz)

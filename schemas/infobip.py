@@ -326,8 +326,9 @@ def statistics(counts: Iterable[tuple[str, int | None, bool, int]]) -> dict[str,
 
     SEED-NOTES 24: totalSent = every targeted device; delivered = RECEIVED or later; seen =
     CONSUMED or later; errors: registration = codes 6 and 7, expired = the time to live ended
-    first, cloud = provider failures (4, 8, 10-14) that did not expire; rate = delivered /
-    totalSent as 0…1 (0 when nothing was sent).
+    before a send, or a sent message was not reported delivered before it ended; cloud =
+    provider failures (4, 8, 10-14) that did not expire; rate = delivered / totalSent as
+    0…1 (0 when nothing was sent).
     """
     total = delivered = seen = registration = expired = cloud = 0
     for status, code, was_expired, n in counts:
@@ -336,10 +337,11 @@ def statistics(counts: Iterable[tuple[str, int | None, bool, int]]) -> dict[str,
             delivered += n
         if status in SEEN_STATUSES:
             seen += n
+        if was_expired and status in (DeliveryStatus.ERROR, DeliveryStatus.SENT):
+            expired += n  # ended before a send, or sent and never reported delivered in time
+            continue
         if status != DeliveryStatus.ERROR:
             continue
-        if was_expired:
-            expired += n
         elif code in REGISTRATION_CODES:
             registration += n
         elif code in CLOUD_CODES:

@@ -131,6 +131,71 @@ class SapEngagement(_Sap):
     status: str
 
 
+class SapCapability(_Sap):
+    name: Name
+    category: Name | None = None
+    value: Annotated[str, Field(max_length=1000)] | None = None
+
+
+class SapRegistrationBody(_Sap):
+    """A device's push registration, as the seed's example payload, plus the user: SAP
+    reads it from the device's login, Pushline's API key carries none (`username`, and
+    `userUUID` for the Global User ID). Without `pushToken` the device is registered
+    without one (its notifications end with code 5 until it sends one)."""
+
+    push_token: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
+        None, alias="pushToken"
+    )
+    username: Name | None = None
+    user_uuid: Name | None = Field(None, alias="userUUID")
+    push_group: Name | None = Field(None, alias="pushGroup")
+    time_zone: Annotated[str, Field(max_length=64)] | None = Field(None, alias="timeZone")
+    form_factor: Annotated[str, Field(max_length=32)] | None = Field(None, alias="formFactor")
+    capabilities: list[SapCapability] | None = None
+    user_locale: Annotated[str, Field(max_length=64)] | None = Field(None, alias="userLocale")
+    device_model: Name | None = Field(None, alias="deviceModel")
+
+
+#: The `{os}` path values SAP uses for the providers Pushline delivers through.
+SAP_OS = {"ios": "ios", "android": "android"}
+#: Registration fields in SAP's words, for 400s raised by the native rules.
+SAP_REGISTRATION_FIELDS = {
+    "token": "pushToken",
+    "platform": "os",
+    "provider": "os",
+    "device_id": "deviceId",
+    "global_user_id": "userUUID",
+    "push_group": "pushGroup",
+    "time_zone": "timeZone",
+    "form_factor": "formFactor",
+    "locale": "userLocale",
+    "device_model": "deviceModel",
+}
+
+
+def translate_registration(os: str, device_id: str | None, body: Any) -> dict[str, Any]:
+    """An SAP registration (path `{os}`, `{deviceId}` and body) as a native registration."""
+    platform = SAP_OS.get(os.lower())
+    if platform is None:
+        raise SapInputError("os", f"one of {', '.join(SAP_OS)}, not {os!r}")
+    reg = _model(SapRegistrationBody, body)
+    native: dict[str, Any] = {
+        "token": reg.push_token,
+        "platform": platform,
+        "device_id": device_id,
+        "username": reg.username,
+        "global_user_id": reg.user_uuid,
+        "push_group": reg.push_group,
+        "time_zone": reg.time_zone,
+        "form_factor": reg.form_factor,
+        "locale": reg.user_locale,
+        "device_model": reg.device_model,
+    }
+    if reg.capabilities is not None:
+        native["capabilities"] = [c.model_dump(exclude_none=True) for c in reg.capabilities]
+    return {k: v for k, v in native.items() if v is not None}
+
+
 # --- SAP body → native PushRequest --------------------------------------------------------
 
 #: Native field names as SAP writes them, for error paths.
@@ -331,7 +396,16 @@ def translate(kind: RouteKind, body: Any, path: Mapping[str, str]) -> PushReques
                 if u.user is not None or u.form_factor
             ],
         }
+    _alert_in_data(payload)
+    for entry in target.get("entries") or []:
+        if "fcm" in entry["payload"]:  # a layer's fcm block replaces the default's whole
+            _alert_in_data(entry["payload"])
     return _native({"target": target, "payload": payload}, payload_at)
+
+
+def _alert_in_data(layer: dict[str, Any]) -> None:
+    """SAP on Android: "The alert is included in the data"."""
+    layer["fcm"] = {**(layer.get("fcm") or {}), "alert_in_data": True}
 
 
 def sap_field(native: str, payload_at: str) -> str:
@@ -402,11 +476,19 @@ class DeliveryResult:
 REJECTED_CODES = frozenset({1, 2, 4, 5, 6, 7, 8, 9, 10})
 
 
+#: Provider answers retried under their own name: the producer must slow down, and "11"
+#: (a recoverable I/O problem) would hide why.
+RETRIED_AS_IS = frozenset({ResultCode.TOO_MANY_FOR_DEVICE, ResultCode.QUOTA_EXCEEDED})
+
+
 def reported_code(status: str, code: int | None) -> int:
-    """The SAP code of a Delivery: its result, or "queued" (-1 / 11) while still QUEUED."""
+    """The SAP code of a Delivery: its result, or while still QUEUED the provider's last
+    answer: -1 nothing heard yet, 8 (APNs TooManyRequests) and 14 (FCM QUOTA_EXCEEDED) as
+    they are, 11 for any other recoverable answer being retried."""
     if status == DeliveryStatus.QUEUED:
-        # -1: queued, nothing heard from the provider yet; 11: a recoverable answer, retrying.
-        return ResultCode.QUEUED_COMMUNICATION_FAILED if code in (None, -1) else 11
+        if code in (None, -1):
+            return ResultCode.QUEUED_COMMUNICATION_FAILED
+        return code if code in RETRIED_AS_IS else ResultCode.RECOVERABLE_IO
     if code is None:  # engagement statuses always follow a send
         return ResultCode.SENT
     return code
@@ -527,6 +609,18 @@ EXAMPLE_BULK: dict[str, Any] = {
 EXAMPLE_CAPABILITY: dict[str, Any] = {
     "users": [{"formFactor": ["phone"], "user": "user1"}],
     "notification": {"alert": "Hello World"},
+}
+EXAMPLE_REGISTRATION: dict[str, Any] = {
+    "pushToken": "*****",
+    "pushGroup": "all",
+    "timeZone": "MESZ",
+    "formFactor": "phone",
+    "capabilities": [
+        {"name": "capability1", "category": "push", "value": "true"},
+        {"name": "capability2", "category": "push", "value": "true"},
+    ],
+    "userLocale": "en",
+    "deviceModel": "iPhone",
 }
 EXAMPLE_RESPONSE: dict[str, Any] = {
     "status": None,

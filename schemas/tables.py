@@ -90,7 +90,8 @@ class ApiKey(SQLModel, table=True):
 class Registration(SQLModel, table=True):
     __tablename__ = "registration"
     __table_args__ = (
-        UniqueConstraint("app_id", "token", name="uq_registration_app_token"),
+        # Not unique: two users on one shared device are two registrations (SAP).
+        Index("ix_registration_app_token", "app_id", "token"),
         Index("ix_registration_app_device", "app_id", "device_id"),
         Index("ix_registration_app_username", "app_id", "username"),
         Index("ix_registration_app_global_user", "app_id", "global_user_id"),
@@ -148,6 +149,25 @@ class RegistrationTopic(SQLModel, table=True):
     )
     topic: str = Field(primary_key=True, max_length=255)
     app_id: str = Field(max_length=36)
+
+
+class RegistrationGlobalUser(SQLModel, table=True):
+    """Every Global User ID a registration has had (SAP keeps the history, and a producer
+    may still push to an old one)."""
+
+    __tablename__ = "registration_global_user"
+    __table_args__ = (
+        Index(
+            "ix_registration_global_user_app_guid", "app_id", "global_user_id", "registration_id"
+        ),
+    )
+
+    registration_id: str = Field(
+        foreign_key="registration.id", primary_key=True, max_length=36, ondelete="CASCADE"
+    )
+    global_user_id: str = Field(primary_key=True, max_length=255)
+    app_id: str = Field(max_length=36)
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class RegistrationCapability(SQLModel, table=True):

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import redis.asyncio as aioredis
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import Engine
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
@@ -27,22 +27,27 @@ from producer.accept import accept_push
 from producer.auth import Caller, CallerDep
 from producer.bodies import invalid, json_body, read_json
 from producer.engagement import report_engagement
-from producer.errors import NotFound, PushlineError
-from producer.registrations import get_registration, list_registrations
+from producer.errors import InvalidRequest, NotFound, PushlineError
+from producer.registrations import get_registration, list_registrations, upsert_registration
 from producer.waiter import delivery_result, read_results, wait_for_outcome
+from schemas.api import RegistrationIn
 from schemas.codes import MessageState, Role
 from schemas.sap import (
+    EXAMPLE_REGISTRATION,
     EXAMPLE_RESPONSE,
     EXAMPLES,
+    SAP_REGISTRATION_FIELDS,
     SCHEMAS,
     RouteKind,
     SapEngagement,
     SapInputError,
+    SapRegistrationBody,
     notification_status,
     push_http_status,
     push_response,
     sap_registration,
     translate,
+    translate_registration,
 )
 from schemas.settings import Settings
 from schemas.tables import Delivery
@@ -343,6 +348,68 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
         if nxt is not None:
             page["@odata.nextLink"] = str(request.url.include_query_params(**{"$skiptoken": nxt}))
         return JSONResponse(page)
+
+    # --- device registration (SAP's runtime API) ----------------------------------------------
+
+    async def register(
+        request: Request, who: Caller, os: str, device_id: str | None
+    ) -> JSONResponse:
+        who.require(Role.ADMIN)  # as the native registration route
+        try:
+            native = translate_registration(os, device_id, await read_json(request))
+            body = RegistrationIn.model_validate(native)
+        except SapInputError as exc:
+            raise invalid(exc.field, exc.rule) from exc
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = SAP_REGISTRATION_FIELDS.get(str(err["loc"][0]), str(err["loc"][0]))
+            raise invalid(field, err["msg"]) from None
+        try:
+            reg, created = await run_in_threadpool(upsert_registration, engine, who.app_id, body)
+        except InvalidRequest as exc:
+            first = exc.details[0] if exc.details else {"field": "body", "rule": exc.message}
+            field = SAP_REGISTRATION_FIELDS.get(first["field"], first["field"])
+            raise invalid(field, first["rule"]) from None
+        return JSONResponse(sap_registration(reg), status_code=201 if created else 200)
+
+    runtime_devices = "/v1/runtime/applications/{applicationId}/os/{os}/devices"
+    registration_doc: dict[str, Any] = {
+        "description": f"Role: `{Role.ADMIN}`. One user on one device: (`username`, deviceId) "
+        "names the registration, so two users of a shared device are two registrations. "
+        "Without `pushToken` the device is registered without one (code 5 when pushed). "
+        "`{os}` is `ios` or `android`. Answers SAP's registration document, 201 when "
+        "created, 200 when updated.",
+        "responses": {
+            200: {"content": {"application/json": {"example": registration_example}}},
+            400: {"content": {"application/json": {"example": _ERROR_EXAMPLE}}},
+        },
+        "openapi_extra": _body_doc(SapRegistrationBody, EXAMPLE_REGISTRATION),
+    }
+
+    @api.post(
+        runtime_devices,
+        summary="Register a device (the device id is generated)",
+        **registration_doc,
+    )
+    async def register_new_device(
+        request: Request, who: CallerDep, application_id: AppId, os: str
+    ) -> JSONResponse:
+        return await register(request, who, os, None)
+
+    async def register_device(
+        request: Request, who: CallerDep, application_id: AppId, os: str, deviceId: str
+    ) -> JSONResponse:
+        return await register(request, who, os, deviceId)
+
+    for method in ("PUT", "POST"):
+        api.add_api_route(
+            runtime_devices + "/{deviceId}",
+            register_device,
+            methods=[method],
+            operation_id=f"sap_register_device_{method.lower()}",
+            summary="Register or update a device by its id",
+            **registration_doc,
+        )
 
     return api
 
