@@ -18,6 +18,7 @@ from producer.accept import (
     submit_inline,
     wait_dispatched_async,
 )
+from producer.audience import count_audience, parse_audience
 from producer.auth import CallerDep, KeyResolver
 from producer.bodies import json_body, read_json
 from producer.engagement import report_engagement
@@ -38,6 +39,8 @@ from producer.surfaces import Surface, mount_surfaces
 from producer.webhooks import emit_installation
 from schemas.api import (
     TARGET_ROLE,
+    AudienceOut,
+    AudienceRequest,
     DeliveryOut,
     DeliveryPage,
     EngagementIn,
@@ -245,6 +248,21 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
             next_run_at=accepted.next_run_at,
             replayed=accepted.replayed,
         )
+
+    @api.post(
+        "/v1/audience",
+        response_model=AudienceOut,
+        tags=["push"],
+        responses=ERRORS,
+        openapi_extra=json_body(AudienceRequest),
+    )
+    async def audience(request: Request, who: CallerDep) -> AudienceOut:
+        """How many active devices a target reaches now, by provider and platform, without
+        sending anything. Any target `POST /v1/messages` accepts, with the same rules and
+        the same role."""
+        parsed = parse_audience(await read_json(request))
+        who.require(TARGET_ROLE[parsed.target.type])
+        return await run_in_threadpool(count_audience, engine, who.app_id, parsed)
 
     # --- schedules -------------------------------------------------------------------------
     @api.get("/v1/schedules", response_model=SchedulePage, tags=["schedules"], responses=ERRORS)

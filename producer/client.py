@@ -16,6 +16,7 @@ from producer.errors import (
     Unavailable,
 )
 from schemas.api import (
+    AudienceOut,
     DeliveryOut,
     DeliveryPage,
     MessageAccepted,
@@ -93,6 +94,12 @@ class PushlineClient:
     def push(self, request: PushRequest | dict[str, Any]) -> MessageAccepted:
         body = PushRequest.model_validate(request).model_dump(mode="json", exclude_none=True)
         return MessageAccepted.model_validate(self._call("POST", "/v1/messages", json=body))
+
+    def audience(self, target: dict[str, Any]) -> AudienceOut:
+        """How many active devices a target reaches, without sending."""
+        return AudienceOut.model_validate(
+            self._call("POST", "/v1/audience", json={"target": target})
+        )
 
     def message(self, message_id: str) -> MessageStatus:
         return MessageStatus.model_validate(self._call("GET", f"/v1/messages/{message_id}"))

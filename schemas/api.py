@@ -229,3 +229,24 @@ class ErrorBody(BaseModel):
     message: str
     code: int | None = None  # a service's own error code where it has one (5003, 5030)
     details: list[ErrorDetail] = []
+
+
+class AudienceRequest(Strict):
+    """`POST /v1/audience`: any target the push route accepts, nothing sent."""
+
+    target: Target
+
+
+class AudienceGroup(BaseModel):
+    provider: str
+    platform: str
+    devices: int
+
+
+class AudienceOut(BaseModel):
+    """How many active registrations a target reaches now, as the fan-out would resolve it."""
+
+    total: int
+    by_provider: dict[str, int]
+    by_platform: dict[str, int]
+    groups: list[AudienceGroup]  # every (provider, platform) pair with its count
