@@ -23,6 +23,7 @@ from producer.dispatch import dispatcher_for
 from producer.enqueue import enqueue_fanout
 from producer.errors import Conflict, InvalidRequest, Unavailable
 from schemas.api import PushRequest
+from schemas.campaigns import campaign_columns
 from schemas.codes import MessageState
 from schemas.db import engine_for, session_scope
 from schemas.payload import Payload, PayloadError, check_push, stored
@@ -169,6 +170,7 @@ def message_row(
         "request_hash": digest,
         "created_at": now,
         "expires_at": expires_at(request.payload, now),
+        **campaign_columns(request.campaign()),
     }
 
 
@@ -274,6 +276,7 @@ def _accept_schedule(
         cron=p.cron,
         timezone=p.timezone,
         next_run_at=p.first_run_at,
+        campaign=request.campaign() or None,
         created_at=now,
         updated_at=now,
     )

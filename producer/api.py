@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import structlog
@@ -24,6 +25,7 @@ from producer.bodies import json_body, read_json
 from producer.engagement import report_engagement
 from producer.errors import PushlineError, TooManyRequests, error_response, native_response
 from producer.fastpath import InlinePush
+from producer.messages import list_messages, timeline
 from producer.quota import RequestQuota
 from producer.registrations import (
     delete_registration,
@@ -46,7 +48,9 @@ from schemas.api import (
     EngagementIn,
     ErrorBody,
     MessageAccepted,
+    MessagePage,
     MessageStatus,
+    MessageTimeline,
     PushRequest,
     RegistrationIn,
     RegistrationOut,
@@ -308,6 +312,39 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         current = get_schedule(engine, who.app_id, schedule_id)
         who.require(TARGET_ROLE[str(current.target.get("type"))])
         return set_state(engine, who.app_id, schedule_id, "cancel")
+
+    @api.get("/v1/messages", response_model=MessagePage, tags=["push"], responses=ERRORS)
+    def messages(
+        who: CallerDep,
+        state: str | None = None,
+        label: Annotated[str | None, Query(max_length=64)] = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        cursor: Annotated[str | None, Query(max_length=400)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> MessagePage:
+        """The app's Messages newest first, by `state`, `label` and when accepted (`since`
+        inclusive, `until` exclusive), in keyset pages (`next_cursor`)."""
+        return list_messages(
+            engine,
+            who.app_id,
+            state=state,
+            label=label,
+            since=since,
+            until=until,
+            cursor=cursor,
+            limit=limit,
+        )
+
+    @api.get(
+        "/v1/messages/{message_id}/timeline",
+        response_model=MessageTimeline,
+        tags=["push"],
+        responses=ERRORS,
+    )
+    def message_timeline(message_id: str, who: CallerDep) -> MessageTimeline:
+        """Sent, failed and cancelled Deliveries per minute, for charts."""
+        return timeline(engine, who.app_id, message_id)
 
     @api.get(
         "/v1/messages/{message_id}",

@@ -20,7 +20,9 @@ from schemas.api import (
     DeliveryOut,
     DeliveryPage,
     MessageAccepted,
+    MessagePage,
     MessageStatus,
+    MessageTimeline,
     PushRequest,
     RegistrationIn,
     RegistrationOut,
@@ -99,6 +101,27 @@ class PushlineClient:
         """How many active devices a target reaches, without sending."""
         return AudienceOut.model_validate(
             self._call("POST", "/v1/audience", json={"target": target})
+        )
+
+    def messages(
+        self,
+        *,
+        state: str | None = None,
+        label: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> MessagePage:
+        """The app's Messages newest first (times as ISO 8601)."""
+        given = (("state", state), ("label", label), ("since", since), ("until", until))
+        params = {k: v for k, v in (*given, ("cursor", cursor)) if v}
+        params["limit"] = str(limit)
+        return MessagePage.model_validate(self._call("GET", "/v1/messages", params=params))
+
+    def timeline(self, message_id: str) -> MessageTimeline:
+        return MessageTimeline.model_validate(
+            self._call("GET", f"/v1/messages/{message_id}/timeline")
         )
 
     def message(self, message_id: str) -> MessageStatus:

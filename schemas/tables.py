@@ -173,6 +173,8 @@ class Message(SQLModel, table=True):
         # One Message per run of a Schedule: two schedulers can never publish a run twice.
         UniqueConstraint("schedule_id", "run_at", name="uq_message_schedule_run"),
         Index("ix_message_state_created", "state", "created_at"),
+        # GET /v1/messages: an app's Messages newest first, in keyset pages.
+        Index("ix_message_app_created", "app_id", "created_at", "id"),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
@@ -190,6 +192,9 @@ class Message(SQLModel, table=True):
     request_hash: str | None = Field(default=None, max_length=64)  # to tell a replay from a clash
     schedule_id: str | None = Field(default=None, max_length=36, index=True)
     run_at: datetime | None = None  # the Schedule's due time this Message publishes
+    # Campaigns: a name and labels to find it by (labels: a JSON list of strings).
+    name: str | None = Field(default=None, max_length=200)
+    labels: list[str] | None = Field(default=None, sa_column=Column(JSON))
     created_at: datetime = Field(default_factory=utcnow)
     dispatched_at: datetime | None = None
     completed_at: datetime | None = None
@@ -212,6 +217,8 @@ class Schedule(SQLModel, table=True):
     repeat_expires_at: datetime | None = None
     cron: str | None = Field(default=None, max_length=120)
     timezone: str = Field(default="UTC", max_length=64)
+    # The campaign options each run's Message carries (name, labels…), as the request gave them.
+    campaign: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     state: str = Field(default="scheduled", max_length=12)  # scheduled|paused|cancelled|finished
     next_run_at: datetime | None = None
     runs: int = 0

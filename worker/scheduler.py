@@ -25,6 +25,7 @@ import structlog
 from sqlalchemy import Engine, select, update
 from sqlmodel import Session, col
 
+from schemas.campaigns import campaign_columns
 from schemas.codes import MessageState
 from schemas.scheduling import next_run
 from schemas.settings import Settings
@@ -96,6 +97,7 @@ def publish_due(
                 schedule_id=sch.id,
                 run_at=due,
                 created_at=now,
+                **campaign_columns(sch.campaign or {}),
             )
             message.expires_at = run_expiry(sch.payload, now)
             s.add(message)
