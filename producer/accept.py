@@ -22,7 +22,7 @@ from sqlmodel import Session, col
 from producer.dispatch import dispatcher_for
 from producer.enqueue import enqueue_fanout
 from producer.errors import Conflict, InvalidRequest, Unavailable
-from schemas.api import PushRequest
+from schemas.api import THROTTLE_FIELDS, PushRequest
 from schemas.campaigns import campaign_columns
 from schemas.codes import MessageState
 from schemas.db import engine_for, session_scope
@@ -69,7 +69,16 @@ def parse_push(body: dict[str, Any] | PushRequest) -> PushRequest:
             first = details[0]
             raise InvalidRequest(f"{first['field']}: {first['rule']}", details) from exc
     stored_target(request)  # the rules that span payload and target: a 400 here, not later
+    _throttle_is_for_campaigns(request)
     return request
+
+
+def _throttle_is_for_campaigns(request: PushRequest) -> None:
+    """A throttle spreads a campaign; one device or one person has nothing to spread."""
+    for name in THROTTLE_FIELDS:
+        if getattr(request, name) is not None and is_transactional(request.target.model_dump()):
+            rule = "applies to campaigns, not to a push to one device or one person"
+            raise InvalidRequest(f"{name}: {rule}", [{"field": name, "rule": rule}])
 
 
 def stored_target(request: PushRequest) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from producer.accept import (
 from producer.audience import count_audience, parse_audience
 from producer.auth import CallerDep, KeyResolver
 from producer.bodies import json_body, read_json
+from producer.cancel import cancel_message, target_type
 from producer.engagement import report_engagement
 from producer.errors import PushlineError, TooManyRequests, error_response, native_response
 from producer.fastpath import InlinePush
@@ -335,6 +336,20 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
             cursor=cursor,
             limit=limit,
         )
+
+    @api.post(
+        "/v1/messages/{message_id}/cancel",
+        response_model=MessageStatus,
+        tags=["push"],
+        responses=ERRORS,
+    )
+    def cancel(message_id: str, who: CallerDep) -> MessageStatus:
+        """Stop a Message in flight: fan-out stops, workers stop sending it within about a
+        second, every Delivery not sent becomes CANCELLED (SENT stays SENT). Needs the role
+        its push needed; a Message already done or failed is a 409, a cancelled one answers
+        as it is."""
+        who.require(TARGET_ROLE[target_type(engine, who.app_id, message_id)])
+        return cancel_message(engine, settings, who.app_id, message_id)
 
     @api.get(
         "/v1/messages/{message_id}/timeline",

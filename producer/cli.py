@@ -16,6 +16,7 @@ from rich.table import Column, Table
 from sqlalchemy import Engine
 
 from producer.apps import ApnsCredentials, create_app, create_key, find_app, list_apps, parse_roles
+from producer.cancel import cancel_message
 from producer.errors import PushlineError
 from producer.messages import list_messages, timeline
 from producer.schedules import get_schedule, list_schedules, set_state
@@ -255,7 +256,7 @@ def status(
         console.print(_status_table(st))
         return
     with Live(_status_table(st), console=console, refresh_per_second=4) as live:
-        while st.state not in ("done", "failed"):
+        while st.state not in ("done", "failed", "cancelled"):
             time.sleep(0.5)
             st = message_status(engine, None, message_id)
             live.update(_status_table(st))
@@ -399,6 +400,17 @@ def messages_timeline(message_id: str) -> None:
         console.print(f"[red]{exc.message}[/]")
         raise typer.Exit(2) from exc
     console.print(_timeline_table(tl))
+
+
+@messages_cli.command("cancel")
+def messages_cancel(message_id: str) -> None:
+    """Stop a Message in flight: nothing more is sent; what was sent stays SENT."""
+    try:
+        st = cancel_message(_engine(), get_settings(), None, message_id)
+    except PushlineError as exc:
+        console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(2) from exc
+    console.print(_status_table(st))
 
 
 def _timeline_table(tl: MessageTimeline) -> Table:

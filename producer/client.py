@@ -119,6 +119,10 @@ class PushlineClient:
         params["limit"] = str(limit)
         return MessagePage.model_validate(self._call("GET", "/v1/messages", params=params))
 
+    def cancel(self, message_id: str) -> MessageStatus:
+        """Stop a Message in flight; what was not sent yet ends CANCELLED."""
+        return MessageStatus.model_validate(self._call("POST", f"/v1/messages/{message_id}/cancel"))
+
     def timeline(self, message_id: str) -> MessageTimeline:
         return MessageTimeline.model_validate(
             self._call("GET", f"/v1/messages/{message_id}/timeline")

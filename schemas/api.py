@@ -46,6 +46,7 @@ Label = Annotated[
     str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
 ]
 MAX_LABELS = 20
+MAX_DELIVER_OVER_S = 7 * 86_400
 
 
 class PushRequest(Strict):
@@ -57,6 +58,10 @@ class PushRequest(Strict):
     # To find and follow a campaign: GET /v1/messages?label=…
     name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     labels: Annotated[list[Label], Field(max_length=MAX_LABELS)] | None = None
+    # Throttle a campaign: spread it evenly over this many seconds, and/or send at most this
+    # many a minute (the app's provider rates still apply; the priority lane never is).
+    deliver_over: Annotated[int, Field(ge=1, le=MAX_DELIVER_OVER_S)] | None = None
+    max_per_minute: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
 
     def campaign(self) -> dict[str, Any]:
         """The campaign options as stored on a Schedule and copied onto each run's Message."""
@@ -64,7 +69,8 @@ class PushRequest(Strict):
 
 
 #: The PushRequest fields every Message of a campaign carries (see `PushRequest.campaign`).
-CAMPAIGN_FIELDS = {"name", "labels"}
+CAMPAIGN_FIELDS = {"name", "labels", "deliver_over", "max_per_minute"}
+THROTTLE_FIELDS = ("deliver_over", "max_per_minute")
 
 
 class MessageAccepted(BaseModel):

@@ -407,6 +407,10 @@ def reported_code(status: str, code: int | None) -> int:
     if status == DeliveryStatus.QUEUED:
         # -1: queued, nothing heard from the provider yet; 11: a recoverable answer, retrying.
         return ResultCode.QUEUED_COMMUNICATION_FAILED if code in (None, -1) else 11
+    if status == DeliveryStatus.CANCELLED:
+        # SAP has no code for it; 3 says "not handed to the provider", and the status
+        # (CANCELLED) tells it apart from a queueing failure.
+        return ResultCode.NOT_QUEUED
     if code is None:  # engagement statuses always follow a send
         return ResultCode.SENT
     return code

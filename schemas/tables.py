@@ -195,6 +195,10 @@ class Message(SQLModel, table=True):
     # Campaigns: a name and labels to find it by (labels: a JSON list of strings).
     name: str | None = Field(default=None, max_length=200)
     labels: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    # Throttle (campaign lane only): spread over this long; at most this many a minute (the
+    # fan-out turns deliver_over_s into max_per_minute once it has counted the audience).
+    deliver_over_s: int | None = None
+    max_per_minute: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
     dispatched_at: datetime | None = None
     completed_at: datetime | None = None

@@ -1,4 +1,4 @@
-"""campaigns: Message name and labels, campaign options on Schedules
+"""campaigns: Message name, labels and throttle, campaign options on Schedules
 
 Revision ID: 0009
 Revises: 0005
@@ -20,6 +20,8 @@ def upgrade() -> None:
     with op.batch_alter_table("message", schema=None) as batch_op:
         batch_op.add_column(sa.Column("name", sa.String(length=200), nullable=True))
         batch_op.add_column(sa.Column("labels", sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column("deliver_over_s", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("max_per_minute", sa.Integer(), nullable=True))
     op.create_index(
         "ix_message_app_created", "message", ["app_id", "created_at", "id"], unique=False
     )
@@ -32,5 +34,7 @@ def downgrade() -> None:
         batch_op.drop_column("campaign")
     op.drop_index("ix_message_app_created", table_name="message")
     with op.batch_alter_table("message", schema=None) as batch_op:
+        batch_op.drop_column("max_per_minute")
+        batch_op.drop_column("deliver_over_s")
         batch_op.drop_column("labels")
         batch_op.drop_column("name")
