@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import structlog
@@ -19,11 +20,14 @@ from producer.accept import (
     submit_inline,
     wait_dispatched_async,
 )
+from producer.audience import count_audience, parse_audience
 from producer.auth import CallerDep, KeyResolver
 from producer.bodies import json_body, read_json
+from producer.cancel import cancel_message, target_type
 from producer.engagement import report_engagement
 from producer.errors import PushlineError, TooManyRequests, error_response, native_response
 from producer.fastpath import InlinePush
+from producer.messages import list_messages, timeline
 from producer.observe import Observe
 from producer.quota import RequestQuota
 from producer.registrations import (
@@ -41,12 +45,16 @@ from producer.telemetry import exposition, readiness
 from producer.webhooks import emit_installation
 from schemas.api import (
     TARGET_ROLE,
+    AudienceOut,
+    AudienceRequest,
     DeliveryOut,
     DeliveryPage,
     EngagementIn,
     ErrorBody,
     MessageAccepted,
+    MessagePage,
     MessageStatus,
+    MessageTimeline,
     PushRequest,
     ReadyOut,
     RegistrationIn,
@@ -281,6 +289,21 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
             replayed=accepted.replayed,
         )
 
+    @api.post(
+        "/v1/audience",
+        response_model=AudienceOut,
+        tags=["push"],
+        responses=ERRORS,
+        openapi_extra=json_body(AudienceRequest),
+    )
+    async def audience(request: Request, who: CallerDep) -> AudienceOut:
+        """How many active devices a target reaches now, by provider and platform, without
+        sending anything. Any target `POST /v1/messages` accepts, with the same rules and
+        the same role."""
+        parsed = parse_audience(await read_json(request))
+        who.require(TARGET_ROLE[parsed.target.type])
+        return await run_in_threadpool(count_audience, engine, who.app_id, parsed)
+
     # --- schedules -------------------------------------------------------------------------
     @api.get("/v1/schedules", response_model=SchedulePage, tags=["schedules"], responses=ERRORS)
     def schedules(
@@ -325,6 +348,53 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         current = get_schedule(engine, who.app_id, schedule_id)
         who.require(TARGET_ROLE[str(current.target.get("type"))])
         return set_state(engine, who.app_id, schedule_id, "cancel")
+
+    @api.get("/v1/messages", response_model=MessagePage, tags=["push"], responses=ERRORS)
+    def messages(
+        who: CallerDep,
+        state: str | None = None,
+        label: Annotated[str | None, Query(max_length=64)] = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        cursor: Annotated[str | None, Query(max_length=400)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> MessagePage:
+        """The app's Messages newest first, by `state`, `label` and when accepted (`since`
+        inclusive, `until` exclusive), in keyset pages (`next_cursor`)."""
+        return list_messages(
+            engine,
+            who.app_id,
+            state=state,
+            label=label,
+            since=since,
+            until=until,
+            cursor=cursor,
+            limit=limit,
+        )
+
+    @api.post(
+        "/v1/messages/{message_id}/cancel",
+        response_model=MessageStatus,
+        tags=["push"],
+        responses=ERRORS,
+    )
+    def cancel(message_id: str, who: CallerDep) -> MessageStatus:
+        """Stop a Message in flight: fan-out stops, workers stop sending it within about a
+        second, every Delivery not sent becomes CANCELLED (SENT stays SENT). Needs the role
+        its push needed; a Message already done or failed is a 409, a cancelled one answers
+        as it is."""
+        who.require(TARGET_ROLE[target_type(engine, who.app_id, message_id)])
+        return cancel_message(engine, settings, who.app_id, message_id)
+
+    @api.get(
+        "/v1/messages/{message_id}/timeline",
+        response_model=MessageTimeline,
+        tags=["push"],
+        responses=ERRORS,
+    )
+    def message_timeline(message_id: str, who: CallerDep) -> MessageTimeline:
+        """Sent, failed and cancelled Deliveries per minute, for charts."""
+        return timeline(engine, who.app_id, message_id)
 
     @api.get(
         "/v1/messages/{message_id}",

@@ -13,16 +13,18 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
+from rich.table import Column, Table
 from sqlalchemy import Engine
 
 from producer.apps import ApnsCredentials, create_app, create_key, find_app, list_apps, parse_roles
+from producer.cancel import cancel_message
 from producer.errors import PushlineError
+from producer.messages import list_messages, timeline
 from producer.schedules import get_schedule, list_schedules, set_state
 from producer.status import message_status
 from producer.trace import trace as trace_of
 from schemas import metricsdir
-from schemas.api import MessageStatus
+from schemas.api import MessageStatus, MessageTimeline
 from schemas.codes import CODE_MEANINGS
 from schemas.db import current_revision, engine_for, migration_history, upgrade
 from schemas.retention import prune
@@ -38,6 +40,10 @@ cli.add_typer(db_cli, name="db")
 cli.add_typer(apps_cli, name="apps")
 cli.add_typer(keys_cli, name="keys")
 cli.add_typer(schedules_cli, name="schedules")
+messages_cli = typer.Typer(
+    help="Messages: find, follow and cancel campaigns.", no_args_is_help=True
+)
+cli.add_typer(messages_cli, name="messages")
 console = Console()
 STATE_DIR = Path(".pushline")
 
@@ -312,15 +318,16 @@ def status(
         console.print(_status_table(st))
         return
     with Live(_status_table(st), console=console, refresh_per_second=4) as live:
-        while st.state not in ("done", "failed"):
+        while st.state not in ("done", "failed", "cancelled"):
             time.sleep(0.5)
             st = message_status(engine, None, message_id)
             live.update(_status_table(st))
 
 
 def _status_table(st: MessageStatus) -> Table:
+    named = f" {st.name!r}" if st.name else ""
     table = Table(
-        title=f"message {st.id}: {st.state}"
+        title=f"message {st.id}{named}: {st.state}"
         + (f" (code {st.code}: {st.detail})" if st.code is not None else "")
     )
     table.add_column("status")
@@ -395,6 +402,85 @@ def schedules_resume(schedule_id: str) -> None:
 def schedules_cancel(schedule_id: str) -> None:
     """Never publish again."""
     _steer(schedule_id, "cancel")
+
+
+@messages_cli.command("list")
+def messages_list(
+    app: Annotated[str | None, typer.Option(help="app name or id")] = None,
+    state: Annotated[
+        str | None, typer.Option(help="accepted, dispatched, done, failed, cancelled")
+    ] = None,
+    label: Annotated[str | None, typer.Option(help="only Messages with this label")] = None,
+    limit: Annotated[int, typer.Option(help="how many, newest first")] = 50,
+) -> None:
+    """Messages newest first, with their name, labels and state."""
+    engine = _engine()
+    try:
+        app_id = find_app(engine, app).id if app else None
+        page = list_messages(engine, app_id, state=state, label=label, limit=limit)
+    except PushlineError as exc:
+        console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(2) from exc
+    table = Table("name", "labels", "state", "target", "deliveries", "accepted at")
+    # Ids are what the other commands take: never cut, whatever the terminal's width.
+    table.columns.insert(0, Column("id", no_wrap=True, min_width=36))
+    for m in page.items:
+        when = m.created_at.isoformat(timespec="seconds")
+        table.add_row(
+            m.id,
+            m.name or "-",
+            ",".join(m.labels) or "-",
+            m.state,
+            m.target_type,
+            str(m.total),
+            when,
+        )
+    console.print(table)
+
+
+@messages_cli.command("show")
+def messages_show(message_id: str) -> None:
+    """A Message's counts by status and code, and its timeline (sent, failed, cancelled per
+    minute)."""
+    engine = _engine()
+    try:
+        st = message_status(engine, None, message_id)
+        tl = timeline(engine, None, message_id)
+    except PushlineError as exc:
+        console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(2) from exc
+    console.print(_status_table(st))
+    console.print(_timeline_table(tl))
+
+
+@messages_cli.command("timeline")
+def messages_timeline(message_id: str) -> None:
+    """Sent, failed and cancelled Deliveries per minute."""
+    try:
+        tl = timeline(_engine(), None, message_id)
+    except PushlineError as exc:
+        console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(2) from exc
+    console.print(_timeline_table(tl))
+
+
+@messages_cli.command("cancel")
+def messages_cancel(message_id: str) -> None:
+    """Stop a Message in flight: nothing more is sent; what was sent stays SENT."""
+    try:
+        st = cancel_message(_engine(), get_settings(), None, message_id)
+    except PushlineError as exc:
+        console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(2) from exc
+    console.print(_status_table(st))
+
+
+def _timeline_table(tl: MessageTimeline) -> Table:
+    table = Table("minute (UTC)", "sent", "failed", "cancelled", title=f"timeline {tl.message_id}")
+    for m in tl.minutes:
+        when = m.minute.strftime("%Y-%m-%d %H:%M")
+        table.add_row(when, str(m.sent), str(m.failed), str(m.cancelled))
+    return table
 
 
 def main() -> None:

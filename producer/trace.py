@@ -47,9 +47,10 @@ def delivery_events(d: Delivery) -> list[Event]:
         at = _when(a.get("at"))
         if at is None:
             continue
-        code = int(a.get("code", -1))
+        code = a.get("code")
         took = f", {a['ms']} ms" if a.get("ms") is not None else ""
-        detail = f"code {code} ({CODE_MEANINGS.get(code, '?')}): {a.get('answer', '')}{took}"
+        meaning = f"code {code} ({CODE_MEANINGS.get(code, '?')})" if code is not None else "no code"
+        detail = f"{meaning}: {a.get('answer', '')}{took}"
         out.append(Event(at, f"attempt {n}", d.id, f"{detail}, by {a.get('worker', '?')}"))
     if d.status != "QUEUED":
         final = d.sent_at or d.updated_at

@@ -489,6 +489,10 @@ def reported_code(status: str, code: int | None) -> int:
         if code in (None, -1):
             return ResultCode.QUEUED_COMMUNICATION_FAILED
         return code if code in RETRIED_AS_IS else ResultCode.RECOVERABLE_IO
+    if status == DeliveryStatus.CANCELLED:
+        # SAP has no code for it; 3 says "not handed to the provider", and the status
+        # (CANCELLED) tells it apart from a queueing failure.
+        return ResultCode.NOT_QUEUED
     if code is None:  # engagement statuses always follow a send
         return ResultCode.SENT
     return code

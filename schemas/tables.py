@@ -194,6 +194,8 @@ class Message(SQLModel, table=True):
         # One Message per run of a Schedule: two schedulers can never publish a run twice.
         UniqueConstraint("schedule_id", "run_at", name="uq_message_schedule_run"),
         Index("ix_message_state_created", "state", "created_at"),
+        # GET /v1/messages: an app's Messages newest first, in keyset pages.
+        Index("ix_message_app_created", "app_id", "created_at", "id"),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
@@ -211,6 +213,13 @@ class Message(SQLModel, table=True):
     request_hash: str | None = Field(default=None, max_length=64)  # to tell a replay from a clash
     schedule_id: str | None = Field(default=None, max_length=36, index=True)
     run_at: datetime | None = None  # the Schedule's due time this Message publishes
+    # Campaigns: a name and labels to find it by (labels: a JSON list of strings).
+    name: str | None = Field(default=None, max_length=200)
+    labels: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    # Throttle (campaign lane only): spread over this long; at most this many a minute (the
+    # fan-out turns deliver_over_s into max_per_minute once it has counted the audience).
+    deliver_over_s: int | None = None
+    max_per_minute: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
     dispatched_at: datetime | None = None
     completed_at: datetime | None = None
@@ -233,6 +242,8 @@ class Schedule(SQLModel, table=True):
     repeat_expires_at: datetime | None = None
     cron: str | None = Field(default=None, max_length=120)
     timezone: str = Field(default="UTC", max_length=64)
+    # The campaign options each run's Message carries (name, labels…), as the request gave them.
+    campaign: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     state: str = Field(default="scheduled", max_length=12)  # scheduled|paused|cancelled|finished
     next_run_at: datetime | None = None
     runs: int = 0

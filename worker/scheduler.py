@@ -27,6 +27,7 @@ import structlog
 from sqlalchemy import Engine, select, update
 from sqlmodel import Session, col
 
+from schemas.campaigns import campaign_columns
 from schemas.codes import MessageState
 from schemas.metrics import SCHEDULE_RUNS
 from schemas.retention import prune_some
@@ -101,6 +102,7 @@ def publish_due(
                 schedule_id=sch.id,
                 run_at=due,
                 created_at=now,
+                **campaign_columns(sch.campaign or {}),
             )
             message.expires_at = run_expiry(sch.payload, now)
             s.add(message)

@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
 
+from schemas.campaigns import cancel_deliveries
 from schemas.codes import DeliveryStatus, MessageState
 from schemas.db import among, session_scope
 from schemas.tables import App, Delivery, Message, Registration, delivery_rows, table, utcnow
@@ -53,7 +54,7 @@ class Record:
 
     id: str
     status: str
-    code: int
+    code: int | None  # None: cancelled, no provider outcome
     provider_message: str | None
     provider_ref: str | None
     sent: bool
@@ -392,11 +393,12 @@ def _close_done(conn: Connection, message_ids: Iterable[str], now: datetime) -> 
 
 def insert_deliveries(
     engine: Engine, message: Message, page: Sequence[tuple[str, str]], cursor: str
-) -> list[tuple[str, str]]:
+) -> list[tuple[str, str]] | None:
     """Write QUEUED Deliveries for a page of (registration id, provider) and move the cursor.
 
     Idempotent: a redelivered fan-out skips rows that exist. Returns (delivery id, provider)
-    of every still-QUEUED Delivery of the page, so it can be (re)enqueued.
+    of every still-QUEUED Delivery of the page, so it can be (re)enqueued; None when the
+    Message was cancelled (its cursor row says so), having cancelled the page.
     """
     rows = delivery_rows(message.id, message.app_id, page, utcnow())
     page_ids = [rid for rid, _ in page]
@@ -413,14 +415,18 @@ def insert_deliveries(
             index_elements=["message_id", "registration_id"]
         )
         s.execute(stmt, rows)
-        s.execute(
+        state = s.execute(
             update(Message)
             .where(col(Message.id) == message.id)
             .values(
                 fanout_cursor=cursor,
                 total=col(Message.total) + (len(page) - existing),
             )
-        )
+            .returning(col(Message.state))
+        ).scalar()
+        if state == MessageState.CANCELLED:
+            s.execute(cancel_deliveries(message.id, utcnow()))
+            return None
         queued = s.execute(
             select(col(Delivery.id), col(Delivery.provider)).where(
                 col(Delivery.message_id) == message.id,
@@ -429,6 +435,18 @@ def insert_deliveries(
             )
         ).all()
     return [(i, p) for i, p in queued]
+
+
+def count_audience(engine: Engine, condition: Any) -> int:
+    with Session(engine) as s:
+        return int(s.execute(select(func.count()).where(condition)).scalar_one())
+
+
+def set_rate(engine: Engine, message_id: str, per_minute: int) -> None:
+    with session_scope(engine) as s:
+        s.execute(
+            update(Message).where(col(Message.id) == message_id).values(max_per_minute=per_minute)
+        )
 
 
 def audience_page(
@@ -461,7 +479,12 @@ def set_message_state(
     if detail is not None:
         values["detail"] = detail
     with session_scope(engine) as s:
-        s.execute(update(Message).where(col(Message.id) == message_id).values(**values))
+        # Never over a cancellation that came in meanwhile.
+        s.execute(
+            update(Message)
+            .where(col(Message.id) == message_id, col(Message.state) != MessageState.CANCELLED)
+            .values(**values)
+        )
 
 
 def release(engine: Engine, ids: Sequence[str], next_attempt_at: datetime) -> int:

@@ -87,7 +87,8 @@ def delivery_outcomes(
         per_app: dict[str, list[tuple[ClaimedDelivery, Record]]] = defaultdict(list)
         for f in finals:
             c = by_id.get(f.id)
-            if c is not None:
+            # A cancelled Delivery was neither sent nor failed: CM has no event for it.
+            if c is not None and f.code is not None:
                 per_app[c.app_id].append((c, f))
         wanted = {a: rows for a, rows in per_app.items() if _subscriptions(settings, a)}
         if not wanted:
@@ -100,6 +101,7 @@ def delivery_outcomes(
         for app_id, rows in wanted.items():
             docs: list[dict[str, Any]] = []
             for c, f in rows:
+                assert f.code is not None  # cancelled rows were left out above
                 device_id, phone = installs.get(c.registration_id, (None, None))
                 installation = installation_id_of(c.registration_id, device_id)
                 docs.append(
