@@ -109,15 +109,20 @@ def api(
     import uvicorn
 
     settings = get_settings()
-    metricsdir.prepare("api")  # the API processes add their counts up in one directory
+    processes = workers or settings.api_workers
+    if processes > 1:  # spawned API processes add their counts up in one directory
+        metricsdir.prepare("api")
     uvicorn.run(
         "producer.api:create_app",
         factory=True,
         host=host or settings.api_host,
         port=port or settings.api_port,
-        workers=workers or settings.api_workers,
+        workers=processes,
         access_log=False,  # producer/observe.py logs each request, secrets masked
         log_config=None,  # uvicorn's lines go through structlog (schemas/logs.py)
+        # A new API process imports the app and migrates before it answers uvicorn's ping;
+        # on a loaded host that takes longer than uvicorn's 5 s, which kills it over and over.
+        timeout_worker_healthcheck=60,
     )
 
 

@@ -144,7 +144,11 @@ class Stack:
                 "--log-level",
                 "warning",
                 "--no-access-log",
-                *(["--workers", str(self.api_workers)] if self.api_workers > 1 else []),
+                *(
+                    ["--workers", str(self.api_workers), "--timeout-worker-healthcheck", "60"]
+                    if self.api_workers > 1
+                    else []
+                ),
             ],
         )
         deadline = time.monotonic() + 30
