@@ -81,6 +81,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_backend": None,
         "task_ignore_result": True,
         "worker_hijack_root_logger": False,
+        "worker_send_task_events": settings.task_events,
+        "task_send_sent_event": settings.task_events,
         "broker_pool_limit": 10,
     }
 

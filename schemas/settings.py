@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     webhook_cache_s: float = 5.0  # how long an app's subscriptions are remembered
 
     log_level: str = "INFO"
+    # Celery task events (for Flower): off by default, each task then costs three more
+    # messages on Redis.
+    task_events: bool = False
     # One structlog line per API request (method, masked path, status, ms).
     access_log: bool = True
     # Where a worker or the scheduler serves /metrics and /health (0: not served). Each
