@@ -143,7 +143,7 @@ def lookup_key(engine: Engine, key: str) -> ApiKey | None:
     """The key's record when it works now (not revoked, not past a rotation's overlap); its
     last-used time is written at most once a minute."""
     now = utcnow()
-    with Session(engine) as s:
+    with Session(engine, expire_on_commit=False) as s:
         rec = (
             s.execute(
                 select(ApiKey).where(

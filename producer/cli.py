@@ -18,9 +18,11 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.live import Live
 from rich.table import Column, Table
-from sqlalchemy import Engine, make_url
+from sqlalchemy import Engine, make_url, select
 from sqlalchemy.exc import DBAPIError
+from sqlmodel import Session, col
 
+from producer.accept import accept_push
 from producer.apps import (
     app_out,
     create_app_checked,
@@ -46,7 +48,7 @@ from schemas.queueing import DEFAULT_QUEUE, PRIORITY_QUEUE, WEBHOOK_QUEUE
 from schemas.retention import prune
 from schemas.scheduling import parse_age
 from schemas.settings import Settings, get_settings
-from schemas.tables import App
+from schemas.tables import App, Registration
 
 cli = typer.Typer(help="Pushline: self-hosted push notification delivery.", no_args_is_help=True)
 db_cli = typer.Typer(help="The SQL store.", no_args_is_help=True)
@@ -615,6 +617,62 @@ def keys_rotate(
     until = f"until {old.expires_at:%Y-%m-%d %H:%M:%S} UTC" if old.expires_at else "no longer"
     console.print(secret)
     Console(stderr=True).print(f"the old key {old.prefix} works {until}", highlight=False)
+
+
+@cli.command()
+def send(
+    app: Annotated[str, typer.Argument(help="app name or id")],
+    alert: Annotated[str, typer.Option(help="the notification's text")],
+    token: Annotated[
+        str | None, typer.Option(help="one registered device, by its push token")
+    ] = None,
+    user: Annotated[str | None, typer.Option(help="every device of this username")] = None,
+    all_devices: Annotated[
+        bool, typer.Option("--all", help="every active device of the app")
+    ] = False,
+    title: Annotated[str | None, typer.Option(help="a title above the text")] = None,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the outcome")] = 60.0,
+) -> None:
+    """A test push, accepted as the API accepts one (store and queue), then followed until
+    every Delivery is final; prints the outcome. Exit code 1 when any Delivery failed."""
+    if sum((token is not None, user is not None, all_devices)) != 1:
+        raise CliError("give exactly one of --token, --user or --all")
+    engine = _engine()
+    record = find_app(engine, app)
+    target = _send_target(engine, record.id, token, user)
+    body = {"target": target, "payload": {"alert": {"title": title, "body": alert}}}
+    accepted = accept_push(record.id, body, settings=get_settings(), engine=engine)
+    deadline = time.monotonic() + timeout
+    st = message_status(engine, record.id, accepted.message_id)
+    while st.state not in ("done", "failed", "cancelled") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        st = message_status(engine, record.id, accepted.message_id)
+    console.print(_status_table(st))
+    if st.state not in ("done", "failed", "cancelled"):
+        raise CliError(f"not final after {timeout:g} s: follow it with `pushline status {st.id}`")
+    raise typer.Exit(0 if st.state == "done" and not st.by_status.get("ERROR") else 1)
+
+
+def _send_target(
+    engine: Engine, app_id: str, token: str | None, user: str | None
+) -> dict[str, object]:
+    if user is not None:
+        return {"type": "users", "usernames": [user]}
+    if token is None:
+        return {"type": "application"}
+    with Session(engine) as s:
+        reg = (
+            s.execute(
+                select(col(Registration.id)).where(
+                    col(Registration.app_id) == app_id, col(Registration.token) == token
+                )
+            )
+            .scalars()
+            .first()
+        )
+    if reg is None:
+        raise CliError(f"--token: no registration of this app has the token {token[:16]}…")
+    return {"type": "device", "registration_id": reg}
 
 
 @cli.command()
