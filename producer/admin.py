@@ -49,7 +49,7 @@ def admin_router(engine: Engine, settings: Settings) -> APIRouter:
     r = APIRouter(prefix="/v1/apps", tags=["apps and keys (admin)"], responses=ERRORS)
 
     def _app_id(who: Caller, app: str) -> str:
-        return _scope(who, find_app(engine, app).id if who.operator else app)
+        return _scope(who, find_app(engine, app).id)  # by id or name; 404 alike
 
     @r.get("", response_model=list[AppOut])
     def apps(who: AdminDep) -> list[AppOut]:
