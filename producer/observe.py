@@ -43,7 +43,8 @@ def masked_path(path: str, query: str = "") -> str:
         return path
     pairs = parse_qsl(query, keep_blank_values=True)
     safe = [
-        (k, MASK if SECRET_PARAM.search(k) else _KEY_IN_PATH.sub("pl_" + MASK, v)) for k, v in pairs
+        (k, MASK if SECRET_PARAM.search(k) else _KEY_IN_PATH.sub("pl_" + MASK, v))
+        for k, v in pairs
     ]
     return f"{path}?{urlencode(safe)}"
 
