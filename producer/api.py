@@ -20,6 +20,7 @@ from producer.accept import (
     submit_inline,
     wait_dispatched_async,
 )
+from producer.admin import admin_router
 from producer.audience import count_audience, parse_audience
 from producer.auth import CallerDep, KeyResolver
 from producer.bodies import json_body, read_json
@@ -38,6 +39,7 @@ from producer.registrations import (
     unsubscribe,
     upsert_registration,
 )
+from producer.revocation import Revocations
 from producer.schedules import get_schedule, list_schedules, set_state
 from producer.status import get_delivery, list_deliveries, message_status
 from producer.surfaces import Surface, mount_surfaces
@@ -89,7 +91,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         version="1",
         description="Self-hosted push notification delivery through APNs and FCM.",
     )
-    api.state.keys = KeyResolver(engine)
+    api.state.keys = KeyResolver(engine, Revocations(settings.redis_url, settings.redis_key_prefix))
     api.state.quota = RequestQuota(settings.redis_url, settings.redis_key_prefix)
     surfaces: list[Surface] = []
 
@@ -445,6 +447,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     # After the native routes: Starlette matches routes in order, and POST /v1/messages is
     # the call made most, so it should not be tried against every seed route first.
     surfaces.extend(mount_surfaces(api, settings, engine))
+    api.include_router(admin_router(engine, settings))
     api.add_middleware(InlinePush, settings=settings, engine=engine)
     api.add_middleware(Observe, access_log=settings.access_log)  # outermost: sees every answer
     return api

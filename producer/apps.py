@@ -6,16 +6,22 @@ import hashlib
 import json
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 
-from sqlalchemy import Engine, select
+from cryptography import x509
+from sqlalchemy import Engine, or_, select, update
 from sqlmodel import Session, col
 
+from producer.credentials import check_apns_certificate, check_apns_key, check_service_account
 from producer.errors import Conflict, InvalidRequest, NotFound
+from schemas.admin import ApnsIn, ApnsOut, AppIn, AppOut, AppUpdate, FcmIn, FcmOut
 from schemas.codes import Role
 from schemas.db import session_scope
-from schemas.tables import ApiKey, App
+from schemas.settings import Settings
+from schemas.tables import ApiKey, App, utcnow
 
 KEY_PREFIX = "pl_"
+TOUCH_EVERY = timedelta(minutes=1)
 
 
 def hash_key(key: str) -> str:
@@ -98,13 +104,16 @@ def list_apps(engine: Engine) -> list[App]:
 
 def create_key(
     engine: Engine,
-    app_id: str,
+    app_id: str | None,
     roles: list[str],
     *,
     alias: str | None = None,
     requests_per_minute: int | None = None,
 ) -> tuple[str, ApiKey]:
     """Returns the key (the only time it exists in clear) and its stored record.
+
+    `app_id` None makes an operator key: bound to no app, it administers every app through
+    the admin API and can do nothing else (it is given the role admin only).
 
     `alias` is the user name for Basic authentication (SAP's service key alias);
     `requests_per_minute` a request quota answered with 429 beyond it.
@@ -114,6 +123,8 @@ def create_key(
             "requests_per_minute: must be at least 1",
             [{"field": "requests_per_minute", "rule": "at least 1"}],
         )
+    if app_id is None:
+        roles = [Role.ADMIN.value]
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     record = ApiKey(
         app_id=app_id,
@@ -129,14 +140,117 @@ def create_key(
 
 
 def lookup_key(engine: Engine, key: str) -> ApiKey | None:
-    with Session(engine) as s:
+    """The key's record when it works now (not revoked, not past a rotation's overlap); its
+    last-used time is written at most once a minute."""
+    now = utcnow()
+    with Session(engine, expire_on_commit=False) as s:
         rec = (
             s.execute(
                 select(ApiKey).where(
-                    col(ApiKey.key_hash) == hash_key(key), col(ApiKey.revoked_at).is_(None)
+                    col(ApiKey.key_hash) == hash_key(key),
+                    col(ApiKey.revoked_at).is_(None),
+                    or_(col(ApiKey.expires_at).is_(None), col(ApiKey.expires_at) > now),
                 )
             )
             .scalars()
             .first()
         )
+        if rec is not None and (rec.last_used_at is None or rec.last_used_at < now - TOUCH_EVERY):
+            s.execute(update(ApiKey).where(col(ApiKey.id) == rec.id).values(last_used_at=now))
+            s.commit()
     return rec
+
+
+def app_out(app: App) -> AppOut:
+    """An app as the admin API and the CLI show it: which credentials, never their secrets."""
+    apns = None
+    if app.apns_topic:
+        expires = None
+        if app.apns_cert_pem:
+            expires = x509.load_pem_x509_certificate(app.apns_cert_pem.encode()).not_valid_after_utc
+        apns = ApnsOut(
+            topic=app.apns_topic,
+            environment="sandbox" if app.apns_sandbox else "production",
+            auth="certificate" if app.apns_cert_pem else "key",
+            key_id=None if app.apns_cert_pem else app.apns_key_id,
+            team_id=None if app.apns_cert_pem else app.apns_team_id,
+            certificate_expires_at=expires,
+        )
+    fcm = None
+    if app.fcm_service_account and app.fcm_project_id:
+        email = json.loads(app.fcm_service_account).get("client_email")
+        fcm = FcmOut(project_id=app.fcm_project_id, client_email=email)
+    return AppOut(
+        id=app.id,
+        name=app.name,
+        apns=apns,
+        fcm=fcm,
+        created_at=app.created_at,
+        updated_at=app.updated_at,
+    )
+
+
+def _apply_apns(app: App, given: ApnsIn) -> None:
+    """Merges `given` into the stored APNs settings, checking each credential it brings."""
+    now = utcnow()
+    if given.key_pem is not None:
+        check_apns_key(given.key_pem, "apns.key_pem")
+        app.apns_key_pem, app.apns_cert_pem = given.key_pem, None
+    if given.certificate_pem is not None:
+        check_apns_certificate(given.certificate_pem, now, "apns.certificate_pem")
+        app.apns_cert_pem, app.apns_key_pem = given.certificate_pem, None
+        app.apns_key_id = app.apns_team_id = None
+    if given.key_id is not None:
+        app.apns_key_id = given.key_id
+    if given.team_id is not None:
+        app.apns_team_id = given.team_id
+    if given.topic is not None:
+        app.apns_topic = given.topic
+    if given.environment is not None:
+        app.apns_sandbox = given.environment == "sandbox"
+    if not app.apns_topic:
+        raise InvalidRequest(
+            "apns.topic: required with APNs credentials (the app's bundle id)",
+            [{"field": "apns.topic", "rule": "required"}],
+        )
+    if not app.apns_cert_pem and not (app.apns_key_pem and app.apns_key_id and app.apns_team_id):
+        raise InvalidRequest(
+            "apns: give key_pem (.p8) with key_id and team_id, or certificate_pem",
+            [{"field": "apns", "rule": "a .p8 key with key id and team id, or a certificate"}],
+        )
+
+
+def _apply(app: App, settings: Settings, apns: ApnsIn | None, fcm: FcmIn | None) -> None:
+    if apns is not None:
+        _apply_apns(app, apns)
+    if fcm is not None:
+        text = json.dumps(fcm.service_account)
+        app.fcm_project_id = check_service_account(text, settings.fcm_ca_file)
+        app.fcm_service_account = text
+
+
+def create_app_checked(engine: Engine, settings: Settings, given: AppIn) -> App:
+    """A new app whose credentials were checked (the CLI's and the admin API's way in)."""
+    app = App(name=given.name)
+    _apply(app, settings, given.apns, given.fcm)
+    with session_scope(engine) as s:
+        if s.execute(select(App).where(col(App.name) == given.name)).first():
+            raise Conflict(f"app {given.name!r} exists already")
+        s.add(app)
+    return app
+
+
+def update_app(engine: Engine, settings: Settings, app_id: str, given: AppUpdate) -> App:
+    """Changes an app's name or credentials; nothing is stored unless all of it is valid.
+    Workers pick new credentials up when they next build the app's sender."""
+    with session_scope(engine) as s:
+        app = s.get(App, app_id)
+        if app is None:
+            raise NotFound(f"app {app_id!r} not found")
+        if given.name is not None and given.name != app.name:
+            if s.execute(select(App).where(col(App.name) == given.name)).first():
+                raise Conflict(f"app {given.name!r} exists already")
+            app.name = given.name
+        _apply(app, settings, given.apns, given.fcm)
+        app.updated_at = utcnow()
+    return app

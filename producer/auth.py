@@ -20,17 +20,27 @@ from starlette.concurrency import run_in_threadpool
 
 from producer.apps import hash_key, lookup_key
 from producer.errors import Forbidden, Unauthorized
+from producer.revocation import Revocations
 from schemas.codes import Role
+from schemas.tables import utcnow
 
 _CACHE_TTL_S = 10.0
+OPERATOR_ONLY = (
+    "an operator key administers apps (/v1/apps) and nothing else; push and register with"
+    " an app's key"
+)
 
 
 @dataclass(frozen=True)
 class Caller:
-    app_id: str
+    app_id: str  # "" for an operator key (bound to no app): see `operator`
     key_id: str
     roles: frozenset[str]
     requests_per_minute: int | None = None
+
+    @property
+    def operator(self) -> bool:
+        return not self.app_id
 
     def require(self, *any_of: str) -> None:
         """403 naming the role unless the caller holds one of `any_of` (admin holds all)."""
@@ -67,8 +77,9 @@ def credentials_from(headers: Mapping[str, str]) -> Credentials:
 class KeyResolver:
     """Resolves keys with a short cache: one hash lookup per key every few seconds."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, revocations: Revocations | None = None) -> None:
         self.engine = engine
+        self.revocations = revocations
         self._cache: dict[str, tuple[float, Caller | None, str | None]] = {}
 
     def resolve(self, key: str | None, alias: str | None = None) -> Caller:
@@ -79,7 +90,7 @@ class KeyResolver:
         rec = lookup_key(self.engine, key)
         caller = (
             Caller(
-                app_id=rec.app_id,
+                app_id=rec.app_id or "",
                 key_id=rec.id,
                 roles=frozenset(rec.roles.split(",")),
                 requests_per_minute=rec.requests_per_minute,
@@ -87,7 +98,10 @@ class KeyResolver:
             if rec
             else None
         )
-        hit = (time.monotonic() + _CACHE_TTL_S, caller, rec.alias if rec else None)
+        ttl = _CACHE_TTL_S
+        if rec is not None and rec.expires_at is not None:  # a rotated key's overlap ends
+            ttl = min(ttl, max(0.0, (rec.expires_at - utcnow()).total_seconds()))
+        hit = (time.monotonic() + ttl, caller, rec.alias if rec else None)
         self._cache[hash_key(key)] = hit
         return self._checked(hit, alias)
 
@@ -97,10 +111,24 @@ class KeyResolver:
             raise Unauthorized(
                 "missing API key: send X-API-Key, or Basic authentication with alias and key"
             )
+        self._forget_revoked()
         hit = self._cache.get(hash_key(key))
         if hit is None or hit[0] < time.monotonic():
             return None
         return self._checked(hit, alias)
+
+    def _forget_revoked(self) -> None:
+        if self.revocations is None:
+            return
+        revoked = self.revocations.drain()
+        if revoked is None:  # not subscribed: a revocation may have been missed
+            self._cache.clear()
+            return
+        for h in revoked:
+            self._cache.pop(h, None)
+
+    def forget(self, key_hash: str) -> None:
+        self._cache.pop(key_hash, None)
 
     @staticmethod
     def _checked(hit: tuple[float, Caller | None, str | None], alias: str | None) -> Caller:
@@ -119,11 +147,40 @@ def authenticate(request: Request, key: str | None = None, alias: str | None = N
         key, alias = creds.key, creds.alias
     resolver: KeyResolver = request.app.state.keys
     who = resolver.resolve(key, alias)
+    if who.operator:
+        raise Forbidden(OPERATOR_ONLY)
     request.app.state.quota.check(who.key_id, who.requests_per_minute)
     return who
 
 
 async def caller(
+    request: Request,
+    x_api_key: Annotated[str | None, Header(description="the app's API key")] = None,
+) -> Caller:
+    """FastAPI dependency: an app's key, as X-API-Key, Basic alias:key, or `Authorization:
+    App <key>`; an operator key is refused (403)."""
+    who = await any_caller(request, x_api_key)
+    if who.operator:
+        raise Forbidden(OPERATOR_ONLY)
+    return who
+
+
+async def admin_caller(
+    request: Request,
+    x_api_key: Annotated[
+        str | None,
+        Header(description="an admin key: an operator key, or an app's key with the role admin"),
+    ] = None,
+) -> Caller:
+    """FastAPI dependency of the admin API (/v1/apps…): an operator key (every app) or an
+    app's key with the role admin (its own app only)."""
+    who = await any_caller(request, x_api_key)
+    if Role.ADMIN not in who.roles:
+        raise Forbidden(f"this API key lacks the role {Role.ADMIN}")
+    return who
+
+
+async def any_caller(
     request: Request,
     x_api_key: Annotated[str | None, Header(description="the app's API key")] = None,
 ) -> Caller:
@@ -143,3 +200,4 @@ async def caller(
 
 
 CallerDep = Annotated[Caller, Depends(caller)]
+AdminDep = Annotated[Caller, Depends(admin_caller)]

@@ -2,34 +2,53 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
 import time
 from datetime import timedelta
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated
 
+import redis
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.live import Live
 from rich.table import Column, Table
-from sqlalchemy import Engine
+from sqlalchemy import Engine, make_url, select
+from sqlalchemy.exc import DBAPIError
+from sqlmodel import Session, col
 
-from producer.apps import ApnsCredentials, create_app, create_key, find_app, list_apps, parse_roles
+from producer.accept import accept_push
+from producer.apps import (
+    app_out,
+    create_app_checked,
+    create_key,
+    find_app,
+    list_apps,
+    parse_roles,
+    update_app,
+)
 from producer.cancel import cancel_message
 from producer.errors import PushlineError
+from producer.keys import list_keys, revoke_key, rotate_key
 from producer.messages import list_messages, timeline
 from producer.schedules import get_schedule, list_schedules, set_state
 from producer.status import message_status
 from producer.trace import trace as trace_of
 from schemas import metricsdir
+from schemas.admin import ApnsIn, AppIn, AppUpdate, FcmIn
 from schemas.api import MessageStatus, MessageTimeline
 from schemas.codes import CODE_MEANINGS
 from schemas.db import current_revision, engine_for, migration_history, upgrade
+from schemas.queueing import DEFAULT_QUEUE, PRIORITY_QUEUE, WEBHOOK_QUEUE
 from schemas.retention import prune
 from schemas.scheduling import parse_age
-from schemas.settings import get_settings
+from schemas.settings import Settings, get_settings
+from schemas.tables import App, Registration
 
 cli = typer.Typer(help="Pushline: self-hosted push notification delivery.", no_args_is_help=True)
 db_cli = typer.Typer(help="The SQL store.", no_args_is_help=True)
@@ -44,12 +63,77 @@ messages_cli = typer.Typer(
     help="Messages: find, follow and cancel campaigns.", no_args_is_help=True
 )
 cli.add_typer(messages_cli, name="messages")
+simulate_cli = typer.Typer(
+    help="Run a provider simulator (a fake APNs or FCM speaking the real protocol).",
+    no_args_is_help=True,
+)
+cli.add_typer(simulate_cli, name="simulate")
 console = Console()
-STATE_DIR = Path(".pushline")
+STATE_DIR = Path(".pushline")  # where `up`, `demo` and the default DATABASE_URL keep state
 
 
 def _engine() -> Engine:
-    return engine_for(get_settings().database_url)
+    url = get_settings().database_url
+    missing = _sqlite_file(url)
+    if missing is not None and not missing.exists():
+        # SQLite would create an empty file here and then find no tables.
+        raise CliError(
+            f"no database at {missing}: start `pushline up` (or run `pushline db upgrade`),"
+            " or set DATABASE_URL to where your Pushline keeps it"
+        )
+    return engine_for(url)
+
+
+def _sqlite_file(url: str) -> Path | None:
+    u = make_url(url)
+    if not u.drivername.startswith("sqlite") or u.database in (None, "", ":memory:"):
+        return None
+    return Path(u.database)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"pushline {package_version('pushline')}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="print the version"),
+    ] = False,
+) -> None:
+    """Pushline: self-hosted push notification delivery. The database is DATABASE_URL
+    (default sqlite:///.pushline/pushline.db, where `pushline up` keeps it), the broker
+    REDIS_URL (default redis://127.0.0.1:6379/0)."""
+
+
+def _check_store(url: str) -> None:
+    """Fails early, in one line, when the database does not answer."""
+    with engine_for(url).connect():
+        pass
+
+
+def _check_redis(url: str) -> None:
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    with client:
+        client.ping()
+
+
+def _read(path: Path | None, option: str) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise CliError(
+            f"{option}: cannot read {path} ({exc.strerror}); give the file's path"
+        ) from exc
+
+
+class CliError(Exception):
+    """An operator mistake: printed as one line, exit code 2."""
 
 
 @cli.command()
@@ -97,18 +181,32 @@ def up(
             pass
 
 
+def _default(name: str) -> str:
+    """A setting's built-in default and its variable, for --help (the value used is the
+    environment's when set)."""
+    return f"{Settings.model_fields[name].default}, or PUSHLINE_{name.upper()}"
+
+
 @cli.command()
 def api(
-    host: Annotated[str, typer.Option()] = "",
-    port: Annotated[int, typer.Option()] = 0,
+    host: Annotated[
+        str | None, typer.Option(help="interface to listen on", show_default=_default("api_host"))
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="port to listen on", show_default=_default("api_port"))
+    ] = None,
     workers: Annotated[
-        int, typer.Option(help="API processes (default PUSHLINE_API_WORKERS, else 1)")
-    ] = 0,
+        int | None,
+        typer.Option(
+            help="API processes (one per core is usual)", show_default=_default("api_workers")
+        ),
+    ] = None,
 ) -> None:
-    """Serve the REST API (migrates the database first)."""
+    """Serve the REST API (migrates the database first; docs at /docs)."""
     import uvicorn
 
     settings = get_settings()
+    _check_store(settings.database_url)
     processes = workers or settings.api_workers
     if processes > 1:  # spawned API processes add their counts up in one directory
         metricsdir.prepare("api")
@@ -127,8 +225,34 @@ def api(
 
 
 @cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def worker(ctx: typer.Context) -> None:
-    """Run a Celery worker (extra arguments go to `celery worker`)."""
+def worker(
+    ctx: typer.Context,
+    queues: Annotated[
+        str,
+        typer.Option(
+            "--queues",
+            "-Q",
+            help=f"comma-separated queues to consume: {DEFAULT_QUEUE} (campaigns),"
+            f" {PRIORITY_QUEUE} (one device or user), {WEBHOOK_QUEUE} (webhooks)",
+        ),
+    ] = f"{DEFAULT_QUEUE},{PRIORITY_QUEUE},{WEBHOOK_QUEUE}",
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            "--concurrency", "-c", help="worker processes or threads", show_default="cores"
+        ),
+    ] = None,
+    pool: Annotated[
+        str, typer.Option(help="prefork (deliveries), threads (webhooks), solo")
+    ] = "prefork",
+) -> None:
+    """Run a Celery worker: fan-out, delivery to APNs and FCM, webhooks.
+
+    Reads REDIS_URL, DATABASE_URL and the PUSHLINE_* settings; any further option is passed
+    to `celery worker` (e.g. --hostname, --loglevel)."""
+    settings = get_settings()
+    _check_store(settings.database_url)
+    _check_redis(settings.redis_url)
     args = [
         sys.executable,
         "-m",
@@ -139,6 +263,11 @@ def worker(ctx: typer.Context) -> None:
         "worker",
         "--without-gossip",
         "--without-mingle",
+        "-Q",
+        queues,
+        "--pool",
+        pool,
+        *(["--concurrency", str(concurrency)] if concurrency else []),
         *ctx.args,
     ]
     os.execv(sys.executable, args)
@@ -146,16 +275,65 @@ def worker(ctx: typer.Context) -> None:
 
 @cli.command()
 def scheduler() -> None:
-    """Publish due Schedules and run the recovery sweep (one or more per deployment)."""
+    """Publish due Schedules, re-enqueue work the broker lost, prune old Messages.
+
+    Several may run (they share the work through the store). Settings:
+    PUSHLINE_SCHEDULER_TICK_S (1.0), PUSHLINE_SWEEP_INTERVAL_S (15),
+    PUSHLINE_SWEEP_GRACE_S (180), PUSHLINE_RETENTION_DAYS (30), PUSHLINE_METRICS_PORT."""
+    settings = get_settings()
+    _check_store(settings.database_url)
+    _check_redis(settings.redis_url)
     os.execv(sys.executable, [sys.executable, "-m", "worker.scheduler"])
 
 
-@cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def simulate(ctx: typer.Context) -> None:
-    """Run a provider simulator: `pushline simulate apns|fcm [--port …]`."""
+@simulate_cli.command("apns")
+def simulate_apns(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TLS (HTTP/2) port; 0 picks a free one")] = 2197,
+    control_port: Annotated[int, typer.Option(help="plain-HTTP control port; 0: free")] = 2198,
+    tls_dir: Annotated[
+        Path, typer.Option(help="where ca.pem and the server certificate live (made if missing)")
+    ] = Path(".simulators/tls"),
+    log_level: Annotated[
+        str, typer.Option(help="critical, error, warning, info, debug")
+    ] = "warning",
+) -> None:
+    """A fake APNs (HTTP/2 over TLS) that checks what Apple checks."""
     from simulators.cli import main as simulators_main
 
-    raise typer.Exit(simulators_main(list(ctx.args)))
+    raise typer.Exit(
+        simulators_main(
+            [
+                "--log-level",
+                log_level,
+                "apns",
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--control-port",
+                str(control_port),
+                "--tls-dir",
+                str(tls_dir),
+            ]
+        )
+    )
+
+
+@simulate_cli.command("fcm")
+def simulate_fcm(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port (HTTP/1.1 and HTTP/2); 0: free")] = 2199,
+    log_level: Annotated[
+        str, typer.Option(help="critical, error, warning, info, debug")
+    ] = "warning",
+) -> None:
+    """A fake FCM HTTP v1 API with its OAuth2 token endpoint (/token)."""
+    from simulators.cli import main as simulators_main
+
+    raise typer.Exit(
+        simulators_main(["--log-level", log_level, "fcm", "--host", host, "--port", str(port)])
+    )
 
 
 @db_cli.command("current")
@@ -214,47 +392,97 @@ def trace(
 
 @db_cli.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
-    """Apply the schema migrations (PostgreSQL or SQLite)."""
-    upgrade(get_settings().database_url, revision)
+    """Apply the schema migrations (PostgreSQL or SQLite; creates the SQLite file)."""
+    url = get_settings().database_url
+    if (path := _sqlite_file(url)) is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    upgrade(url, revision)
     console.print(f"database at {revision}")
+
+
+ApnsKeyOpt = Annotated[Path | None, typer.Option(help="APNs .p8 key file (token auth)")]
+ApnsKeyIdOpt = Annotated[str | None, typer.Option(help="the .p8 key's id (10 characters)")]
+ApnsTeamOpt = Annotated[str | None, typer.Option(help="your Apple team id")]
+ApnsCertOpt = Annotated[
+    Path | None, typer.Option(help="APNs certificate PEM with its private key (certificate auth)")
+]
+ApnsTopicOpt = Annotated[str | None, typer.Option(help="the app's bundle id")]
+FcmOpt = Annotated[Path | None, typer.Option(help="FCM service account JSON (must mint a token)")]
+
+
+def _apns_in(
+    key_file: Path | None,
+    key_id: str | None,
+    team_id: str | None,
+    cert_file: Path | None,
+    topic: str | None,
+    environment: str | None,
+) -> ApnsIn | None:
+    given = dict(
+        key_pem=_read(key_file, "--apns-key-file"),
+        certificate_pem=_read(cert_file, "--apns-cert-file"),
+        key_id=key_id,
+        team_id=team_id,
+        topic=topic,
+        environment=environment,
+    )
+    if all(v is None for v in given.values()):
+        return None
+    return ApnsIn(**given)
+
+
+def _fcm_in(path: Path | None) -> FcmIn | None:
+    text = _read(path, "--fcm-service-account")
+    if text is None:
+        return None
+    try:
+        return FcmIn(service_account=json.loads(text))
+    except ValueError as exc:
+        raise CliError(f"--fcm-service-account: {path} is not JSON ({exc})") from exc
+
+
+def _print_app(app: App) -> None:
+    out = app_out(app)
+    table = Table("field", "value", title=f"app {out.name}", show_header=False)
+    table.add_row("id", out.id)
+    if out.apns:
+        a = out.apns
+        auth = (
+            f"certificate (expires {a.certificate_expires_at:%Y-%m-%d})"
+            if a.auth == "certificate"
+            else f"key {a.key_id}, team {a.team_id}"
+        )
+        table.add_row("APNs", f"{a.topic} ({a.environment}), {auth}")
+    else:
+        table.add_row("APNs", "-")
+    table.add_row("FCM", f"{out.fcm.project_id} ({out.fcm.client_email})" if out.fcm else "-")
+    table.add_row("updated", out.updated_at.isoformat(timespec="seconds"))
+    console.print(table)
 
 
 @apps_cli.command("create")
 def apps_create(
     name: str,
-    apns_key_file: Annotated[Path | None, typer.Option(help="APNs .p8 key")] = None,
-    apns_key_id: Annotated[str | None, typer.Option()] = None,
-    apns_team_id: Annotated[str | None, typer.Option()] = None,
-    apns_cert_file: Annotated[Path | None, typer.Option(help="APNs certificate+key PEM")] = None,
-    apns_topic: Annotated[str | None, typer.Option(help="bundle id")] = None,
-    apns_sandbox: Annotated[bool, typer.Option(help="use the sandbox endpoint")] = False,
-    fcm_service_account: Annotated[Path | None, typer.Option(help="service account JSON")] = None,
+    apns_key_file: ApnsKeyOpt = None,
+    apns_key_id: ApnsKeyIdOpt = None,
+    apns_team_id: ApnsTeamOpt = None,
+    apns_cert_file: ApnsCertOpt = None,
+    apns_topic: ApnsTopicOpt = None,
+    apns_sandbox: Annotated[bool, typer.Option(help="use APNs' sandbox endpoint")] = False,
+    fcm_service_account: FcmOpt = None,
 ) -> None:
-    """Store an app with its APNs and/or FCM credentials."""
-    apns = None
-    if apns_key_file or apns_cert_file:
-        if not apns_topic:
-            raise typer.BadParameter("--apns-topic is required with APNs credentials")
-        apns = ApnsCredentials(
-            topic=apns_topic,
-            key_pem=apns_key_file.read_text() if apns_key_file else None,
-            key_id=apns_key_id,
-            team_id=apns_team_id,
-            cert_pem=apns_cert_file.read_text() if apns_cert_file else None,
-            sandbox=apns_sandbox,
-        )
-    try:
-        app = create_app(
-            _engine(),
-            name,
-            apns=apns,
-            fcm_service_account_json=fcm_service_account.read_text()
-            if fcm_service_account
-            else None,
-        )
-    except PushlineError as exc:
-        console.print(f"[red]{exc.message}[/]")
-        raise typer.Exit(2) from exc
+    """Store an app with its APNs and/or FCM credentials, checked first: a .p8 must be an EC
+    key, a certificate valid now, a service account must mint a token."""
+    apns = _apns_in(
+        apns_key_file,
+        apns_key_id,
+        apns_team_id,
+        apns_cert_file,
+        apns_topic,
+        "sandbox" if apns_sandbox else None,
+    )
+    given = AppIn(name=name, apns=apns, fcm=_fcm_in(fcm_service_account))
+    app = create_app_checked(_engine(), get_settings(), given)
     console.print(f"app {app.name} created: id {app.id}")
 
 
@@ -272,16 +500,52 @@ def apps_list() -> None:
     console.print(table)
 
 
+@apps_cli.command("show")
+def apps_show(app: Annotated[str, typer.Argument(help="app name or id")]) -> None:
+    """An app's credentials (which ones, never their secrets)."""
+    _print_app(find_app(_engine(), app))
+
+
+@apps_cli.command("update")
+def apps_update(
+    app: Annotated[str, typer.Argument(help="app name or id")],
+    name: Annotated[str | None, typer.Option(help="a new name")] = None,
+    apns_key_file: ApnsKeyOpt = None,
+    apns_key_id: ApnsKeyIdOpt = None,
+    apns_team_id: ApnsTeamOpt = None,
+    apns_cert_file: ApnsCertOpt = None,
+    apns_topic: ApnsTopicOpt = None,
+    apns_environment: Annotated[str | None, typer.Option(help="sandbox or production")] = None,
+    fcm_service_account: FcmOpt = None,
+) -> None:
+    """Change an app's name or credentials, checked as on creation; what is not given is
+    kept. Nothing is stored unless all of it is valid."""
+    engine = _engine()
+    record = find_app(engine, app)
+    apns = _apns_in(
+        apns_key_file, apns_key_id, apns_team_id, apns_cert_file, apns_topic, apns_environment
+    )
+    given = AppUpdate(name=name, apns=apns, fcm=_fcm_in(fcm_service_account))
+    _print_app(update_app(engine, get_settings(), record.id, given))
+
+
 @keys_cli.command("create")
 def keys_create(
-    app: str,
+    app: Annotated[str | None, typer.Argument(help="app name or id (none with --admin)")] = None,
     roles: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="comma-separated: push_single, push_multiple, "
             "push_all, pushregistrations_read, admin"
         ),
-    ],
+    ] = None,
+    admin: Annotated[
+        bool,
+        typer.Option(
+            "--admin",
+            help="an operator key: bound to no app, it manages every app through /v1/apps",
+        ),
+    ] = False,
     alias: Annotated[
         str | None, typer.Option(help="user name for Basic authentication (SAP alias)")
     ] = None,
@@ -290,19 +554,130 @@ def keys_create(
     ] = None,
 ) -> None:
     """Create an API key; it is printed once and only its hash is stored."""
-    try:
-        record = find_app(_engine(), app)
-        key, _ = create_key(
-            _engine(),
-            record.id,
-            parse_roles(roles),
-            alias=alias,
-            requests_per_minute=requests_per_minute,
-        )
-    except PushlineError as exc:
-        console.print(f"[red]{exc.message}[/]")
-        raise typer.Exit(2) from exc
+    if admin == (app is not None):
+        raise CliError("give an APP and --roles, or --admin (an operator key) without an app")
+    engine = _engine()
+    app_id = None if admin else find_app(engine, app or "").id
+    if not admin and not roles:
+        raise CliError("--roles: required for an app's key (e.g. --roles push_all)")
+    key, _ = create_key(
+        engine,
+        app_id,
+        parse_roles(roles or "admin"),
+        alias=alias,
+        requests_per_minute=requests_per_minute,
+    )
     console.print(key)
+
+
+@keys_cli.command("list")
+def keys_list(
+    app: Annotated[str | None, typer.Argument(help="app name or id (all keys if left out)")] = None,
+) -> None:
+    """Keys with their roles, state and last use (to the minute); never their secrets."""
+    engine = _engine()
+    keys = list_keys(engine, find_app(engine, app).id if app else None)
+    names = {a.id: a.name for a in list_apps(engine)}
+    table = Table("id", "prefix", "app", "roles", "alias", "state", "last used", "expires")
+    for k in keys:
+        table.add_row(
+            k.id,
+            k.prefix,
+            names.get(k.app_id or "", "(operator)"),
+            ",".join(k.roles),
+            k.alias or "-",
+            k.state,
+            k.last_used_at.isoformat(timespec="minutes") if k.last_used_at else "never",
+            k.expires_at.isoformat(timespec="seconds") if k.expires_at else "-",
+        )
+    console.print(table)
+
+
+@keys_cli.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(metavar="KEY", help="key id or prefix (keys list)")],
+) -> None:
+    """Revoke a key: it stops working at once in every API process."""
+    out = revoke_key(_engine(), get_settings(), None, key_id)
+    console.print(f"key {out.prefix} revoked")
+
+
+@keys_cli.command("rotate")
+def keys_rotate(
+    key_id: Annotated[str, typer.Argument(metavar="KEY", help="key id or prefix (keys list)")],
+    overlap: Annotated[
+        str | None,
+        typer.Option(
+            help="how long the old secret keeps working: 90m, 12h, 7d (default: not at all)"
+        ),
+    ] = None,
+) -> None:
+    """A new secret with the same roles and alias; prints it once. Without --overlap the old
+    secret stops at once (SAP: the service key recreated)."""
+    try:
+        seconds = int(parse_age(overlap).total_seconds()) if overlap else 0
+    except ValueError as exc:
+        raise CliError(f"--overlap: {exc}") from exc
+    secret, _new, old = rotate_key(_engine(), get_settings(), None, key_id, seconds)
+    until = f"until {old.expires_at:%Y-%m-%d %H:%M:%S} UTC" if old.expires_at else "no longer"
+    console.print(secret)
+    Console(stderr=True).print(f"the old key {old.prefix} works {until}", highlight=False)
+
+
+@cli.command()
+def send(
+    app: Annotated[str, typer.Argument(help="app name or id")],
+    alert: Annotated[str, typer.Option(help="the notification's text")],
+    token: Annotated[
+        str | None, typer.Option(help="one registered device, by its push token")
+    ] = None,
+    user: Annotated[str | None, typer.Option(help="every device of this username")] = None,
+    all_devices: Annotated[
+        bool, typer.Option("--all", help="every active device of the app")
+    ] = False,
+    title: Annotated[str | None, typer.Option(help="a title above the text")] = None,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the outcome")] = 60.0,
+) -> None:
+    """A test push, accepted as the API accepts one (store and queue), then followed until
+    every Delivery is final; prints the outcome. Exit code 1 when any Delivery failed."""
+    if sum((token is not None, user is not None, all_devices)) != 1:
+        raise CliError("give exactly one of --token, --user or --all")
+    engine = _engine()
+    record = find_app(engine, app)
+    target = _send_target(engine, record.id, token, user)
+    body = {"target": target, "payload": {"alert": {"title": title, "body": alert}}}
+    accepted = accept_push(record.id, body, settings=get_settings(), engine=engine)
+    deadline = time.monotonic() + timeout
+    st = message_status(engine, record.id, accepted.message_id)
+    while st.state not in ("done", "failed", "cancelled") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        st = message_status(engine, record.id, accepted.message_id)
+    console.print(_status_table(st))
+    if st.state not in ("done", "failed", "cancelled"):
+        raise CliError(f"not final after {timeout:g} s: follow it with `pushline status {st.id}`")
+    raise typer.Exit(0 if st.state == "done" and not st.by_status.get("ERROR") else 1)
+
+
+def _send_target(
+    engine: Engine, app_id: str, token: str | None, user: str | None
+) -> dict[str, object]:
+    if user is not None:
+        return {"type": "users", "usernames": [user]}
+    if token is None:
+        return {"type": "application"}
+    with Session(engine) as s:
+        reg = (
+            s.execute(
+                select(col(Registration.id)).where(
+                    col(Registration.app_id) == app_id, col(Registration.token) == token
+                )
+            )
+            .scalars()
+            .first()
+        )
+    if reg is None:
+        raise CliError(f"--token: no registration of this app has the token {token[:16]}…")
+    return {"type": "device", "registration_id": reg}
 
 
 @cli.command()
@@ -488,8 +863,39 @@ def _timeline_table(tl: MessageTimeline) -> Table:
     return table
 
 
+def explain(exc: BaseException, settings: Settings) -> str | None:
+    """One line saying what went wrong and what to do; None for a bug (a traceback then)."""
+    db = make_url(settings.database_url).render_as_string(hide_password=True)
+    rd = make_url(settings.redis_url).render_as_string(hide_password=True)
+    if isinstance(exc, CliError | PushlineError):
+        return str(exc.message if isinstance(exc, PushlineError) else exc)
+    if isinstance(exc, DBAPIError):
+        text = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        if "no such table" in text or "does not exist" in text and "relation" in text:
+            return f"the database at {db} has no Pushline tables: run `pushline db upgrade`"
+        return f"cannot use the database at {db} ({text}): is it running? check DATABASE_URL"
+    if isinstance(exc, redis.RedisError):
+        return f"cannot reach Redis at {rd} ({exc}): is it running? check REDIS_URL"
+    if isinstance(exc, ValidationError):  # a PUSHLINE_* variable with a bad value
+        err = exc.errors()[0]
+        return f"setting {'.'.join(map(str, err['loc']))}: {err['msg']}; check the environment"
+    return None
+
+
 def main() -> None:
     from schemas.logs import configure_logging
 
-    configure_logging(get_settings().log_level, get_settings().log_json)
-    cli()
+    try:
+        settings = get_settings()
+        configure_logging(settings.log_level, settings.log_json)
+        cli(prog_name="pushline")
+    except Exception as exc:
+        try:
+            settings = get_settings()
+        except ValidationError:
+            settings = Settings.model_construct()
+        line = explain(exc, settings)
+        if line is None:
+            raise
+        Console(stderr=True).print(f"[red]error:[/] {line}", highlight=False, soft_wrap=True)
+        sys.exit(2)

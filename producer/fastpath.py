@@ -64,8 +64,8 @@ class InlinePush:
         resolver: KeyResolver = scope["app"].state.keys
         try:
             who = resolver.cached(creds.key, creds.alias)
-            if who is None or who.requests_per_minute:
-                return None
+            if who is None or who.requests_per_minute or who.operator:
+                return None  # the routed path counts the quota, or refuses the operator key
             request = parse_push(json.loads(body))
             who.require(TARGET_ROLE[request.target.type])
         except (PushlineError, ValueError, TypeError, KeyError):

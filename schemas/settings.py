@@ -15,8 +15,9 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL", "PUSHLINE_REDIS_URL")
     )
+    # The embedded default is where `pushline up` and `pushline demo` keep their state.
     database_url: str = Field(
-        "sqlite:///pushline.db",
+        "sqlite:///.pushline/pushline.db",
         validation_alias=AliasChoices("DATABASE_URL", "PUSHLINE_DATABASE_URL"),
     )
 

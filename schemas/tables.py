@@ -75,7 +75,9 @@ class ApiKey(SQLModel, table=True):
     __tablename__ = "api_key"
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
-    app_id: str = Field(foreign_key="app.id", index=True, max_length=36)
+    # None: an operator key, bound to no app; it administers every app (/v1/apps) and
+    # nothing else (producer/auth.py).
+    app_id: str | None = Field(default=None, foreign_key="app.id", index=True, max_length=36)
     key_hash: str = Field(unique=True, max_length=64)  # sha256 hex; the key itself is never kept
     prefix: str = Field(max_length=12)  # shown in listings so operators can tell keys apart
     roles: str = Field(max_length=200)  # comma-separated Role values
@@ -85,6 +87,10 @@ class ApiKey(SQLModel, table=True):
     requests_per_minute: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
     revoked_at: datetime | None = None
+    # Set when the key was rotated with an overlap: the old secret works until then.
+    expires_at: datetime | None = None
+    # When a request last used the key, to within a minute (written at most that often).
+    last_used_at: datetime | None = None
 
 
 class Registration(SQLModel, table=True):

@@ -30,12 +30,30 @@ def run(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.Comp
     )
 
 
-def test_apps_and_keys_are_created_and_only_the_key_hash_is_stored(tmp_path: Path) -> None:
-    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "PUSHLINE_LOG_JSON": "false"}
+def sim_account(stack: Stack, project: str) -> dict[str, str]:
+    """A service account the FCM simulator's token endpoint accepts."""
+    account = make_service_account(project, f"https://127.0.0.1:{stack.fcm_port}/token")
+    stack.fcm.register_service_account(
+        account["client_email"],
+        account["private_key_id"],
+        project,
+        private_key_pem=account["private_key"],
+    )
+    return account
+
+
+def test_apps_and_keys_are_created_and_only_the_key_hash_is_stored(
+    tmp_path: Path, stack: Stack
+) -> None:
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        "PUSHLINE_LOG_JSON": "false",
+        "PUSHLINE_FCM_CA_FILE": stack.env["PUSHLINE_FCM_CA_FILE"],
+    }
     assert run("db", "upgrade", env=env).returncode == 0
     key = make_apns_key()
     (tmp_path / "AuthKey.p8").write_text(key.key_pem)
-    (tmp_path / "sa.json").write_text(json.dumps(make_service_account("proj", "http://x/token")))
+    (tmp_path / "sa.json").write_text(json.dumps(sim_account(stack, "proj")))
     made = run(
         "apps",
         "create",
@@ -57,7 +75,7 @@ def test_apps_and_keys_are_created_and_only_the_key_hash_is_stored(tmp_path: Pat
     listed = run("apps", "list", env=env)
     assert "com.example.shop (production)" in listed.stdout and "proj" in listed.stdout
     bad = run("keys", "create", "shop", "--roles", "push_all,fly", env=env)
-    assert bad.returncode == 2 and "fly" in bad.stdout
+    assert bad.returncode == 2 and "fly" in bad.stderr
     good = run("keys", "create", "shop", "--roles", "push_all,pushregistrations_read", env=env)
     api_key = good.stdout.strip()
     assert good.returncode == 0 and api_key.startswith("pl_")
@@ -67,7 +85,7 @@ def test_apps_and_keys_are_created_and_only_the_key_hash_is_stored(tmp_path: Pat
         "push_all,pushregistrations_read"
     )
     dup = run("apps", "create", "shop", "--fcm-service-account", str(tmp_path / "sa.json"), env=env)
-    assert dup.returncode == 2 and "exists already" in dup.stdout
+    assert dup.returncode == 2 and "exists already" in dup.stderr
 
 
 def test_status_prints_counts_by_status_and_code(stack: Stack, app: AppHandle) -> None:
@@ -119,3 +137,61 @@ def test_schedules_are_listed_paused_resumed_and_cancelled_from_the_cli(
     shown = run("schedules", "show", sid, env=env)
     assert json.loads(shown.stdout)["state"] == "scheduled"
     assert "cancelled" in run("schedules", "cancel", sid, env=env).stdout
+
+
+def test_version_and_help_show_the_real_options_and_defaults() -> None:
+    env: dict[str, str] = {"COLUMNS": "200"}
+    assert run("--version", env=env).stdout.startswith("pushline ")
+    assert "[default: (8080, or PUSHLINE_API_PORT)]" in run("api", "--help", env=env).stdout
+    worker = run("worker", "--help", env=env).stdout
+    assert "--queues" in worker and "pushline.priority" in worker and "--concurrency" in worker
+    assert "PUSHLINE_SCHEDULER_TICK_S" in run("scheduler", "--help", env=env).stdout
+    assert "2197" in run("simulate", "apns", "--help", env=env).stdout
+
+
+def test_operator_mistakes_are_one_line_errors_with_exit_code_2(tmp_path: Path) -> None:
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "PUSHLINE_LOG_JSON": "false"}
+    fresh = {"DATABASE_URL": f"sqlite:///{tmp_path / 'none' / 'x.db'}"}
+    unmigrated = run("status", "some-id", env=fresh)
+    assert unmigrated.returncode == 2 and "pushline db upgrade" in unmigrated.stderr
+    assert not (tmp_path / "none").exists()  # no empty database file left behind
+    down = run("apps", "list", env={"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x"})
+    assert down.returncode == 2 and "check DATABASE_URL" in down.stderr
+    assert len(down.stderr.strip().splitlines()) == 1
+    no_redis = run("worker", env={**env, "REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert no_redis.returncode == 2 and "check REDIS_URL" in no_redis.stderr
+    assert run("db", "upgrade", env=env).returncode == 0
+    missing = run("apps", "create", "a", "--apns-key-file", "nope.p8", env=env)
+    assert missing.returncode == 2 and "--apns-key-file: cannot read nope.p8" in missing.stderr
+    (tmp_path / "bad.p8").write_text("garbage")
+    garbage = run(
+        "apps",
+        "create",
+        "a",
+        "--apns-key-file",
+        str(tmp_path / "bad.p8"),
+        "--apns-key-id",
+        "ABC",
+        "--apns-team-id",
+        "T",
+        "--apns-topic",
+        "com.x",
+        env=env,
+    )
+    assert garbage.returncode == 2 and "apns.key_pem" in garbage.stderr
+    assert "Traceback" not in garbage.stderr + missing.stderr + down.stderr
+    assert "a" not in run("apps", "list", env=env).stdout.split()  # nothing stored
+
+
+def test_send_pushes_to_a_token_and_prints_the_outcome(stack: Stack, app: AppHandle) -> None:
+    token = app.ios("sender")
+    dead = app.ios("sender")
+    stack.apns.script(token=dead, then="Unregistered")
+    env = {k: v for k, v in stack.env.items() if k.startswith(("PUSHLINE_", "REDIS", "DATABASE"))}
+    env["COLUMNS"] = "200"
+    one = run("send", app.creds.app_id, "--token", token, "--alert", "hello", env=env)
+    assert one.returncode == 0, one.stdout + one.stderr
+    assert "done" in one.stdout and "SENT" in one.stdout
+    both = run("send", app.creds.app_id, "--user", "sender", "--alert", "hi", env=env)
+    assert both.returncode == 1 and "code 7: registration expired" in both.stdout
+    assert stack.apns.stats()["accepted"].get(token) == 2
