@@ -346,7 +346,10 @@ def db_current() -> None:
 def db_history() -> None:
     """Every migration, oldest first, with the one the database is at marked."""
     url = get_settings().database_url
-    at = current_revision(url)
+    try:
+        at = current_revision(url)
+    except DBAPIError:
+        at = None  # no database yet: the history alone
     for rev, doc in migration_history():
         console.print(f"{'*' if rev == at else ' '} {rev}  {doc}")
 
