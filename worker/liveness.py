@@ -148,5 +148,8 @@ class BrokerWatch:
             and not set(liveness.expected_queues(self.settings)) <= have
         ):
             return None
-        self.lost_at = None
         return self.lost_wall
+
+    def recovered(self) -> None:
+        """The loss was swept; a failed sweep leaves it due, to be tried again next tick."""
+        self.lost_at = None

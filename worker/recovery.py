@@ -155,21 +155,27 @@ def _requeue(
     total, after = 0, ""
     while True:
         with session_scope(engine) as s:
-            rows = s.execute(
-                select(col(Delivery.id), col(Delivery.provider))
+            page = (
+                select(col(Delivery.id))
                 .where(idle, col(Delivery.id) > after)
                 .order_by(col(Delivery.id))
                 .limit(PAGE)
-            ).all()
-            if not rows:
-                return total
-            ids = [r[0] for r in rows]
-            s.execute(
-                update(Delivery)
-                .where(col(Delivery.id).in_(ids))
-                .values(updated_at=now)
-                .execution_options(synchronize_session=False)
             )
+            if s.get_bind().dialect.name == "postgresql":
+                # Rows a worker is claiming or recording are locked, and are no lost work:
+                # skip them rather than wait on them (or deadlock with the worker).
+                page = page.with_for_update(skip_locked=True)
+            returned = s.execute(
+                update(Delivery)
+                .where(col(Delivery.id).in_(page.scalar_subquery()))
+                .values(updated_at=now)
+                .returning(col(Delivery.id), col(Delivery.provider))
+                .execution_options(synchronize_session=False)
+            ).all()
+            if not returned:
+                return total
+            rows = sorted((str(r[0]), str(r[1])) for r in returned)
+            ids = [r[0] for r in rows]
         by_provider: dict[str, list[str]] = defaultdict(list)
         for delivery_id, provider in rows:
             by_provider[provider].append(delivery_id)

@@ -155,6 +155,8 @@ def run(
                     consumed=watch.consumed() if watch is not None else None,
                     lost_at=lost_at,
                 )
+                if lost_at and watch is not None:
+                    watch.recovered()
             if settings.retention_days:
                 prune_some(engine, settings)
         except Exception:
