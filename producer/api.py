@@ -18,6 +18,7 @@ from producer.accept import (
     submit_inline,
     wait_dispatched_async,
 )
+from producer.apps import webpush_public_key
 from producer.auth import CallerDep, KeyResolver
 from producer.bodies import json_body, read_json
 from producer.engagement import report_engagement
@@ -51,6 +52,7 @@ from schemas.api import (
     ScheduleOut,
     SchedulePage,
     TopicsIn,
+    WebPushPublicKey,
 )
 from schemas.cm import CLIENT_INSTALLED, CLIENT_UNREGISTERED, CLIENT_UPDATED
 from schemas.codes import Role
@@ -107,6 +109,20 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     @api.get("/v1/health", tags=["operations"])
     def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    @api.get(
+        "/v1/apps/{app_id}/webpush/public-key",
+        response_model=WebPushPublicKey,
+        tags=["registrations"],
+        responses=ERRORS,
+    )
+    def webpush_key(app_id: str) -> WebPushPublicKey:
+        """The app's VAPID public key, for `pushManager.subscribe({applicationServerKey})`.
+
+        No API key needed: a web front end reads it before it has anything to send, and a
+        public key is public (the private half never leaves Pushline).
+        """
+        return WebPushPublicKey(app_id=app_id, public_key=webpush_public_key(engine, app_id))
 
     # --- registrations -------------------------------------------------------------------
     @api.post(

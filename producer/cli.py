@@ -15,7 +15,15 @@ from rich.live import Live
 from rich.table import Table
 from sqlalchemy import Engine
 
-from producer.apps import ApnsCredentials, create_app, create_key, find_app, list_apps, parse_roles
+from producer.apps import (
+    ApnsCredentials,
+    WebPushCredentials,
+    create_app,
+    create_key,
+    find_app,
+    list_apps,
+    parse_roles,
+)
 from producer.errors import PushlineError
 from producer.schedules import get_schedule, list_schedules, set_state
 from producer.status import message_status
@@ -23,6 +31,7 @@ from schemas.api import MessageStatus
 from schemas.codes import CODE_MEANINGS
 from schemas.db import engine_for, upgrade
 from schemas.settings import get_settings
+from schemas.webpush import load_vapid_key, public_key_b64
 
 cli = typer.Typer(help="Pushline: self-hosted push notification delivery.", no_args_is_help=True)
 db_cli = typer.Typer(help="The SQL store.", no_args_is_help=True)
@@ -133,7 +142,7 @@ def scheduler() -> None:
 
 @cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def simulate(ctx: typer.Context) -> None:
-    """Run a provider simulator: `pushline simulate apns|fcm [--port …]`."""
+    """Run a provider simulator: `pushline simulate apns|fcm|webpush [--port …]`."""
     from simulators.cli import main as simulators_main
 
     raise typer.Exit(simulators_main(list(ctx.args)))
@@ -156,8 +165,17 @@ def apps_create(
     apns_topic: Annotated[str | None, typer.Option(help="bundle id")] = None,
     apns_sandbox: Annotated[bool, typer.Option(help="use the sandbox endpoint")] = False,
     fcm_service_account: Annotated[Path | None, typer.Option(help="service account JSON")] = None,
+    webpush: Annotated[
+        bool, typer.Option("--webpush", help="generate a VAPID key pair for Web Push")
+    ] = False,
+    webpush_key_file: Annotated[
+        Path | None, typer.Option(help="VAPID private key (P-256, PEM) instead of a new one")
+    ] = None,
+    webpush_subject: Annotated[
+        str | None, typer.Option(help="VAPID contact: mailto:<address> or https://<host>")
+    ] = None,
 ) -> None:
-    """Store an app with its APNs and/or FCM credentials."""
+    """Store an app with its APNs, FCM and/or Web Push credentials."""
     apns = None
     if apns_key_file or apns_cert_file:
         if not apns_topic:
@@ -170,6 +188,12 @@ def apps_create(
             cert_pem=apns_cert_file.read_text() if apns_cert_file else None,
             sandbox=apns_sandbox,
         )
+    vapid = None
+    if webpush or webpush_key_file or webpush_subject:
+        if not webpush_subject:
+            raise typer.BadParameter("--webpush-subject is required with Web Push credentials")
+        pem = webpush_key_file.read_text() if webpush_key_file else None
+        vapid = WebPushCredentials(subject=webpush_subject, private_key_pem=pem)
     try:
         app = create_app(
             _engine(),
@@ -178,24 +202,30 @@ def apps_create(
             fcm_service_account_json=fcm_service_account.read_text()
             if fcm_service_account
             else None,
+            webpush=vapid,
         )
     except PushlineError as exc:
         console.print(f"[red]{exc.message}[/]")
         raise typer.Exit(2) from exc
     console.print(f"app {app.name} created: id {app.id}")
+    if app.webpush_private_key_pem:
+        # What the web front end passes to pushManager.subscribe() as applicationServerKey
+        # (also served at GET /v1/apps/{id}/webpush/public-key).
+        key = public_key_b64(load_vapid_key(app.webpush_private_key_pem))
+        console.print(f"Web Push public key {key}")
 
 
 @apps_cli.command("list")
 def apps_list() -> None:
     """List apps and which providers each can reach."""
-    table = Table("id", "name", "APNs", "FCM")
+    table = Table("id", "name", "APNs", "FCM", "Web Push")
     for a in list_apps(_engine()):
         apns = (
             f"{a.apns_topic} ({'sandbox' if a.apns_sandbox else 'production'})"
             if a.apns_topic
             else "-"
         )
-        table.add_row(a.id, a.name, apns, a.fcm_project_id or "-")
+        table.add_row(a.id, a.name, apns, a.fcm_project_id or "-", a.webpush_subject or "-")
     console.print(table)
 
 

@@ -10,17 +10,18 @@ from sqlalchemy import Engine, delete, select
 from sqlmodel import Session, col
 
 from producer.errors import InvalidRequest, NotFound
-from schemas.api import Capability, RegistrationIn, RegistrationOut
+from schemas.api import Capability, RegistrationIn, RegistrationOut, WebPushKeys
 from schemas.db import session_scope
 from schemas.tables import Registration, RegistrationCapability, RegistrationTopic, utcnow
 from schemas.targets import phone_digits
+from schemas.webpush import check_auth, check_endpoint, check_p256dh
 
 # Microbizz writes a token as "<platform>:<token>"; these are its two platform names.
 _PREFIXES = {"iOS": ("apns", "ios"), "android": ("fcm", "android")}
 _APNS_TOKEN = re.compile(r"^(?:[0-9a-fA-F]{2}){32,100}$")
 _FCM_TOKEN = re.compile(r"^[A-Za-z0-9_:\-]{20,4096}$")
-_PLATFORM_PROVIDER = {"ios": "apns", "ipados": "apns", "android": "fcm"}
-_PROVIDER_PLATFORM = {"apns": "ios", "fcm": "android"}
+_PLATFORM_PROVIDER = {"ios": "apns", "ipados": "apns", "android": "fcm", "web": "webpush"}
+_PROVIDER_PLATFORM = {"apns": "ios", "fcm": "android", "webpush": "web"}
 
 
 @dataclass(frozen=True)
@@ -28,10 +29,18 @@ class NormalisedToken:
     provider: str
     platform: str
     token: str
+    webpush_keys: tuple[str, str] | None = None  # (p256dh, auth), base64url without padding
 
 
-def normalise_token(token: str, provider: str | None, platform: str | None) -> NormalisedToken:
+def normalise_token(
+    token: str,
+    provider: str | None,
+    platform: str | None,
+    keys: WebPushKeys | None = None,
+) -> NormalisedToken:
     """Work out provider, platform and the bare token; raise InvalidRequest naming the rule."""
+    if keys is not None or provider == "webpush" or platform == "web":
+        return _webpush(token, provider, platform, keys)
     head, sep, rest = token.partition(":")  # split at the first colon: FCM tokens contain more
     if sep and head in _PREFIXES:
         provider_p, platform_p = _PREFIXES[head]
@@ -58,6 +67,28 @@ def normalise_token(token: str, provider: str | None, platform: str | None) -> N
     if provider == "apns":
         token = token.lower()
     return NormalisedToken(provider=provider, platform=platform, token=token)
+
+
+def _webpush(
+    endpoint: str, provider: str | None, platform: str | None, keys: WebPushKeys | None
+) -> NormalisedToken:
+    """A W3C push subscription: the endpoint is the token, the keys travel beside it."""
+    if provider not in (None, "webpush"):
+        raise _bad("keys", f"only Web Push subscriptions have keys, not provider {provider}")
+    if platform not in (None, "web"):
+        raise _bad("platform", f"platform {platform} is not delivered through webpush")
+    rule = check_endpoint(endpoint)
+    if rule:
+        raise _bad("token", f"{rule} (the subscription's endpoint)")
+    if keys is None:
+        raise _bad("keys", "required for Web Push: the subscription's keys.p256dh and keys.auth")
+    checks = (("p256dh", keys.p256dh, check_p256dh), ("auth", keys.auth, check_auth))
+    for name, value, check in checks:
+        broken = check(value)
+        if broken:
+            raise _bad(f"keys.{name}", broken)
+    normal = (keys.p256dh.rstrip("="), keys.auth.rstrip("="))
+    return NormalisedToken("webpush", "web", endpoint, normal)
 
 
 def _bad(field: str, rule: str) -> InvalidRequest:
@@ -101,7 +132,7 @@ def upsert_registration(
 
     Returns the registration and whether it was created.
     """
-    norm = normalise_token(body.token, body.provider, body.platform)
+    norm = normalise_token(body.token, body.provider, body.platform, body.keys)
     phone = normalise_phone(body.phone_number) if body.phone_number else None
     with session_scope(engine) as s:
         by_token = _one(s, app_id, col(Registration.token) == norm.token)
@@ -121,6 +152,7 @@ def upsert_registration(
                 app_id=app_id, provider=norm.provider, token=norm.token, platform=norm.platform
             )
         reg.provider, reg.token, reg.platform = norm.provider, norm.token, norm.platform
+        reg.webpush_p256dh, reg.webpush_auth = norm.webpush_keys or (None, None)
         for field in SCALAR_FIELDS:
             value = getattr(body, field)
             if value is not None:
