@@ -80,6 +80,8 @@ def up(
         console.print(f"API key  {creds.api_key}   (all roles; shown once)")
         console.print(f"APNs simulator control http://127.0.0.1:{stack.apns_control_port}")
         console.print(f"FCM simulator          http://127.0.0.1:{stack.fcm_port}")
+        console.print(f"Web Push simulator     http://127.0.0.1:{stack.webpush_port}")
+        console.print(f"Web Push public key    {creds.webpush_public_key}")
         console.print("Ctrl-C stops everything.")
         stopped = False
 
