@@ -223,7 +223,7 @@ def test_the_encrypted_size_is_known_before_encrypting() -> None:
         plaintext = b"x" * size
         assert len(encrypt(plaintext, *sub)) == webpush_encrypted_size(size)
     big = build_webpush({"alert": {"body": "é" * 2040}, "data": {"pad": "x" * 1900}})
-    small = build_webpush({"alert": "hi"})
+    small = build_webpush({"alert": {"body": "hi"}})
     assert (webpush_too_large(big), webpush_too_large(small)) == (True, False)
 
 
@@ -241,11 +241,11 @@ def test_topic_urgency_ttl_and_retry_after_rules() -> None:
     digest = webpush_topic("an id with spaces and more than thirty-two characters")
     assert digest is not None and len(digest) == 32
     assert digest == webpush_topic("an id with spaces and more than thirty-two characters")
-    normal = build_webpush({"alert": "x", "priority": "normal", "time_to_live": 30})
+    normal = build_webpush({"alert": {"body": "x"}, "priority": "normal", "time_to_live": 30})
     assert (normal.urgency, normal.ttl) == ("normal", 30)
-    block = build_webpush({"alert": "x", "time_to_live": 300, "webpush": {"ttl": 60}})
+    block = build_webpush({"alert": {"body": "x"}, "time_to_live": 300, "webpush": {"ttl": 60}})
     assert block.ttl == 60
-    assert build_webpush({"alert": "x"}).ttl == 2_419_200
+    assert build_webpush({"alert": {"body": "x"}}).ttl == 2_419_200
     now = time.time()
     date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now + 120))
     assert retry_after_s("30") == 30.0
