@@ -16,6 +16,7 @@ takes `{"users": [...], "notification": {flat}}`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -461,7 +462,7 @@ def push_http_status(
 
 # --- notification status and registrations ---------------------------------------------------
 
-_NOTIFICATION_TYPES = {"apns": "ios", "fcm": "android"}
+_NOTIFICATION_TYPES = {"apns": "ios", "fcm": "android", "webpush": "w3cpushapi"}
 
 
 def notification_status(d: DeliveryResult) -> dict[str, Any]:
@@ -563,3 +564,63 @@ SCHEMAS: dict[RouteKind, type[_Sap]] = {
     "group": SapNotification,
     "capability": SapCapabilityPush,
 }
+
+
+# --- device registration (SAP's push runtime API) -------------------------------------------
+
+#: SAP's operating-system identifiers (its "Native Push Provider" table) → (provider, platform).
+SAP_OS: dict[str, tuple[str, str]] = {
+    "ios": ("apns", "ios"),
+    "android": ("fcm", "android"),
+    "w3cpushapi": ("webpush", "web"),
+}
+#: Registration fields as SAP's runtime API names them → native names.
+_SAP_REGISTRATION_FIELDS = {
+    "formFactor": "form_factor",
+    "pushGroup": "push_group",
+    "userLocale": "locale",
+    "timeZone": "time_zone",
+    "username": "username",
+    "deviceModel": "device_model",
+    "capabilities": "capabilities",
+}
+
+
+def registration_from_sap(os_type: str, device_id: str, body: Any) -> dict[str, Any]:
+    """A SAP device registration (`PUT .../os/{os}/devices/{deviceId}`) as a native
+    RegistrationIn body. For `w3cpushapi` the pushToken is the browser's PushSubscription
+    (its JSON text, as `JSON.stringify(subscription)` gives it, or the object itself):
+    the endpoint becomes the token, its keys travel beside it."""
+    if os_type not in SAP_OS:
+        raise SapInputError("os", f"one of {', '.join(SAP_OS)}")
+    if not isinstance(body, Mapping):
+        raise SapInputError("body", "must be a JSON object")
+    unknown = sorted(set(body) - {"pushToken", *_SAP_REGISTRATION_FIELDS})
+    if unknown:
+        raise SapInputError(unknown[0], "unknown field")
+    provider, platform = SAP_OS[os_type]
+    out: dict[str, Any] = {"provider": provider, "platform": platform, "device_id": device_id}
+    for sap, native in _SAP_REGISTRATION_FIELDS.items():
+        if body.get(sap) is not None:
+            out[native] = body[sap]
+    token = body.get("pushToken")
+    if provider != "webpush":
+        if not isinstance(token, str) or not token:
+            raise SapInputError("pushToken", "required: the device's push token")
+        return {**out, "token": token}
+    return {**out, **_w3c_subscription(token)}
+
+
+def _w3c_subscription(token: Any) -> dict[str, Any]:
+    rule = 'required: the PushSubscription, {"endpoint": …, "keys": {"p256dh": …, "auth": …}}'
+    if isinstance(token, str):
+        try:
+            token = json.loads(token)
+        except ValueError:
+            raise SapInputError("pushToken", rule) from None
+    if not isinstance(token, Mapping) or not isinstance(token.get("endpoint"), str):
+        raise SapInputError("pushToken", rule)
+    keys = token.get("keys")
+    if not isinstance(keys, Mapping):
+        raise SapInputError("pushToken.keys", rule)
+    return {"token": token["endpoint"], "keys": dict(keys)}

@@ -3,6 +3,7 @@ VAPID and DECRYPTS every payload) out; each outcome class recorded as the table 
 
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
@@ -233,5 +234,45 @@ def test_a_bad_subscription_is_refused_naming_the_field(
         json=body,
         headers={"X-API-Key": app.creds.api_key},
     )
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["details"][0]["field"] == field
+
+
+def test_a_browser_registers_through_sap_w3cpushapi_and_gets_the_push(app: AppHandle) -> None:
+    api = f"{app.stack.api_url}/mobileservices/push/v1/runtime/applications/any"
+    headers = {"X-API-Key": app.creds.api_key}
+    push_id = httpx.get(f"{api}/pushconfiguration/os/w3cpushapi/pushid", headers=headers)
+    assert push_id.json() == {"pushId": app.creds.webpush_public_key}
+    sub = app.stack.webpush.subscribe_webpush(push_id.json()["pushId"])
+    body = {"pushToken": json.dumps(sub), "username": "gus", "formFactor": "browser"}
+    resp = httpx.put(f"{api}/os/w3cpushapi/devices/browser-1", json=body, headers=headers)
+    assert resp.status_code == 201, resp.text
+    assert (resp.json()["pushProvider"], resp.json()["device"]) == ("w3cpushapi", "browser-1")
+    again = httpx.put(f"{api}/os/w3cpushapi/devices/browser-1", json=body, headers=headers)
+    assert again.status_code == 200  # idempotent on the device id
+    st = app.push_users("gus", alert={"title": "SAP", "body": "to the browser"})
+    [d] = app.client.deliveries(st.id).items
+    [req] = app.stack.webpush.requests(sub["endpoint"])
+    assert req["body"] == {"title": "SAP", "body": "to the browser", "notificationId": d.id}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("os/windows/devices/d1", {"pushToken": "x"}, "os"),
+        ("os/w3cpushapi/devices/d1", {"pushToken": "not json"}, "pushToken"),
+        (
+            "os/w3cpushapi/devices/d1",
+            {"pushToken": {"endpoint": "https://x.example/1"}},
+            "pushToken.keys",
+        ),
+        ("os/w3cpushapi/devices/d1", {"pushToken": "{}", "colour": "red"}, "colour"),
+    ],
+)
+def test_a_bad_sap_registration_is_refused_naming_the_sap_field(
+    app: AppHandle, path: str, body: dict[str, object], field: str
+) -> None:
+    api = f"{app.stack.api_url}/mobileservices/push/v1/runtime/applications/any"
+    resp = httpx.put(f"{api}/{path}", json=body, headers={"X-API-Key": app.creds.api_key})
     assert resp.status_code == 400, resp.text
     assert resp.json()["details"][0]["field"] == field

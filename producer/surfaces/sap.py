@@ -18,18 +18,22 @@ from typing import Annotated, Any
 import redis.asyncio as aioredis
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import Engine
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from producer.accept import accept_push
+from producer.apps import webpush_public_key
 from producer.auth import Caller, CallerDep
 from producer.bodies import invalid, json_body, read_json
 from producer.engagement import report_engagement
 from producer.errors import NotFound, PushlineError
-from producer.registrations import get_registration, list_registrations
+from producer.registrations import get_registration, list_registrations, upsert_registration
 from producer.waiter import delivery_result, read_results, wait_for_outcome
+from producer.webhooks import emit_installation
+from schemas.api import RegistrationIn
+from schemas.cm import CLIENT_INSTALLED, CLIENT_UPDATED
 from schemas.codes import MessageState, Role
 from schemas.sap import (
     EXAMPLE_RESPONSE,
@@ -41,6 +45,7 @@ from schemas.sap import (
     notification_status,
     push_http_status,
     push_response,
+    registration_from_sap,
     sap_registration,
     translate,
 )
@@ -343,6 +348,61 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
         if nxt is not None:
             page["@odata.nextLink"] = str(request.url.include_query_params(**{"$skiptoken": nxt}))
         return JSONResponse(page)
+
+    # --- device registration (SAP's push runtime API, W3C browsers included) ------------------
+
+    device_path = "/v1/runtime/applications/{applicationId}/os/{os}/devices/{deviceId}"
+
+    @api.put(
+        device_path,
+        summary="Register a device or browser for push",
+        description=f"Role: `{Role.ADMIN}`. `os` is ios, android or w3cpushapi; for "
+        "w3cpushapi the `pushToken` is the browser's PushSubscription (its JSON text or "
+        "the object). Idempotent on the device id.",
+        responses={200: {"content": {"application/json": {"example": registration_example}}}},
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "application/json": {
+                        "example": {
+                            "pushToken": '{"endpoint":"https://push.example.com/abc",'
+                            '"keys":{"p256dh":"BN…","auth":"…"}}',
+                            "formFactor": "browser",
+                            "userLocale": "en",
+                        }
+                    }
+                }
+            }
+        },
+    )
+    async def register_device(
+        request: Request, who: CallerDep, application_id: AppId, os: str, deviceId: str
+    ) -> JSONResponse:
+        who.require(Role.ADMIN)
+        body = await read_json(request)
+        try:
+            native = RegistrationIn.model_validate(registration_from_sap(os, deviceId, body))
+        except SapInputError as exc:
+            raise invalid(exc.field, exc.rule) from exc
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise invalid(".".join(str(p) for p in err["loc"]) or "body", err["msg"]) from exc
+        reg, created = await run_in_threadpool(upsert_registration, engine, who.app_id, native)
+        kind = CLIENT_INSTALLED if created else CLIENT_UPDATED
+        emit_installation(settings, engine, who.app_id, kind, reg)
+        return JSONResponse(sap_registration(reg), status_code=201 if created else 200)
+
+    @api.get(
+        "/v1/runtime/applications/{applicationId}/pushconfiguration/os/{os}/pushid",
+        summary="The push configuration a W3C web app subscribes with",
+        description="Any role of the app. For `w3cpushapi`, `pushId` is the VAPID public key "
+        "(base64url) for `pushManager.subscribe({applicationServerKey})`.",
+        responses={200: {"content": {"application/json": {"example": {"pushId": "BN…"}}}}},
+    )
+    def push_id(who: CallerDep, application_id: AppId, os: str) -> JSONResponse:
+        if os != "w3cpushapi":
+            raise invalid("os", "only w3cpushapi has a server-generated push id")
+        return JSONResponse({"pushId": webpush_public_key(engine, who.app_id)})
 
     return api
 
