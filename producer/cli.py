@@ -81,7 +81,7 @@ def up(
         console.print(f"APNs simulator control http://127.0.0.1:{stack.apns_control_port}")
         console.print(f"FCM simulator          http://127.0.0.1:{stack.fcm_port}")
         console.print(f"Web Push simulator     http://127.0.0.1:{stack.webpush_port}")
-        console.print(f"Web Push public key    {creds.webpush_public_key}")
+        console.print(f"Web Push public key    {creds.webpush_public_key}", soft_wrap=True)
         console.print("Ctrl-C stops everything.")
         stopped = False
 
@@ -214,20 +214,23 @@ def apps_create(
         # What the web front end passes to pushManager.subscribe() as applicationServerKey
         # (also served at GET /v1/apps/{id}/webpush/public-key).
         key = public_key_b64(load_vapid_key(app.webpush_private_key_pem))
-        console.print(f"Web Push public key {key}")
+        console.print(f"Web Push public key {key}", soft_wrap=True)
 
 
 @apps_cli.command("list")
 def apps_list() -> None:
     """List apps and which providers each can reach."""
-    table = Table("id", "name", "APNs", "FCM", "Web Push")
+    table = Table("id", "name")
+    for provider in ("APNs", "FCM", "Web Push"):
+        table.add_column(provider, no_wrap=True)  # the id wraps first on a narrow terminal
     for a in list_apps(_engine()):
         apns = (
             f"{a.apns_topic} ({'sandbox' if a.apns_sandbox else 'production'})"
             if a.apns_topic
             else "-"
         )
-        table.add_row(a.id, a.name, apns, a.fcm_project_id or "-", a.webpush_subject or "-")
+        web = "VAPID" if a.webpush_private_key_pem else "-"
+        table.add_row(a.id, a.name, apns, a.fcm_project_id or "-", web)
     console.print(table)
 
 

@@ -253,3 +253,43 @@ def test_topic_urgency_ttl_and_retry_after_rules() -> None:
     assert after is not None and 118 <= after <= 121
     assert retry_after_s("soon") is None
     assert json.loads(webpush_plaintext(normal)) == normal.body
+
+
+def test_pushline_apps_create_webpush_generates_a_key_pair_or_takes_a_pem(tmp_path: Path) -> None:
+    from tests.test_cli import run
+
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "PUSHLINE_LOG_JSON": "false"}
+    assert run("db", "upgrade", env=env).returncode == 0
+    made = run(
+        "apps",
+        "create",
+        "site",
+        "--webpush",
+        "--webpush-subject",
+        "mailto:ops@example.com",
+        env=env,
+    )
+    assert made.returncode == 0, made.stdout
+    generated = made.stdout.split("Web Push public key ")[1].split()[0]
+    pem = new_vapid_pem()
+    (tmp_path / "vapid.pem").write_text(pem)
+    given = run(
+        "apps",
+        "create",
+        "site2",
+        "--webpush-key-file",
+        str(tmp_path / "vapid.pem"),
+        "--webpush-subject",
+        "https://example.com/contact",
+        env=env,
+    )
+    assert given.returncode == 0, given.stdout
+    assert (
+        given.stdout.split("Web Push public key ")[1].split()[0]
+        == public_key_b64(load_vapid_key(pem))
+        != generated
+    )
+    no_sub = run("apps", "create", "site3", "--webpush", env=env)
+    assert no_sub.returncode == 2 and "--webpush-subject" in no_sub.stdout + no_sub.stderr
+    bad_sub = run("apps", "create", "site4", "--webpush", "--webpush-subject", "ops", env=env)
+    assert bad_sub.returncode == 2 and "mailto:" in bad_sub.stdout
