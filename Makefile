@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench soak clean
+.PHONY: demo test lint bench bench-prune chaos soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,6 +26,17 @@ bench: $(STAMP)
 	bash scripts/services.sh
 	$(PY) -m bench.transactional
 	$(PY) -m bench.throughput
+
+# Pruning a day of 1,000,000 Deliveries on PostgreSQL while pushes flow (a few minutes).
+bench-prune: $(STAMP)
+	bash scripts/services.sh
+	$(PY) -m bench.prune
+
+# A broadcast through a Redis FLUSHALL, an empty Redis restart and a worker SIGKILL, on
+# default settings: time to resume, time to done, re-sends (a few minutes).
+chaos: $(STAMP)
+	bash scripts/services.sh
+	$(PY) -m bench.chaos
 
 # Worker memory over 1,000,000 deliveries (about ten minutes).
 soak: $(STAMP)

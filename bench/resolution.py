@@ -138,7 +138,12 @@ FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
 WHERE i.indrelid = ANY(%(tables)s::regclass[])
   AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)
 """
-_LOADED = ["registration", "registration_topic", "registration_capability"]
+_LOADED = [
+    "registration",
+    "registration_topic",
+    "registration_capability",
+    "registration_global_user",
+]
 
 
 def populate_postgres(url: str, app_id: str, n: int, *, topics: bool = True) -> float:

@@ -19,10 +19,11 @@ from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col
 
-from producer.dispatch import dispatcher_for
+from producer.dispatch import announce_accepted, dispatcher_for
 from producer.enqueue import enqueue_fanout
 from producer.errors import Conflict, InvalidRequest, Unavailable
-from schemas.api import PushRequest
+from schemas.api import THROTTLE_FIELDS, PushRequest
+from schemas.campaigns import campaign_columns
 from schemas.codes import MessageState
 from schemas.db import engine_for, session_scope
 from schemas.payload import Payload, PayloadError, check_push, stored
@@ -68,7 +69,16 @@ def parse_push(body: dict[str, Any] | PushRequest) -> PushRequest:
             first = details[0]
             raise InvalidRequest(f"{first['field']}: {first['rule']}", details) from exc
     stored_target(request)  # the rules that span payload and target: a 400 here, not later
+    _throttle_is_for_campaigns(request)
     return request
+
+
+def _throttle_is_for_campaigns(request: PushRequest) -> None:
+    """A throttle spreads a campaign; one device or one person has nothing to spread."""
+    for name in THROTTLE_FIELDS:
+        if getattr(request, name) is not None and is_transactional(request.target.model_dump()):
+            rule = "applies to campaigns, not to a push to one device or one person"
+            raise InvalidRequest(f"{name}: {rule}", [{"field": name, "rule": rule}])
 
 
 def stored_target(request: PushRequest) -> dict[str, Any]:
@@ -145,6 +155,7 @@ def accept_push(
         raise Unavailable(
             f"the queue is unavailable (result code 3); nothing was accepted ({exc})"
         ) from exc
+    announce_accepted(row)
     return Accepted(message_id=message.id, state=message.state)
 
 
@@ -169,6 +180,7 @@ def message_row(
         "request_hash": digest,
         "created_at": now,
         "expires_at": expires_at(request.payload, now),
+        **campaign_columns(request.campaign()),
     }
 
 
@@ -274,6 +286,7 @@ def _accept_schedule(
         cron=p.cron,
         timezone=p.timezone,
         next_run_at=p.first_run_at,
+        campaign=request.campaign() or None,
         created_at=now,
         updated_at=now,
     )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import structlog
 from fastapi import FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
@@ -19,11 +21,15 @@ from producer.accept import (
     wait_dispatched_async,
 )
 from producer.apps import webpush_public_key
+from producer.audience import count_audience, parse_audience
 from producer.auth import CallerDep, KeyResolver
 from producer.bodies import json_body, read_json
+from producer.cancel import cancel_message, target_type
 from producer.engagement import report_engagement
 from producer.errors import PushlineError, TooManyRequests, error_response, native_response
 from producer.fastpath import InlinePush
+from producer.messages import list_messages, timeline
+from producer.observe import Observe
 from producer.quota import RequestQuota
 from producer.registrations import (
     delete_registration,
@@ -36,16 +42,22 @@ from producer.registrations import (
 from producer.schedules import get_schedule, list_schedules, set_state
 from producer.status import get_delivery, list_deliveries, message_status
 from producer.surfaces import Surface, mount_surfaces
+from producer.telemetry import exposition, readiness
 from producer.webhooks import emit_installation
 from schemas.api import (
     TARGET_ROLE,
+    AudienceOut,
+    AudienceRequest,
     DeliveryOut,
     DeliveryPage,
     EngagementIn,
     ErrorBody,
     MessageAccepted,
+    MessagePage,
     MessageStatus,
+    MessageTimeline,
     PushRequest,
+    ReadyOut,
     RegistrationIn,
     RegistrationOut,
     RegistrationPage,
@@ -57,9 +69,11 @@ from schemas.api import (
 from schemas.cm import CLIENT_INSTALLED, CLIENT_UNREGISTERED, CLIENT_UPDATED
 from schemas.codes import Role
 from schemas.db import engine_for, upgrade
+from schemas.logs import configure_logging
 from schemas.settings import Settings, get_settings
 
 log = structlog.get_logger("pushline.api")
+INTERNAL_ERROR = "internal error; the log has it under this request's X-Request-Id"
 ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorBody} for s in (400, 401, 403, 404, 409, 429, 503)
 }
@@ -67,6 +81,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
     settings = settings or get_settings()
+    # Each API process (uvicorn spawns them) sets up its own logging: JSON off a terminal.
+    configure_logging(settings.log_level, settings.log_json)
     engine = engine_for(settings.database_url)
     if migrate:
         upgrade(settings.database_url)
@@ -106,8 +122,14 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         log.error("store unavailable", error=str(exc.orig))
         return error_response(503, "unavailable", "the store is unavailable; try again shortly", [])
 
+    @api.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> JSONResponse:
+        # Logged by producer/observe.py with its request id; the client learns nothing more.
+        return error_response(500, "internal_error", INTERNAL_ERROR, [])
+
     @api.get("/v1/health", tags=["operations"])
     def health() -> dict[str, str]:
+        """Liveness: the process answers. Cheap on purpose; readiness is /v1/ready."""
         return {"status": "ok"}
 
     @api.get(
@@ -124,6 +146,23 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         """
         return WebPushPublicKey(app_id=app_id, public_key=webpush_public_key(engine, app_id))
 
+    @api.get(
+        "/v1/ready",
+        tags=["operations"],
+        responses={503: {"model": ReadyOut, "description": "a part is not ready"}},
+    )
+    def ready() -> JSONResponse:
+        """Readiness: the database and Redis answer, every queue has a live consumer and a
+        scheduler beats; 503 names what is not ready."""
+        r = readiness(settings, engine)
+        body = ReadyOut(status="ok" if r.ready else "not ready", checks=r.checks)
+        return JSONResponse(body.model_dump(), status_code=200 if r.ready else 503)
+
+    @api.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    def metrics() -> PlainTextResponse:
+        """Prometheus exposition: every API process's counters and the deployment's gauges."""
+        return PlainTextResponse(exposition(settings, engine), media_type=CONTENT_TYPE_LATEST)
+
     # --- registrations -------------------------------------------------------------------
     @api.post(
         "/v1/registrations",
@@ -133,7 +172,11 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         responses=ERRORS,
     )
     def register(body: RegistrationIn, who: CallerDep, response: Response) -> RegistrationOut:
-        """Create or update a registration, idempotent on `device_id` (when given) or token.
+        """Create or update a registration: one user on one device, so idempotent on
+        (`username`, `device_id`), or (`username`, token) without a device id; a new one
+        without `device_id` is given one (returned). Two users on one shared device are two
+        registrations. Without `token` (then `provider` or `platform`) the device is
+        registered without one, and pushes to it end with code 5 until it sends one.
 
         Tokens may be written the Microbizz way, `iOS:<token>` or `android:<token>`.
         """
@@ -262,6 +305,21 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
             replayed=accepted.replayed,
         )
 
+    @api.post(
+        "/v1/audience",
+        response_model=AudienceOut,
+        tags=["push"],
+        responses=ERRORS,
+        openapi_extra=json_body(AudienceRequest),
+    )
+    async def audience(request: Request, who: CallerDep) -> AudienceOut:
+        """How many active devices a target reaches now, by provider and platform, without
+        sending anything. Any target `POST /v1/messages` accepts, with the same rules and
+        the same role."""
+        parsed = parse_audience(await read_json(request))
+        who.require(TARGET_ROLE[parsed.target.type])
+        return await run_in_threadpool(count_audience, engine, who.app_id, parsed)
+
     # --- schedules -------------------------------------------------------------------------
     @api.get("/v1/schedules", response_model=SchedulePage, tags=["schedules"], responses=ERRORS)
     def schedules(
@@ -306,6 +364,53 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         current = get_schedule(engine, who.app_id, schedule_id)
         who.require(TARGET_ROLE[str(current.target.get("type"))])
         return set_state(engine, who.app_id, schedule_id, "cancel")
+
+    @api.get("/v1/messages", response_model=MessagePage, tags=["push"], responses=ERRORS)
+    def messages(
+        who: CallerDep,
+        state: str | None = None,
+        label: Annotated[str | None, Query(max_length=64)] = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        cursor: Annotated[str | None, Query(max_length=400)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> MessagePage:
+        """The app's Messages newest first, by `state`, `label` and when accepted (`since`
+        inclusive, `until` exclusive), in keyset pages (`next_cursor`)."""
+        return list_messages(
+            engine,
+            who.app_id,
+            state=state,
+            label=label,
+            since=since,
+            until=until,
+            cursor=cursor,
+            limit=limit,
+        )
+
+    @api.post(
+        "/v1/messages/{message_id}/cancel",
+        response_model=MessageStatus,
+        tags=["push"],
+        responses=ERRORS,
+    )
+    def cancel(message_id: str, who: CallerDep) -> MessageStatus:
+        """Stop a Message in flight: fan-out stops, workers stop sending it within about a
+        second, every Delivery not sent becomes CANCELLED (SENT stays SENT). Needs the role
+        its push needed; a Message already done or failed is a 409, a cancelled one answers
+        as it is."""
+        who.require(TARGET_ROLE[target_type(engine, who.app_id, message_id)])
+        return cancel_message(engine, settings, who.app_id, message_id)
+
+    @api.get(
+        "/v1/messages/{message_id}/timeline",
+        response_model=MessageTimeline,
+        tags=["push"],
+        responses=ERRORS,
+    )
+    def message_timeline(message_id: str, who: CallerDep) -> MessageTimeline:
+        """Sent, failed and cancelled Deliveries per minute, for charts."""
+        return timeline(engine, who.app_id, message_id)
 
     @api.get(
         "/v1/messages/{message_id}",
@@ -357,4 +462,5 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     # the call made most, so it should not be tried against every seed route first.
     surfaces.extend(mount_surfaces(api, settings, engine))
     api.add_middleware(InlinePush, settings=settings, engine=engine)
+    api.add_middleware(Observe, access_log=settings.access_log)  # outermost: sees every answer
     return api

@@ -6,13 +6,14 @@ import os
 import signal
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
+from rich.table import Column, Table
 from sqlalchemy import Engine
 
 from producer.apps import (
@@ -24,12 +25,18 @@ from producer.apps import (
     list_apps,
     parse_roles,
 )
+from producer.cancel import cancel_message
 from producer.errors import PushlineError
+from producer.messages import list_messages, timeline
 from producer.schedules import get_schedule, list_schedules, set_state
 from producer.status import message_status
-from schemas.api import MessageStatus
+from producer.trace import trace as trace_of
+from schemas import metricsdir
+from schemas.api import MessageStatus, MessageTimeline
 from schemas.codes import CODE_MEANINGS
-from schemas.db import engine_for, upgrade
+from schemas.db import current_revision, engine_for, migration_history, upgrade
+from schemas.retention import prune
+from schemas.scheduling import parse_age
 from schemas.settings import get_settings
 from schemas.webpush import load_vapid_key, public_key_b64
 
@@ -42,6 +49,10 @@ cli.add_typer(db_cli, name="db")
 cli.add_typer(apps_cli, name="apps")
 cli.add_typer(keys_cli, name="keys")
 cli.add_typer(schedules_cli, name="schedules")
+messages_cli = typer.Typer(
+    help="Messages: find, follow and cancel campaigns.", no_args_is_help=True
+)
+cli.add_typer(messages_cli, name="messages")
 console = Console()
 STATE_DIR = Path(".pushline")
 
@@ -109,13 +120,20 @@ def api(
     import uvicorn
 
     settings = get_settings()
+    processes = workers or settings.api_workers
+    if processes > 1:  # spawned API processes add their counts up in one directory
+        metricsdir.prepare("api")
     uvicorn.run(
         "producer.api:create_app",
         factory=True,
         host=host or settings.api_host,
         port=port or settings.api_port,
-        workers=workers or settings.api_workers,
-        access_log=False,  # one line per push would cost more than the push; errors still log
+        workers=processes,
+        access_log=False,  # producer/observe.py logs each request, secrets masked
+        log_config=None,  # uvicorn's lines go through structlog (schemas/logs.py)
+        # A new API process imports the app and migrates before it answers uvicorn's ping;
+        # on a loaded host that takes longer than uvicorn's 5 s, which kills it over and over.
+        timeout_worker_healthcheck=60,
     )
 
 
@@ -126,6 +144,7 @@ def worker(ctx: typer.Context) -> None:
         sys.executable,
         "-m",
         "celery",
+        "--quiet",  # no text banner: every line is a log line
         "-A",
         "worker.celery_app",
         "worker",
@@ -148,6 +167,60 @@ def simulate(ctx: typer.Context) -> None:
     from simulators.cli import main as simulators_main
 
     raise typer.Exit(simulators_main(list(ctx.args)))
+
+
+@db_cli.command("current")
+def db_current() -> None:
+    """The revision the database is at."""
+    console.print(current_revision(get_settings().database_url) or "empty (no revision)")
+
+
+@db_cli.command("history")
+def db_history() -> None:
+    """Every migration, oldest first, with the one the database is at marked."""
+    url = get_settings().database_url
+    at = current_revision(url)
+    for rev, doc in migration_history():
+        console.print(f"{'*' if rev == at else ' '} {rev}  {doc}")
+
+
+@db_cli.command("prune")
+def db_prune(
+    older_than: Annotated[
+        str, typer.Option(help="age of the Messages to delete: 30d, 12h, 90m")
+    ] = "",
+) -> None:
+    """Delete Messages (and their Deliveries and attempts) older than the given age, in
+    small batches; the default is PUSHLINE_RETENTION_DAYS."""
+    settings = get_settings()
+    try:
+        age = parse_age(older_than) if older_than else timedelta(days=settings.retention_days)
+    except ValueError as exc:
+        console.print(f"[red]--older-than: {exc}[/]")
+        raise typer.Exit(2) from exc
+    t0 = time.monotonic()
+    done = prune(_engine(), age)
+    console.print(
+        f"pruned {done.messages} messages and {done.deliveries} deliveries older than"
+        f" {age} in {time.monotonic() - t0:.1f} s"
+    )
+
+
+@cli.command()
+def trace(
+    any_id: Annotated[str, typer.Argument(metavar="ID", help="a Message or a Delivery id")],
+) -> None:
+    """One Message's or Delivery's story: accepted, fanned out, each attempt, final,
+    what the app reported."""
+    try:
+        events = trace_of(_engine(), any_id)
+    except PushlineError as exc:
+        console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(2) from exc
+    table = Table("at (UTC)", "what", "id", "detail")
+    for e in events:
+        table.add_row(e.at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3], e.what, e.subject, e.detail)
+    console.print(table)
 
 
 @db_cli.command("upgrade")
@@ -285,15 +358,16 @@ def status(
         console.print(_status_table(st))
         return
     with Live(_status_table(st), console=console, refresh_per_second=4) as live:
-        while st.state not in ("done", "failed"):
+        while st.state not in ("done", "failed", "cancelled"):
             time.sleep(0.5)
             st = message_status(engine, None, message_id)
             live.update(_status_table(st))
 
 
 def _status_table(st: MessageStatus) -> Table:
+    named = f" {st.name!r}" if st.name else ""
     table = Table(
-        title=f"message {st.id}: {st.state}"
+        title=f"message {st.id}{named}: {st.state}"
         + (f" (code {st.code}: {st.detail})" if st.code is not None else "")
     )
     table.add_column("status")
@@ -368,6 +442,85 @@ def schedules_resume(schedule_id: str) -> None:
 def schedules_cancel(schedule_id: str) -> None:
     """Never publish again."""
     _steer(schedule_id, "cancel")
+
+
+@messages_cli.command("list")
+def messages_list(
+    app: Annotated[str | None, typer.Option(help="app name or id")] = None,
+    state: Annotated[
+        str | None, typer.Option(help="accepted, dispatched, done, failed, cancelled")
+    ] = None,
+    label: Annotated[str | None, typer.Option(help="only Messages with this label")] = None,
+    limit: Annotated[int, typer.Option(help="how many, newest first")] = 50,
+) -> None:
+    """Messages newest first, with their name, labels and state."""
+    engine = _engine()
+    try:
+        app_id = find_app(engine, app).id if app else None
+        page = list_messages(engine, app_id, state=state, label=label, limit=limit)
+    except PushlineError as exc:
+        console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(2) from exc
+    table = Table("name", "labels", "state", "target", "deliveries", "accepted at")
+    # Ids are what the other commands take: never cut, whatever the terminal's width.
+    table.columns.insert(0, Column("id", no_wrap=True, min_width=36))
+    for m in page.items:
+        when = m.created_at.isoformat(timespec="seconds")
+        table.add_row(
+            m.id,
+            m.name or "-",
+            ",".join(m.labels) or "-",
+            m.state,
+            m.target_type,
+            str(m.total),
+            when,
+        )
+    console.print(table)
+
+
+@messages_cli.command("show")
+def messages_show(message_id: str) -> None:
+    """A Message's counts by status and code, and its timeline (sent, failed, cancelled per
+    minute)."""
+    engine = _engine()
+    try:
+        st = message_status(engine, None, message_id)
+        tl = timeline(engine, None, message_id)
+    except PushlineError as exc:
+        console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(2) from exc
+    console.print(_status_table(st))
+    console.print(_timeline_table(tl))
+
+
+@messages_cli.command("timeline")
+def messages_timeline(message_id: str) -> None:
+    """Sent, failed and cancelled Deliveries per minute."""
+    try:
+        tl = timeline(_engine(), None, message_id)
+    except PushlineError as exc:
+        console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(2) from exc
+    console.print(_timeline_table(tl))
+
+
+@messages_cli.command("cancel")
+def messages_cancel(message_id: str) -> None:
+    """Stop a Message in flight: nothing more is sent; what was sent stays SENT."""
+    try:
+        st = cancel_message(_engine(), get_settings(), None, message_id)
+    except PushlineError as exc:
+        console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(2) from exc
+    console.print(_status_table(st))
+
+
+def _timeline_table(tl: MessageTimeline) -> Table:
+    table = Table("minute (UTC)", "sent", "failed", "cancelled", title=f"timeline {tl.message_id}")
+    for m in tl.minutes:
+        when = m.minute.strftime("%Y-%m-%d %H:%M")
+        table.add_row(when, str(m.sent), str(m.failed), str(m.cancelled))
+    return table
 
 
 def main() -> None:

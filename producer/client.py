@@ -16,10 +16,13 @@ from producer.errors import (
     Unavailable,
 )
 from schemas.api import (
+    AudienceOut,
     DeliveryOut,
     DeliveryPage,
     MessageAccepted,
+    MessagePage,
     MessageStatus,
+    MessageTimeline,
     PushRequest,
     RegistrationIn,
     RegistrationOut,
@@ -93,6 +96,37 @@ class PushlineClient:
     def push(self, request: PushRequest | dict[str, Any]) -> MessageAccepted:
         body = PushRequest.model_validate(request).model_dump(mode="json", exclude_none=True)
         return MessageAccepted.model_validate(self._call("POST", "/v1/messages", json=body))
+
+    def audience(self, target: dict[str, Any]) -> AudienceOut:
+        """How many active devices a target reaches, without sending."""
+        return AudienceOut.model_validate(
+            self._call("POST", "/v1/audience", json={"target": target})
+        )
+
+    def messages(
+        self,
+        *,
+        state: str | None = None,
+        label: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> MessagePage:
+        """The app's Messages newest first (times as ISO 8601)."""
+        given = (("state", state), ("label", label), ("since", since), ("until", until))
+        params = {k: v for k, v in (*given, ("cursor", cursor)) if v}
+        params["limit"] = str(limit)
+        return MessagePage.model_validate(self._call("GET", "/v1/messages", params=params))
+
+    def cancel(self, message_id: str) -> MessageStatus:
+        """Stop a Message in flight; what was not sent yet ends CANCELLED."""
+        return MessageStatus.model_validate(self._call("POST", f"/v1/messages/{message_id}/cancel"))
+
+    def timeline(self, message_id: str) -> MessageTimeline:
+        return MessageTimeline.model_validate(
+            self._call("GET", f"/v1/messages/{message_id}/timeline")
+        )
 
     def message(self, message_id: str) -> MessageStatus:
         return MessageStatus.model_validate(self._call("GET", f"/v1/messages/{message_id}"))

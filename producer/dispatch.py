@@ -31,10 +31,11 @@ from producer.errors import Unavailable
 from schemas.audience import audience
 from schemas.codes import MessageState, ResultCode
 from schemas.db import among
+from schemas.metrics import MESSAGES_ACCEPTED
 from schemas.settings import Settings
 from schemas.tables import NOTHING_MATCHED, Delivery, Message, Registration, delivery_rows, table
 
-log = structlog.get_logger("pushline.dispatch")
+log = structlog.get_logger("pushline.accept")
 
 
 @dataclass
@@ -43,6 +44,8 @@ class Handoff:
     done: Future[str] = field(default_factory=Future)  # its state once written and queued
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     fan_out: bool = False  # more registrations than inline_max: the fan-out task resolves
+    # The submitting request's log context (its request id): the accept line carries it.
+    context: dict[str, Any] = field(default_factory=structlog.contextvars.get_contextvars)
 
 
 class Dispatcher:
@@ -95,6 +98,7 @@ class Dispatcher:
                 by_lane[h.message["lane"]].append(h)
             else:
                 h.done.set_result(h.message["state"])  # nothing matched: final, nothing to queue
+                announce_accepted(h.message, h.context)
         for lane, handoffs in by_lane.items():
             ids = [d["id"] for h in handoffs for d in h.deliveries]
             self._publish(handoffs, enqueue_deliveries, ids, lane)
@@ -126,6 +130,7 @@ class Dispatcher:
             return
         for h in handoffs:
             h.done.set_result(h.message["state"])
+            announce_accepted(h.message, h.context)
 
     def _fail(self, batch: list[Handoff], exc: Exception) -> None:
         failure = Unavailable(f"the store is unavailable; nothing was accepted ({exc})")
@@ -219,6 +224,21 @@ def resolved(message: dict[str, Any], page: list[tuple[str, str]]) -> list[dict[
 
 _dispatchers: dict[tuple[object, ...], Dispatcher] = {}
 _lock = threading.Lock()
+
+
+def announce_accepted(message: dict[str, Any], context: dict[str, Any] | None = None) -> None:
+    """One INFO line and a count per accepted push (logged once it is durable and queued)."""
+    kind = str(message["target"].get("type", "?"))
+    MESSAGES_ACCEPTED.labels(message["app_id"], kind, message["lane"]).inc()
+    log.info(
+        "push accepted",
+        **(context or {}),
+        message=message["id"],
+        app=message["app_id"],
+        target=kind,
+        lane=message["lane"],
+        state=message["state"],
+    )
 
 
 def dispatcher_for(settings: Settings, engine: Engine) -> Dispatcher:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import Future
+from types import SimpleNamespace
 
 from sqlalchemy import Engine
 from starlette.datastructures import Headers
@@ -25,6 +26,7 @@ from schemas.settings import Settings
 from schemas.targets import TARGET_ROLE
 
 PATH = "/v1/messages"
+ROUTE = SimpleNamespace(path=PATH)
 MAX_BODY = 1 << 20  # larger bodies are the app's to judge
 
 
@@ -44,6 +46,7 @@ class InlinePush:
             await self.app(scope, _replay(body, complete, receive), send)
             return
         message_id, done = submitted
+        scope["route"] = ROUTE  # what metrics and logs name this request by
         try:
             state = await wait_dispatched_async(done)
         except PushlineError as exc:  # the push could not be queued: nothing was accepted

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, and_, delete, select
 from sqlmodel import Session, col
 
 from producer.errors import InvalidRequest, NotFound
 from schemas.api import Capability, RegistrationIn, RegistrationOut, WebPushKeys
 from schemas.db import session_scope
-from schemas.tables import Registration, RegistrationCapability, RegistrationTopic, utcnow
+from schemas.tables import (
+    Registration,
+    RegistrationCapability,
+    RegistrationGlobalUser,
+    RegistrationTopic,
+    new_id,
+    utcnow,
+)
 from schemas.targets import phone_digits
 from schemas.webpush import check_auth, check_endpoint, check_p256dh
 
@@ -22,6 +29,11 @@ _APNS_TOKEN = re.compile(r"^(?:[0-9a-fA-F]{2}){32,100}$")
 _FCM_TOKEN = re.compile(r"^[A-Za-z0-9_:\-]{20,4096}$")
 _PLATFORM_PROVIDER = {"ios": "apns", "ipados": "apns", "android": "fcm", "web": "webpush"}
 _PROVIDER_PLATFORM = {"apns": "ios", "fcm": "android", "webpush": "web"}
+
+
+#: What names an installation: its device id alone (Microbizz: one phone, whoever is
+#: logged in), or its user on its device (SAP).
+Identity = Literal["device", "user_device"]
 
 
 @dataclass(frozen=True)
@@ -125,34 +137,57 @@ def normalise_phone(number: str) -> str:
         raise _bad("phone_number", "an international number with at least 3 digits") from None
 
 
-def upsert_registration(
-    engine: Engine, app_id: str, body: RegistrationIn
-) -> tuple[RegistrationOut, bool]:
-    """Create or update, idempotent on the device id (when given) or the token.
+def normalise_registration(
+    body: RegistrationIn,
+) -> tuple[NormalisedToken | None, str | None, str | None]:
+    """(token, provider, platform) a registration body states. Without a token, provider
+    and platform come from the body alone (None: keep those of the known registration)."""
+    if body.token is not None:
+        norm = normalise_token(body.token, body.provider, body.platform, body.keys)
+        return norm, norm.provider, norm.platform
+    if body.keys is not None:
+        raise _bad("token", "a Web Push subscription's keys come with its endpoint as the token")
+    provider: str | None = body.provider
+    platform: str | None = body.platform
+    if platform is not None:
+        if provider is not None and _PLATFORM_PROVIDER[platform] != provider:
+            raise _bad("platform", f"platform {platform} is not delivered through {provider}")
+        provider = _PLATFORM_PROVIDER[platform]
+    elif provider is not None:
+        platform = _PROVIDER_PLATFORM[provider]
+    return None, provider, platform
 
-    Returns the registration and whether it was created.
+
+def upsert_registration(
+    engine: Engine, app_id: str, body: RegistrationIn, *, identity: Identity = "user_device"
+) -> tuple[RegistrationOut, bool]:
+    """Create or update a registration; returns it and whether it was created.
+
+    `user_device` (native and SAP routes): one user on one device, so (username, device id)
+    names it, or (username, token) without a device id; a new registration without a device
+    id is given one. `device` (Microbizz, CM, Backendless): the device id alone, or the token.
+    A token moving to another device leaves the registrations that held it there. Without a
+    token, a known registration keeps its own; a new one is registered without (code 5).
     """
-    norm = normalise_token(body.token, body.provider, body.platform, body.keys)
+    norm, provider, platform = normalise_registration(body)
     phone = normalise_phone(body.phone_number) if body.phone_number else None
     with session_scope(engine) as s:
-        by_token = _one(s, app_id, col(Registration.token) == norm.token)
-        by_device = (
-            _one(s, app_id, col(Registration.device_id) == body.device_id)
-            if body.device_id
-            else None
-        )
-        reg = by_device or by_token
-        if by_device is not None and by_token is not None and by_token.id != by_device.id:
-            # The token moved to another installation record: only one may hold it.
-            s.delete(by_token)
-            s.flush()
+        reg = _identify(s, app_id, body, norm, identity)
         created = reg is None
         if reg is None:
-            reg = Registration(
-                app_id=app_id, provider=norm.provider, token=norm.token, platform=norm.platform
-            )
-        reg.provider, reg.token, reg.platform = norm.provider, norm.token, norm.platform
-        reg.webpush_p256dh, reg.webpush_auth = norm.webpush_keys or (None, None)
+            if provider is None or platform is None:
+                raise _bad("token", "give a token, or provider or platform to register without")
+            reg = Registration(app_id=app_id, provider=provider, token=None, platform=platform)
+            if identity == "user_device" and body.device_id is None:
+                reg.device_id = new_id()  # SAP: "a unique device ID is provided"
+        if provider is not None and platform is not None:
+            if provider != reg.provider and norm is None:
+                # The old token (and a subscription's keys) belong to the other provider.
+                reg.token, reg.webpush_p256dh, reg.webpush_auth = None, None, None
+            reg.provider, reg.platform = provider, platform
+        if norm is not None:
+            reg.token = norm.token
+            reg.webpush_p256dh, reg.webpush_auth = norm.webpush_keys or (None, None)
         for field in SCALAR_FIELDS:
             value = getattr(body, field)
             if value is not None:
@@ -166,6 +201,10 @@ def upsert_registration(
         reg.updated_at = utcnow()
         s.add(reg)
         s.flush()
+        if norm is not None:
+            _release_token(s, reg, identity)
+        if reg.global_user_id is not None:
+            _remember_global_user(s, reg)
         if body.topics is not None:
             _replace_topics(s, reg, body.topics)
         if body.capabilities is not None:
@@ -187,6 +226,52 @@ def upsert_registration(
         s.flush()
         s.refresh(reg)
         return registration_out(s, reg), created
+
+
+def _identify(
+    s: Session, app_id: str, body: RegistrationIn, norm: NormalisedToken | None, identity: Identity
+) -> Registration | None:
+    token = col(Registration.token) == norm.token if norm is not None else None
+    if identity == "device":
+        if body.device_id:
+            found = _one(s, app_id, col(Registration.device_id) == body.device_id)
+            if found is not None:
+                return found
+        return _one(s, app_id, token) if token is not None else None
+    user = (
+        col(Registration.username) == body.username
+        if body.username is not None
+        else col(Registration.username).is_(None)
+    )
+    if body.device_id:
+        return _one(s, app_id, and_(col(Registration.device_id) == body.device_id, user))
+    return _one(s, app_id, and_(token, user)) if token is not None else None
+
+
+def _release_token(s: Session, reg: Registration, identity: Identity) -> None:
+    """The token moved to `reg`: registrations of other devices that held it go. (Other
+    users' registrations on the same device keep it: SAP's shared device.)"""
+    holders = select(Registration).where(
+        col(Registration.app_id) == reg.app_id,
+        col(Registration.token) == reg.token,
+        col(Registration.id) != reg.id,
+    )
+    for other in s.execute(holders).scalars():
+        same_device = reg.device_id is not None and other.device_id == reg.device_id
+        if identity == "device" or not same_device:
+            s.delete(other)
+    s.flush()
+
+
+def _remember_global_user(s: Session, reg: Registration) -> None:
+    """SAP keeps every Global User ID a registration had: old ones still reach it."""
+    assert reg.global_user_id is not None
+    if s.get(RegistrationGlobalUser, (reg.id, reg.global_user_id)) is None:
+        s.add(
+            RegistrationGlobalUser(
+                registration_id=reg.id, global_user_id=reg.global_user_id, app_id=reg.app_id
+            )
+        )
 
 
 def _replace_topics(s: Session, reg: Registration, topics: list[str]) -> None:
@@ -215,7 +300,12 @@ def registration_out(s: Session, reg: Registration) -> RegistrationOut:
 
 
 def _one(s: Session, app_id: str, cond: Any) -> Registration | None:
-    q = select(Registration).where(col(Registration.app_id) == app_id, cond)
+    """The most recently updated registration of the app meeting `cond`."""
+    q = (
+        select(Registration)
+        .where(col(Registration.app_id) == app_id, cond)
+        .order_by(col(Registration.updated_at).desc())
+    )
     return s.execute(q).scalars().first()
 
 

@@ -157,7 +157,11 @@ class Stack:
                 "--log-level",
                 "warning",
                 "--no-access-log",
-                *(["--workers", str(self.api_workers)] if self.api_workers > 1 else []),
+                *(
+                    ["--workers", str(self.api_workers), "--timeout-worker-healthcheck", "60"]
+                    if self.api_workers > 1
+                    else []
+                ),
             ],
         )
         deadline = time.monotonic() + 30
@@ -171,8 +175,8 @@ class Stack:
             time.sleep(0.1)
         raise TimeoutError("the API did not start")
 
-    def start_scheduler(self, name: str = "scheduler") -> None:
-        self._spawn(name, [sys.executable, "-m", "worker.scheduler"])
+    def start_scheduler(self, name: str = "scheduler", env: dict[str, str] | None = None) -> None:
+        self._spawn(name, [sys.executable, "-m", "worker.scheduler"], env)
 
     def start_worker(
         self,
@@ -180,6 +184,7 @@ class Stack:
         *,
         concurrency: int | None = None,
         queues: str = "pushline,pushline.priority,pushline.webhooks",
+        env: dict[str, str] | None = None,
     ) -> None:
         c = concurrency or self.worker_concurrency
         self._spawn(
@@ -188,6 +193,7 @@ class Stack:
                 sys.executable,
                 "-m",
                 "celery",
+                "--quiet",  # no banner: every line of the log is a log line
                 "-A",
                 "worker.celery_app",
                 "worker",
@@ -205,6 +211,7 @@ class Stack:
                 "-n",
                 f"{name}-{os.getpid()}@%h",
             ],
+            env,
         )
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
@@ -216,6 +223,8 @@ class Stack:
     def _spawn(self, name: str, cmd: list[str], more_env: dict[str, str] | None = None) -> None:
         log = open(self.state_dir / f"{name}.log", "ab")  # noqa: SIM115 (lives with the process)
         env = getattr(self, "env", None) or {**os.environ, **self.extra_env}
+        # Each process tree keeps its own metrics directory (schemas/metricsdir.py).
+        env = {k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         if more_env:
             env = {**env, **more_env}
         self.procs[name] = subprocess.Popen(

@@ -30,6 +30,8 @@ def message_status(engine: Engine, app_id: str | None, message_id: str) -> Messa
     return MessageStatus(
         id=msg.id,
         app_id=msg.app_id,
+        name=msg.name,
+        labels=msg.labels or [],
         state=msg.state,
         code=msg.code,
         detail=msg.detail,

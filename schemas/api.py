@@ -41,12 +41,36 @@ class ScheduleSpec(Strict):
     timezone: Annotated[str, Field(max_length=64)] = "UTC"
 
 
+#: A label names a campaign's kind ("spring-sale", "onboarding:day1"): short, no spaces.
+Label = Annotated[
+    str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+]
+MAX_LABELS = 20
+MAX_DELIVER_OVER_S = 7 * 86_400
+
+
 class PushRequest(Strict):
     target: Target
     payload: Payload
     schedule: ScheduleSpec | None = None
     # The same key for the same app within 24 h returns the first Message and sends nothing.
     idempotency_key: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    # To find and follow a campaign: GET /v1/messages?label=…
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    labels: Annotated[list[Label], Field(max_length=MAX_LABELS)] | None = None
+    # Throttle a campaign: spread it evenly over this many seconds, and/or send at most this
+    # many a minute (the app's provider rates still apply; the priority lane never is).
+    deliver_over: Annotated[int, Field(ge=1, le=MAX_DELIVER_OVER_S)] | None = None
+    max_per_minute: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
+
+    def campaign(self) -> dict[str, Any]:
+        """The campaign options as stored on a Schedule and copied onto each run's Message."""
+        return self.model_dump(mode="json", include=CAMPAIGN_FIELDS, exclude_none=True)
+
+
+#: The PushRequest fields every Message of a campaign carries (see `PushRequest.campaign`).
+CAMPAIGN_FIELDS = {"name", "labels", "deliver_over", "max_per_minute"}
+THROTTLE_FIELDS = ("deliver_over", "max_per_minute")
 
 
 class MessageAccepted(BaseModel):
@@ -86,6 +110,8 @@ class SchedulePage(BaseModel):
 class MessageStatus(BaseModel):
     id: str
     app_id: str
+    name: str | None = None
+    labels: list[str] = []
     state: str
     code: int | None
     detail: str | None
@@ -95,6 +121,54 @@ class MessageStatus(BaseModel):
     created_at: datetime
     dispatched_at: datetime | None
     completed_at: datetime | None
+
+
+class Attempt(BaseModel):
+    """One attempt of a Delivery: when, what the provider answered, the result code, how
+    long the provider took and which worker process sent it."""
+
+    at: datetime
+    code: int | None  # None: cancelled before it was sent
+    answer: str
+    ms: float | None = None
+    worker: str | None = None
+
+
+class MessageSummary(BaseModel):
+    """One Message in a listing (no Delivery counts: those are per Message, see its status)."""
+
+    id: str
+    name: str | None
+    labels: list[str]
+    state: str
+    code: int | None
+    total: int
+    lane: str
+    target_type: str
+    schedule_id: str | None
+    created_at: datetime
+    dispatched_at: datetime | None
+    completed_at: datetime | None
+
+
+class MessagePage(BaseModel):
+    items: list[MessageSummary]
+    next_cursor: str | None
+
+
+class TimelineMinute(BaseModel):
+    minute: datetime  # the minute's start, UTC
+    sent: int
+    failed: int
+    cancelled: int
+
+
+class MessageTimeline(BaseModel):
+    """A Message's outcomes per minute: sent by when they were sent, failed and cancelled by
+    when that was recorded; minutes with none in between are present with zeros."""
+
+    message_id: str
+    minutes: list[TimelineMinute]
 
 
 class DeliveryOut(BaseModel):
@@ -116,6 +190,8 @@ class DeliveryOut(BaseModel):
     consumed_at: datetime | None = None
     confirmed_at: datetime | None = None
     deleted_at: datetime | None = None
+    # Each attempt that got an answer, oldest first.
+    history: list[Attempt] | None = None
 
 
 class EngagementIn(BaseModel):
@@ -149,11 +225,13 @@ class WebPushKeys(Strict):
 
 
 class RegistrationIn(Strict):
-    """One installation of the app on one device (or browser). Every field but the token is
-    optional; a Web Push subscription (provider `webpush`, platform `web`) gives its
-    endpoint as the token and its `keys`."""
+    """One installation of the app for one user on one device (or browser). Every field is
+    optional, but a registration without a token names its provider or platform (pushes to
+    it end with code 5, "push token missing", until a token is registered). A Web Push
+    subscription (provider `webpush`, platform `web`) gives its endpoint as the token and
+    its `keys`."""
 
-    token: Annotated[str, Field(min_length=1, max_length=4096)]
+    token: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
     provider: Literal["apns", "fcm", "webpush"] | None = None
     platform: Literal["ios", "ipados", "android", "web"] | None = None
     keys: WebPushKeys | None = None  # Web Push only: the subscription's p256dh and auth
@@ -249,3 +327,32 @@ class ErrorBody(BaseModel):
     message: str
     code: int | None = None  # a service's own error code where it has one (5003, 5030)
     details: list[ErrorDetail] = []
+
+
+class ReadyOut(BaseModel):
+    """Readiness: `checks` names each part (database, redis, each queue, scheduler) with
+    "ok" or what is wrong and how to fix it."""
+
+    status: Literal["ok", "not ready"]
+    checks: dict[str, str]
+
+
+class AudienceRequest(Strict):
+    """`POST /v1/audience`: any target the push route accepts, nothing sent."""
+
+    target: Target
+
+
+class AudienceGroup(BaseModel):
+    provider: str
+    platform: str
+    devices: int
+
+
+class AudienceOut(BaseModel):
+    """How many active registrations a target reaches now, as the fan-out would resolve it."""
+
+    total: int
+    by_provider: dict[str, int]
+    by_platform: dict[str, int]
+    groups: list[AudienceGroup]  # every (provider, platform) pair with its count

@@ -19,7 +19,12 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import col
 
-from schemas.tables import Registration, RegistrationCapability, RegistrationTopic
+from schemas.tables import (
+    Registration,
+    RegistrationCapability,
+    RegistrationGlobalUser,
+    RegistrationTopic,
+)
 from schemas.targets import (
     AnyTarget,
     ApplicationTarget,
@@ -125,7 +130,18 @@ def _people(usernames: Sequence[str], global_user_ids: Sequence[str]) -> ColumnE
     if usernames:
         parts.append(col(Registration.username).in_(sorted(set(usernames))))
     if global_user_ids:
-        parts.append(col(Registration.global_user_id).in_(sorted(set(global_user_ids))))
+        guids = sorted(set(global_user_ids))
+        parts.append(col(Registration.global_user_id).in_(guids))
+        # SAP: an old Global User ID of a registration still reaches it.
+        parts.append(
+            select(literal(1))
+            .where(
+                col(RegistrationGlobalUser.registration_id) == col(Registration.id),
+                col(RegistrationGlobalUser.app_id) == col(Registration.app_id),
+                col(RegistrationGlobalUser.global_user_id).in_(guids),
+            )
+            .exists()
+        )
     return or_(*parts) if parts else false()
 
 

@@ -297,6 +297,8 @@ def message_publish_status(msg: MessageStatus) -> tuple[PublishStatus, str | Non
     """
     if msg.state == MessageState.FAILED:
         return "failed", msg.detail or CODE_MEANINGS.get(msg.code or 2, "failed")
+    if msg.state == MessageState.CANCELLED:
+        return "cancelled", msg.detail
     if msg.state != MessageState.DONE:
         return "scheduled", None
     if any(msg.by_status.get(s) for s in _REACHED):

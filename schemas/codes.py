@@ -12,6 +12,8 @@ class DeliveryStatus(StrEnum):
     RECEIVED = "RECEIVED"
     CONSUMED = "CONSUMED"
     CONFIRMED = "CONFIRMED"
+    # The sender cancelled the Message before this Delivery was sent (never sent after).
+    CANCELLED = "CANCELLED"
 
 
 #: Statuses after which Pushline never sends the Delivery again.
@@ -22,6 +24,7 @@ FINAL_STATUSES = frozenset(
         DeliveryStatus.RECEIVED,
         DeliveryStatus.CONSUMED,
         DeliveryStatus.CONFIRMED,
+        DeliveryStatus.CANCELLED,
     }
 )
 
@@ -91,6 +94,7 @@ class MessageState(StrEnum):
     DISPATCHED = "dispatched"  # every Delivery row written and enqueued
     DONE = "done"  # every Delivery final
     FAILED = "failed"  # message-level failure (e.g. code 2: nothing matched)
+    CANCELLED = "cancelled"  # the sender cancelled it: nothing more is sent
 
 
 class Provider(StrEnum):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -108,7 +109,8 @@ def upgrade(url: str, revision: str = "head") -> None:
     from alembic import command
 
     if not normalise_url(url).startswith("postgresql"):
-        command.upgrade(alembic_config(url), revision)
+        with _file_lock(url):
+            command.upgrade(alembic_config(url), revision)
         return
     engine = make_engine(url, pooled=False)
     try:
@@ -120,3 +122,40 @@ def upgrade(url: str, revision: str = "head") -> None:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK})
     finally:
         engine.dispose()
+
+
+@contextmanager
+def _file_lock(url: str) -> Iterator[None]:
+    """SQLite: several processes migrating one file take turns (a lock file beside it)."""
+    path = normalise_url(url).removeprefix("sqlite:///")
+    if not path or path == ":memory:" or path.startswith("file:"):
+        yield
+        return
+    with open(f"{path}.migrate-lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def current_revision(url: str) -> str | None:
+    """The Alembic revision the database is at (None: not migrated)."""
+    from alembic.runtime.migration import MigrationContext
+
+    engine = make_engine(url, pooled=False)
+    try:
+        with engine.connect() as conn:
+            rev = MigrationContext.configure(conn).get_current_revision()
+            return str(rev) if rev is not None else None
+    finally:
+        engine.dispose()
+
+
+def migration_history() -> list[tuple[str, str]]:
+    """(revision, first line of its description), oldest first."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    revs = list(script.walk_revisions())
+    return [(str(r.revision), (r.doc or "").splitlines()[0]) for r in reversed(revs)]

@@ -242,6 +242,10 @@ UNDELIVERABLE = Status(
 REJECTED_BY_CLOUD = Status(
     2, "UNDELIVERABLE", 4, "UNDELIVERABLE_REJECTED_OPERATOR", "APNs or FCM did not deliver it."
 )
+# Infobip has no status for a push its sender withdrew: REJECTED with an id of Pushline's own.
+CANCELLED = Status(
+    5, "REJECTED", 1500, "REJECTED_CANCELLED", "Cancelled by the sender before it was sent."
+)
 NO_DESTINATION = Status(
     5, "REJECTED", 14, "REJECTED_DESTINATION", "No active registration matched the destination."
 )
@@ -277,6 +281,8 @@ def status_of(status: str, code: int | None, provider_message: str | None) -> St
         return ENROUTE
     if status == DeliveryStatus.QUEUED:
         return ACCEPTED
+    if status == DeliveryStatus.CANCELLED:
+        return CANCELLED
     if is_expired(provider_message):
         return EXPIRED
     if code in REGISTRATION_CODES or code == ResultCode.TOKEN_MISSING:
@@ -326,31 +332,38 @@ def statistics(counts: Iterable[tuple[str, int | None, bool, int]]) -> dict[str,
 
     SEED-NOTES 24: totalSent = every targeted device; delivered = RECEIVED or later; seen =
     CONSUMED or later; errors: registration = codes 6 and 7, expired = the time to live ended
-    first, cloud = provider failures (4, 8, 10-14) that did not expire; rate = delivered /
-    totalSent as 0…1 (0 when nothing was sent).
+    before a send, or a sent message was not reported delivered before it ended; cloud =
+    provider failures (4, 8, 10-14) that did not expire; rate = delivered / totalSent as
+    0…1 (0 when nothing was sent).
     """
-    total = delivered = seen = registration = expired = cloud = 0
+    total = delivered = seen = registration = expired = cloud = cancelled = 0
     for status, code, was_expired, n in counts:
         total += n
+        if status == DeliveryStatus.CANCELLED:
+            cancelled += n
         if status in DELIVERED_STATUSES:
             delivered += n
         if status in SEEN_STATUSES:
             seen += n
+        if was_expired and status in (DeliveryStatus.ERROR, DeliveryStatus.SENT):
+            expired += n  # ended before a send, or sent and never reported delivered in time
+            continue
         if status != DeliveryStatus.ERROR:
             continue
-        if was_expired:
-            expired += n
         elif code in REGISTRATION_CODES:
             registration += n
         elif code in CLOUD_CODES:
             cloud += n
-    return {
+    document: dict[str, Any] = {
         "totalSent": total,
         "delivered": delivered,
         "seen": seen,
         "errors": {"registration": registration, "expired": expired, "cloud": cloud},
         "delivery": {"rate": round(delivered / total, 4) if total else 0.0},
     }
+    if cancelled:  # Pushline's own key, only when the sender withdrew part of the bulk
+        document["cancelled"] = cancelled
+    return document
 
 
 def recipient(registration_id: str, attributes: Mapping[str, str | None]) -> dict[str, str]:

@@ -172,6 +172,9 @@ class Content(Strict):
     web_view_url: Url | None = None
     inbox_topic: Text | None = None  # matched exactly (SEED-NOTES 23)
     in_app: InApp | None = None
+    # Options the app's SDK reads under its service's own names (Infobip's
+    # notificationOptions), delivered as written under `pushline.notificationOptions`.
+    app_options: dict[str, Any] | None = None
 
     @field_validator("alert", mode="before")
     @classmethod
@@ -273,6 +276,8 @@ class FcmOptions(Content):
     click_action: Text | None = None
     tag: Text | None = None
     ticker: Annotated[str, Field(min_length=1, max_length=ALERT_MAX)] | None = None
+    # SAP: "The alert is included in the data" (SAP's Android SDK reads `data.alert`).
+    alert_in_data: bool | None = None
 
 
 class WebPushAction(Strict):
@@ -568,4 +573,17 @@ def infobip_payload(
         payload["in_app"] = in_app
     if custom_payload:
         payload["data"] = dict(custom_payload)
+    payload["app_options"] = infobip_device_options(o)
     return payload
+
+
+#: Infobip's documented defaults, which its SDKs apply when an option is absent.
+INFOBIP_OPTION_DEFAULTS = {"vibrationEnabled": True, "soundEnabled": True}
+
+
+def infobip_device_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The notificationOptions as Infobip's SDKs read them on the device: every option
+    given, under its own name, and the documented defaults of those not given. A silent
+    push keeps its `text` too (`pushline.alert`), for the app to show itself."""
+    given = {k: v for k, v in options.items() if v is not None}
+    return {**INFOBIP_OPTION_DEFAULTS, **given}

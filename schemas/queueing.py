@@ -31,6 +31,16 @@ def progress_channel(settings: Settings, message_id: str) -> str:
     return f"{settings.redis_key_prefix}pushline:progress:{message_id}"
 
 
+#: How long a cancelled Message's flag stays in Redis: far longer than any task holds a
+#: claim (lease_s). Afterwards the SQL state, read with every claim, still refuses it.
+CANCELLED_FLAG_TTL_S = 86_400
+
+
+def cancelled_key(settings: Settings, message_id: str) -> str:
+    """Set when a Message is cancelled; sending workers poll it for what they are sending."""
+    return f"{settings.redis_key_prefix}pushline:cancelled:{message_id}"
+
+
 def queue_for(lane: str, lanes: bool = True) -> str:
     """`lanes=False` (PUSHLINE_PRIORITY_LANE=false) sends everything through one queue."""
     return PRIORITY_QUEUE if lanes and lane == "priority" else DEFAULT_QUEUE
@@ -71,6 +81,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_backend": None,
         "task_ignore_result": True,
         "worker_hijack_root_logger": False,
+        "worker_send_task_events": settings.task_events,
+        "task_send_sent_event": settings.task_events,
         "broker_pool_limit": 10,
     }
 

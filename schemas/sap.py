@@ -132,6 +132,102 @@ class SapEngagement(_Sap):
     status: str
 
 
+class SapCapability(_Sap):
+    name: Name
+    category: Name | None = None
+    value: Annotated[str, Field(max_length=1000)] | None = None
+
+
+class SapRegistrationBody(_Sap):
+    """A device's push registration, as the seed's example payload, plus the user: SAP
+    reads it from the device's login, Pushline's API key carries none (`username`, and
+    `userUUID` for the Global User ID). Without `pushToken` the device is registered
+    without one (its notifications end with code 5 until it sends one). For `w3cpushapi`
+    the pushToken is the browser's PushSubscription (its JSON text, as
+    `JSON.stringify(subscription)` gives it, or the object itself)."""
+
+    # A string, or for a browser a PushSubscription object: checked per `{os}` when
+    # translated, so each rule names pushToken and not a union member.
+    push_token: Any = Field(None, alias="pushToken")
+    username: Name | None = None
+    user_uuid: Name | None = Field(None, alias="userUUID")
+    push_group: Name | None = Field(None, alias="pushGroup")
+    time_zone: Annotated[str, Field(max_length=64)] | None = Field(None, alias="timeZone")
+    form_factor: Annotated[str, Field(max_length=32)] | None = Field(None, alias="formFactor")
+    capabilities: list[SapCapability] | None = None
+    user_locale: Annotated[str, Field(max_length=64)] | None = Field(None, alias="userLocale")
+    device_model: Name | None = Field(None, alias="deviceModel")
+
+
+#: SAP's operating-system identifiers (its "Native Push Provider" table) → native platform.
+SAP_OS = {"ios": "ios", "android": "android", "w3cpushapi": "web"}
+#: Registration fields in SAP's words, for 400s raised by the native rules.
+SAP_REGISTRATION_FIELDS = {
+    "token": "pushToken",
+    "keys": "pushToken.keys",
+    "platform": "os",
+    "provider": "os",
+    "device_id": "deviceId",
+    "global_user_id": "userUUID",
+    "push_group": "pushGroup",
+    "time_zone": "timeZone",
+    "form_factor": "formFactor",
+    "locale": "userLocale",
+    "device_model": "deviceModel",
+}
+
+
+def translate_registration(os: str, device_id: str | None, body: Any) -> dict[str, Any]:
+    """An SAP registration (path `{os}`, `{deviceId}` and body) as a native registration."""
+    platform = SAP_OS.get(os.lower())
+    if platform is None:
+        raise SapInputError("os", f"one of {', '.join(SAP_OS)}, not {os!r}")
+    reg = _model(SapRegistrationBody, body)
+    native: dict[str, Any] = {
+        **_push_token(platform, reg.push_token),
+        "platform": platform,
+        "device_id": device_id,
+        "username": reg.username,
+        "global_user_id": reg.user_uuid,
+        "push_group": reg.push_group,
+        "time_zone": reg.time_zone,
+        "form_factor": reg.form_factor,
+        "locale": reg.user_locale,
+        "device_model": reg.device_model,
+    }
+    if reg.capabilities is not None:
+        native["capabilities"] = [c.model_dump(exclude_none=True) for c in reg.capabilities]
+    return {k: v for k, v in native.items() if v is not None}
+
+
+def _push_token(platform: str, token: Any) -> dict[str, Any]:
+    """The native token (and a browser's keys) of SAP's pushToken; none without one."""
+    if token is None:
+        return {}
+    if platform == "web":
+        return _w3c_subscription(token)
+    if not isinstance(token, str) or not 1 <= len(token) <= 4096:
+        rule = "the device's push token: a string of 1 to 4096 characters"
+        raise SapInputError("pushToken", rule)
+    return {"token": token}
+
+
+def _w3c_subscription(token: Any) -> dict[str, Any]:
+    """A PushSubscription's endpoint becomes the token; its keys travel beside it."""
+    rule = 'the PushSubscription, {"endpoint": …, "keys": {"p256dh": …, "auth": …}}'
+    if isinstance(token, str):
+        try:
+            token = json.loads(token)
+        except ValueError:
+            raise SapInputError("pushToken", rule) from None
+    if not isinstance(token, Mapping) or not isinstance(token.get("endpoint"), str):
+        raise SapInputError("pushToken", rule)
+    keys = token.get("keys")
+    if not isinstance(keys, Mapping):
+        raise SapInputError("pushToken.keys", rule)
+    return {"token": token["endpoint"], "keys": dict(keys)}
+
+
 # --- SAP body → native PushRequest --------------------------------------------------------
 
 #: Native field names as SAP writes them, for error paths.
@@ -332,7 +428,16 @@ def translate(kind: RouteKind, body: Any, path: Mapping[str, str]) -> PushReques
                 if u.user is not None or u.form_factor
             ],
         }
+    _alert_in_data(payload)
+    for entry in target.get("entries") or []:
+        if "fcm" in entry["payload"]:  # a layer's fcm block replaces the default's whole
+            _alert_in_data(entry["payload"])
     return _native({"target": target, "payload": payload}, payload_at)
+
+
+def _alert_in_data(layer: dict[str, Any]) -> None:
+    """SAP on Android: "The alert is included in the data"."""
+    layer["fcm"] = {**(layer.get("fcm") or {}), "alert_in_data": True}
 
 
 def sap_field(native: str, payload_at: str) -> str:
@@ -403,11 +508,23 @@ class DeliveryResult:
 REJECTED_CODES = frozenset({1, 2, 4, 5, 6, 7, 8, 9, 10})
 
 
+#: Provider answers retried under their own name: the producer must slow down, and "11"
+#: (a recoverable I/O problem) would hide why.
+RETRIED_AS_IS = frozenset({ResultCode.TOO_MANY_FOR_DEVICE, ResultCode.QUOTA_EXCEEDED})
+
+
 def reported_code(status: str, code: int | None) -> int:
-    """The SAP code of a Delivery: its result, or "queued" (-1 / 11) while still QUEUED."""
+    """The SAP code of a Delivery: its result, or while still QUEUED the provider's last
+    answer: -1 nothing heard yet, 8 (APNs TooManyRequests) and 14 (FCM QUOTA_EXCEEDED) as
+    they are, 11 for any other recoverable answer being retried."""
     if status == DeliveryStatus.QUEUED:
-        # -1: queued, nothing heard from the provider yet; 11: a recoverable answer, retrying.
-        return ResultCode.QUEUED_COMMUNICATION_FAILED if code in (None, -1) else 11
+        if code in (None, -1):
+            return ResultCode.QUEUED_COMMUNICATION_FAILED
+        return code if code in RETRIED_AS_IS else ResultCode.RECOVERABLE_IO
+    if status == DeliveryStatus.CANCELLED:
+        # SAP has no code for it; 3 says "not handed to the provider", and the status
+        # (CANCELLED) tells it apart from a queueing failure.
+        return ResultCode.NOT_QUEUED
     if code is None:  # engagement statuses always follow a send
         return ResultCode.SENT
     return code
@@ -529,6 +646,18 @@ EXAMPLE_CAPABILITY: dict[str, Any] = {
     "users": [{"formFactor": ["phone"], "user": "user1"}],
     "notification": {"alert": "Hello World"},
 }
+EXAMPLE_REGISTRATION: dict[str, Any] = {
+    "pushToken": "*****",
+    "pushGroup": "all",
+    "timeZone": "MESZ",
+    "formFactor": "phone",
+    "capabilities": [
+        {"name": "capability1", "category": "push", "value": "true"},
+        {"name": "capability2", "category": "push", "value": "true"},
+    ],
+    "userLocale": "en",
+    "deviceModel": "iPhone",
+}
 EXAMPLE_RESPONSE: dict[str, Any] = {
     "status": None,
     "pushResults": [
@@ -564,63 +693,3 @@ SCHEMAS: dict[RouteKind, type[_Sap]] = {
     "group": SapNotification,
     "capability": SapCapabilityPush,
 }
-
-
-# --- device registration (SAP's push runtime API) -------------------------------------------
-
-#: SAP's operating-system identifiers (its "Native Push Provider" table) → (provider, platform).
-SAP_OS: dict[str, tuple[str, str]] = {
-    "ios": ("apns", "ios"),
-    "android": ("fcm", "android"),
-    "w3cpushapi": ("webpush", "web"),
-}
-#: Registration fields as SAP's runtime API names them → native names.
-_SAP_REGISTRATION_FIELDS = {
-    "formFactor": "form_factor",
-    "pushGroup": "push_group",
-    "userLocale": "locale",
-    "timeZone": "time_zone",
-    "username": "username",
-    "deviceModel": "device_model",
-    "capabilities": "capabilities",
-}
-
-
-def registration_from_sap(os_type: str, device_id: str, body: Any) -> dict[str, Any]:
-    """A SAP device registration (`PUT .../os/{os}/devices/{deviceId}`) as a native
-    RegistrationIn body. For `w3cpushapi` the pushToken is the browser's PushSubscription
-    (its JSON text, as `JSON.stringify(subscription)` gives it, or the object itself):
-    the endpoint becomes the token, its keys travel beside it."""
-    if os_type not in SAP_OS:
-        raise SapInputError("os", f"one of {', '.join(SAP_OS)}")
-    if not isinstance(body, Mapping):
-        raise SapInputError("body", "must be a JSON object")
-    unknown = sorted(set(body) - {"pushToken", *_SAP_REGISTRATION_FIELDS})
-    if unknown:
-        raise SapInputError(unknown[0], "unknown field")
-    provider, platform = SAP_OS[os_type]
-    out: dict[str, Any] = {"provider": provider, "platform": platform, "device_id": device_id}
-    for sap, native in _SAP_REGISTRATION_FIELDS.items():
-        if body.get(sap) is not None:
-            out[native] = body[sap]
-    token = body.get("pushToken")
-    if provider != "webpush":
-        if not isinstance(token, str) or not token:
-            raise SapInputError("pushToken", "required: the device's push token")
-        return {**out, "token": token}
-    return {**out, **_w3c_subscription(token)}
-
-
-def _w3c_subscription(token: Any) -> dict[str, Any]:
-    rule = 'required: the PushSubscription, {"endpoint": …, "keys": {"p256dh": …, "auth": …}}'
-    if isinstance(token, str):
-        try:
-            token = json.loads(token)
-        except ValueError:
-            raise SapInputError("pushToken", rule) from None
-    if not isinstance(token, Mapping) or not isinstance(token.get("endpoint"), str):
-        raise SapInputError("pushToken", rule)
-    keys = token.get("keys")
-    if not isinstance(keys, Mapping):
-        raise SapInputError("pushToken.keys", rule)
-    return {"token": token["endpoint"], "keys": dict(keys)}

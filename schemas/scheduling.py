@@ -119,3 +119,14 @@ def next_run(
     if repeat_expires_at is not None and nxt > repeat_expires_at:
         return None
     return nxt
+
+
+_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_age(text: str) -> timedelta:
+    """`30d`, `12h`, `90m` or `45s` as a duration; anything else is a ValueError."""
+    number, unit = text.strip()[:-1], text.strip()[-1:].lower()
+    if unit not in _UNITS or not number.isdigit() or int(number) <= 0:
+        raise ValueError(f"{text!r} is not an age like 30d, 12h, 90m or 45s")
+    return timedelta(seconds=int(number) * _UNITS[unit])

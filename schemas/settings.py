@@ -85,6 +85,16 @@ class Settings(BaseSettings):
     webhook_cache_s: float = 5.0  # how long an app's subscriptions are remembered
 
     log_level: str = "INFO"
+    # Celery task events (for Flower): off by default, each task then costs three more
+    # messages on Redis.
+    task_events: bool = False
+    # One structlog line per API request (method, masked path, status, ms).
+    access_log: bool = True
+    # Where a worker or the scheduler serves /metrics and /health (0: not served). Each
+    # process on a host needs its own port; the shipped deployments set it.
+    metrics_port: int = 0
+    # Messages and Deliveries older than this are deleted by the scheduler (0: kept forever).
+    retention_days: int = 30
     log_json: bool | None = None  # None: JSON unless stdout is a terminal
     api_host: str = "127.0.0.1"
     api_port: int = 8080

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, Table, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 
@@ -95,7 +96,8 @@ class ApiKey(SQLModel, table=True):
 class Registration(SQLModel, table=True):
     __tablename__ = "registration"
     __table_args__ = (
-        UniqueConstraint("app_id", "token", name="uq_registration_app_token"),
+        # Not unique: two users on one shared device are two registrations (SAP).
+        Index("ix_registration_app_token", "app_id", "token"),
         Index("ix_registration_app_device", "app_id", "device_id"),
         Index("ix_registration_app_username", "app_id", "username"),
         Index("ix_registration_app_global_user", "app_id", "global_user_id"),
@@ -159,6 +161,25 @@ class RegistrationTopic(SQLModel, table=True):
     app_id: str = Field(max_length=36)
 
 
+class RegistrationGlobalUser(SQLModel, table=True):
+    """Every Global User ID a registration has had (SAP keeps the history, and a producer
+    may still push to an old one)."""
+
+    __tablename__ = "registration_global_user"
+    __table_args__ = (
+        Index(
+            "ix_registration_global_user_app_guid", "app_id", "global_user_id", "registration_id"
+        ),
+    )
+
+    registration_id: str = Field(
+        foreign_key="registration.id", primary_key=True, max_length=36, ondelete="CASCADE"
+    )
+    global_user_id: str = Field(primary_key=True, max_length=255)
+    app_id: str = Field(max_length=36)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class RegistrationCapability(SQLModel, table=True):
     """A capability the app reported for a device (SAP: name, category, value)."""
 
@@ -183,6 +204,8 @@ class Message(SQLModel, table=True):
         # One Message per run of a Schedule: two schedulers can never publish a run twice.
         UniqueConstraint("schedule_id", "run_at", name="uq_message_schedule_run"),
         Index("ix_message_state_created", "state", "created_at"),
+        # GET /v1/messages: an app's Messages newest first, in keyset pages.
+        Index("ix_message_app_created", "app_id", "created_at", "id"),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
@@ -200,6 +223,13 @@ class Message(SQLModel, table=True):
     request_hash: str | None = Field(default=None, max_length=64)  # to tell a replay from a clash
     schedule_id: str | None = Field(default=None, max_length=36, index=True)
     run_at: datetime | None = None  # the Schedule's due time this Message publishes
+    # Campaigns: a name and labels to find it by (labels: a JSON list of strings).
+    name: str | None = Field(default=None, max_length=200)
+    labels: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    # Throttle (campaign lane only): spread over this long; at most this many a minute (the
+    # fan-out turns deliver_over_s into max_per_minute once it has counted the audience).
+    deliver_over_s: int | None = None
+    max_per_minute: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
     dispatched_at: datetime | None = None
     completed_at: datetime | None = None
@@ -222,6 +252,8 @@ class Schedule(SQLModel, table=True):
     repeat_expires_at: datetime | None = None
     cron: str | None = Field(default=None, max_length=120)
     timezone: str = Field(default="UTC", max_length=64)
+    # The campaign options each run's Message carries (name, labels…), as the request gave them.
+    campaign: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     state: str = Field(default="scheduled", max_length=12)  # scheduled|paused|cancelled|finished
     next_run_at: datetime | None = None
     runs: int = 0
@@ -259,6 +291,11 @@ class Delivery(SQLModel, table=True):
     consumed_at: datetime | None = None
     confirmed_at: datetime | None = None
     deleted_at: datetime | None = None  # CM MessageDelete: recorded, no status change
+    # Each attempt with an answer: {at, code, answer, ms, worker}. Bounded by max_attempts
+    # (an attempt lost with a killed worker has no answer, so leaves no entry).
+    history: list[dict[str, Any]] | None = Field(
+        default=None, sa_column=Column(JSON().with_variant(JSONB(), "postgresql"))
+    )
 
 
 class Webhook(SQLModel, table=True):

@@ -276,6 +276,7 @@ def test_infobip_notification_options_example(app: AppHandle) -> None:
         "fcm": {"vibrate": True},
         "in_app": {"style": "MODAL"},
         "data": {"contentUrl": "https://someurl.com/content", "deepLink": "myApp://some/link"},
+        "app_options": INFOBIP_OPTIONS,  # every option given, under Infobip's own names
     }
     apple, _ = ios(app, phone_number="441134960001", primary_device=True)
     secondary, _ = ios(app, phone_number="441134960001", primary_device=False)
@@ -298,6 +299,7 @@ def test_infobip_notification_options_example(app: AppHandle) -> None:
             "pushline": {
                 "image": "http://www.mydomain.com/images/image1.jpg",
                 "in_app": {"style": "MODAL"},
+                "notificationOptions": INFOBIP_OPTIONS,
             },
             "aps": {
                 "alert": {
@@ -321,7 +323,10 @@ def test_infobip_notification_options_example(app: AppHandle) -> None:
         "data": {
             "contentUrl": "https://someurl.com/content",
             "deepLink": "myApp://some/link",
-            "pushline": '{"in_app":{"style":"MODAL"}}',
+            "pushline": json.dumps(
+                {"in_app": {"style": "MODAL"}, "notificationOptions": INFOBIP_OPTIONS},
+                separators=(",", ":"),
+            ),
         },
         "android": {
             "priority": "high",

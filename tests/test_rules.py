@@ -763,5 +763,20 @@ def test_infobip_mirrored_push_options_become_in_app() -> None:
             "dismiss_title": "Close",
             "open_title": "Open",
         },
+        # The device gets the options under Infobip's names, defaults filled in (vibration
+        # on); the silent push's text travels for the app to show (`pushline.alert`).
+        "app_options": {
+            "vibrationEnabled": True,
+            "soundEnabled": False,
+            "isSilent": True,
+            "showMirroredPush": True,
+            "mirroredPushStyle": "modal",
+            "mirroredPushExpirationPeriod": 2,
+            "mirroredPushExpirationTimeUnit": "hours",
+            "mirroredPushDismissTitle": "Close",
+            "mirroredPushOpenTitle": "Open",
+            "webViewUrl": "https://example.com",
+            "inboxTopic": "News",
+        },
     }
     assert Payload.model_validate(payload).in_app is not None

@@ -4,6 +4,7 @@ what the bulk statistics count after devices report delivered and seen."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 import uuid
@@ -432,6 +433,7 @@ def test_the_notification_options_example_reaches_apns_and_fcm_as_documented(
         "pushline": {
             "image": "http://www.mydomain.com/images/image1.jpg",
             "in_app": {"style": "MODAL"},
+            "notificationOptions": OPTIONS_EXAMPLE["notificationOptions"],
         },
         "aps": {
             "alert": {"title": "This is some title", "body": TEXT},
@@ -449,10 +451,14 @@ def test_the_notification_options_example_reaches_apns_and_fcm_as_documented(
         "body": TEXT,
         "image": "http://www.mydomain.com/images/image1.jpg",
     }
+    # Android: the same options under Infobip's names, as JSON text (FCM data are strings).
+    assert json.loads(message["data"].pop("pushline")) == {
+        "in_app": {"style": "MODAL"},
+        "notificationOptions": OPTIONS_EXAMPLE["notificationOptions"],
+    }
     assert message["data"] == {
         "contentUrl": "https://someurl.com/content",
         "deepLink": "myApp://some/link",
-        "pushline": '{"in_app":{"style":"MODAL"}}',
     }
     android_part = message["android"]
     assert android_part["notification"]["sound"] == "sound.wav"

@@ -210,6 +210,7 @@ def test_the_public_key_route_serves_the_apps_vapid_key_without_an_api_key(
         ({"keys": {"auth": "short"}}, "keys.auth"),
         ({"token": "http://push.example.com/x"}, "token"),
         ({"keys": None}, "keys"),
+        ({"token": None}, "token"),  # keys without the endpoint they belong to
         ({"platform": "ios"}, "platform"),
     ],
 )
@@ -256,10 +257,37 @@ def test_a_browser_registers_through_sap_w3cpushapi_and_gets_the_push(app: AppHa
     assert req["body"] == {"title": "SAP", "body": "to the browser", "notificationId": d.id}
 
 
+def test_a_browser_registered_through_sap_before_it_subscribes_gets_a_device_id_and_code_5(
+    app: AppHandle,
+) -> None:
+    api = f"{app.stack.api_url}/mobileservices/push/v1/runtime/applications/any"
+    headers = {"X-API-Key": app.creds.api_key}
+    first = httpx.post(f"{api}/os/w3cpushapi/devices", json={"username": "hal"}, headers=headers)
+    assert first.status_code == 201, first.text
+    device = first.json()["device"]
+    assert device and first.json()["pushProvider"] == "w3cpushapi"
+    st = app.push_users("hal")
+    assert (st.by_status, st.by_code) == ({"ERROR": 1}, {"5": 1})  # push token missing
+    sub = app.stack.webpush.subscribe_webpush(app.creds.webpush_public_key)
+    body = {"pushToken": sub, "username": "hal"}  # the object itself, not its JSON text
+    then = httpx.put(f"{api}/os/w3cpushapi/devices/{device}", json=body, headers=headers)
+    assert (then.status_code, then.json()["id"]) == (200, first.json()["id"]), then.text
+    st = app.push_users("hal", alert={"title": "now", "body": "subscribed"})
+    [d] = app.client.deliveries(st.id).items
+    assert (d.status, d.code) == ("SENT", 0)
+    [req] = app.stack.webpush.requests(sub["endpoint"])
+    assert req["body"] == {"title": "now", "body": "subscribed", "notificationId": d.id}
+
+
+BAD_KEYS = {"endpoint": "https://x.example/1", "keys": {"p256dh": "B", "auth": "a"}}
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
         ("os/windows/devices/d1", {"pushToken": "x"}, "os"),
+        ("os/ios/devices/d1", {"pushToken": {"endpoint": "https://x.example/1"}}, "pushToken"),
+        ("os/w3cpushapi/devices/d1", {"pushToken": BAD_KEYS}, "pushToken.keys.p256dh"),
         ("os/w3cpushapi/devices/d1", {"pushToken": "not json"}, "pushToken"),
         (
             "os/w3cpushapi/devices/d1",

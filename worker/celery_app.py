@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from celery import Celery, signals
 from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -28,6 +29,9 @@ from worker.fanout import fan_out
 from worker.webhooks import post_batch
 
 settings = get_settings()
+# Now, not only on Celery's setup_logging signal: Celery warns (running as root, say)
+# before it sends that signal, and those lines must be JSON too.
+configure_logging(settings.log_level, settings.log_json)
 app = Celery("pushline")
 app.conf.update(celery_config(settings))
 
@@ -35,6 +39,26 @@ app.conf.update(celery_config(settings))
 @signals.setup_logging.connect
 def _logging(**_: Any) -> None:
     configure_logging(settings.log_level, settings.log_json)
+
+
+@signals.worker_init.connect
+def _say_as_log_lines(**_: Any) -> None:
+    """Celery prints its shutdown notices outside logging; make them log lines too."""
+    import celery.apps.worker as celery_worker
+
+    say = structlog.get_logger("celery.worker")
+    celery_worker.safe_say = lambda msg, *_: say.info(str(msg).strip())
+
+
+@signals.worker_ready.connect
+def _alive(sender: Any = None, **_: Any) -> None:
+    """Beat for the queues this worker consumes; serve /health and /metrics when asked."""
+    from worker.liveness import Heartbeat, serve
+
+    queues = [q.name for q in sender.task_consumer.queues]
+    heartbeat = Heartbeat(settings, "worker", sender.hostname, queues).start()
+    if settings.metrics_port:
+        serve(settings.metrics_port, heartbeat.health)
 
 
 @signals.worker_process_init.connect

@@ -6,19 +6,25 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import math
+import os
 import queue
+import socket
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import structlog
 from sqlalchemy import Engine
 
-from schemas.codes import DeliveryStatus, ResultCode
+from schemas.campaigns import CANCELLED_TEXT
+from schemas.codes import DeliveryStatus, MessageState, ResultCode
 from schemas.logs import shorten_token
+from schemas.metrics import DELIVERIES, PROVIDER_LATENCY, RATE_LIMIT_WAITS, RETRIES
+from schemas.queueing import cancelled_key
 from schemas.settings import Settings
 from schemas.tables import App, Message, utcnow
 from worker import store
@@ -51,6 +57,7 @@ from worker.payloads import (
     webpush_too_large,
 )
 from worker.ratelimit import (
+    Grant,
     LaneState,
     lane_rate_per_minute,
     lane_state,
@@ -67,6 +74,7 @@ RetryEnqueuer = Callable[[list[str], float], None]
 # How long answers are gathered at most before they are written (see _Stream.take).
 RECORD_LINGER_S = 0.005
 Answer = ProviderAnswer | Outcome
+_Answered = tuple["store.ClaimedDelivery", Answer, float | None]  # with the send's latency in ms
 
 TOO_LARGE = Outcome(
     ResultCode.PAYLOAD_TOO_LARGE,
@@ -81,9 +89,16 @@ NO_KEYS = Outcome(
     message="Web Push subscription without its keys (p256dh, auth); register it again",
 )
 
+#: The Message was cancelled before this Delivery was sent: recorded CANCELLED, no code.
+CANCELLED = Outcome(0, DeliveryStatus.CANCELLED, message=CANCELLED_TEXT)
+#: How often a sending lane asks Redis whether its Messages were cancelled meanwhile (once
+#: per lane, not per delivery: a cancelled Message stops sending within about this long).
+CANCEL_POLL_S = 0.25
+
 
 @dataclass
 class ChunkReport:
+    cancelled: int = 0
     claimed: int = 0
     codes: Counter[int] = field(default_factory=Counter)
     retried: int = 0
@@ -147,11 +162,13 @@ class _Chunk:
         # closed once they are, so earlier writes need not lock and look at it.
         self.unsettled: Counter[str] = Counter(c.message_id for c in claimed)
         self.finals: list[store.Record] = []
-        self.retries: list[tuple[str, int, str, datetime]] = []
+        self.retries: list[store.Retry] = []
+        self.latency_ms: dict[str, float | None] = {}  # provider latency per delivery
         self.deactivate: list[tuple[str, int]] = []
         self.retry_groups: dict[float, list[str]] = defaultdict(list)
         self.held: dict[float, list[str]] = defaultdict(list)
         self.config_errors: dict[tuple[str, str], str] = {}
+        self._by_id: dict[str, store.ClaimedDelivery] = {}
 
     def flush(self) -> None:
         """Record what was decided since the last flush, close the Messages it finished and
@@ -164,6 +181,25 @@ class _Chunk:
         store.record(self.engine, finals, self.retries, self.deactivate, done)
         self.finals, self.retries, self.deactivate = [], [], []
         outcomes_recorded(self.settings, self.claimed, finals)
+        _count_finals(self.claimed_by_id, finals)
+
+    @property
+    def claimed_by_id(self) -> dict[str, store.ClaimedDelivery]:
+        if len(self._by_id) != len(self.claimed):
+            self._by_id = {c.id: c for c in self.claimed}
+        return self._by_id
+
+    def attempt(self, c: store.ClaimedDelivery, code: int | None, answer: str) -> str:
+        """This attempt as the JSON kept in the Delivery's history."""
+        return json.dumps(
+            {
+                "at": utcnow().isoformat(),
+                "code": code,
+                "answer": answer[:200],
+                "ms": self.latency_ms.get(c.id),
+                "worker": worker_name(),
+            }
+        )
 
     def settle(
         self,
@@ -196,8 +232,15 @@ class _Chunk:
             self.final(c, Outcome(plan.final_code, DeliveryStatus.ERROR, message=text), answer)
             return
         self.retries.append(
-            (c.id, outcome.code, outcome.message[:500], now + timedelta(seconds=plan.delay_s))
+            (
+                c.id,
+                outcome.code,
+                outcome.message[:500],
+                now + timedelta(seconds=plan.delay_s),
+                self.attempt(c, outcome.code, outcome.message),
+            )
         )
+        RETRIES.labels(c.provider, str(outcome.code)).inc()
         self.retry_groups[plan.delay_s].append(c.id)
         self.report.retried += 1
         self.report.codes[outcome.code] += 1
@@ -216,18 +259,23 @@ class _Chunk:
     def final(
         self, c: store.ClaimedDelivery, outcome: Outcome, answer: ProviderAnswer | None = None
     ) -> None:
+        cancelled = outcome is CANCELLED
         self.finals.append(
             store.Record(
                 id=c.id,
                 status=outcome.status,
-                code=outcome.code,
+                code=None if cancelled else outcome.code,
                 provider_message=outcome.message[:500] or None,
                 provider_ref=answer.ref if answer else None,
                 sent=outcome.status == DeliveryStatus.SENT,
+                attempt=self.attempt(c, outcome.code, outcome.message or outcome.status),
             )
         )
-        self.report.codes[outcome.code] += 1
         self.unsettled[c.message_id] -= 1
+        if cancelled:
+            self.report.cancelled += 1
+            return
+        self.report.codes[outcome.code] += 1
         if outcome.deactivate:
             self.deactivate.append((c.registration_id, outcome.code))
         if outcome.status != DeliveryStatus.ERROR:
@@ -278,12 +326,16 @@ def _deliver_claimed(
     chunk = _Chunk(messages, settings, report, engine, claimed)
     now = utcnow()
 
-    sendable: dict[tuple[str, str], list[store.ClaimedDelivery]] = defaultdict(list)
+    # Per (app, provider, throttled Message or None): a throttled Message sends on its own.
+    sendable: dict[tuple[str, str, str | None], list[store.ClaimedDelivery]] = defaultdict(list)
     for c in claimed:
         msg = messages.get(c.message_id)
         code = ResultCode.TARGET_NOT_FOUND
         if msg is None:
             text = "message is gone"
+        elif msg.state == MessageState.CANCELLED:
+            chunk.final(c, CANCELLED)
+            continue
         elif not c.registration_id:
             text = "registration was deleted"
         elif not c.registration_active:
@@ -297,14 +349,19 @@ def _deliver_claimed(
             when = f"attempt {c.attempts}" if c.attempts > 1 else "delivery"
             text = f"expired: time to live passed before {when}"
         else:
-            sendable[(c.app_id, c.provider)].append(c)
+            sendable[(c.app_id, c.provider, _throttled(msg))].append(c)
             continue
         chunk.final(c, Outcome(code, DeliveryStatus.ERROR, message=text))
 
     chunk.flush()
     lanes = lane_state(settings)
-    for (app_id, provider), group in sendable.items():
-        _deliver_lane(chunk, got.apps.get(app_id), app_id, provider, group, lanes)
+    for (app_id, provider, throttled), group in sendable.items():
+        throttle = None
+        if throttled is not None:
+            per_minute = messages[throttled].max_per_minute
+            assert per_minute is not None  # _throttled says so
+            throttle = (throttled, per_minute)
+        _deliver_lane(chunk, got.apps.get(app_id), app_id, provider, group, lanes, throttle)
     chunk.flush()
     for countdown, ids in chunk.held.items():
         store.release(engine, ids, utcnow() + timedelta(seconds=countdown))
@@ -319,10 +376,16 @@ def _deliver_claimed(
         skipped=report.skipped,
         retried=report.retried,
         held=report.held,
+        cancelled=report.cancelled,
         sent=report.codes.get(0, 0),
         codes={str(k): v for k, v in report.codes.items() if k != 0},
         ms=round((time.monotonic() - started) * 1000),
     )
+
+
+def _throttled(msg: Message) -> str | None:
+    """The Message's id when it is throttled; the priority lane never is."""
+    return msg.id if msg.max_per_minute and msg.lane != "priority" else None
 
 
 def _deliver_lane(
@@ -332,6 +395,7 @@ def _deliver_lane(
     provider: str,
     group: list[store.ClaimedDelivery],
     lanes: LaneState,
+    throttle: tuple[str, int] | None = None,
 ) -> None:
     """Send one (app, provider) group on the process loop while this thread records the
     answers as they come (the connection never waits for SQL)."""
@@ -344,7 +408,9 @@ def _deliver_lane(
         if app is None:
             raise MissingCredentials(f"app {app_id} no longer exists")
         future = loop.submit(
-            _send_lane(app, provider, group, chunk.messages, settings, lanes, budget, stream)
+            _send_lane(
+                app, provider, group, chunk.messages, settings, lanes, budget, stream, throttle
+            )
         )
         over_quota = _record_as_answered(chunk, provider, stream, future, timeout + budget)
         sent = future.result()
@@ -391,7 +457,8 @@ def _record_as_answered(
         while not finished:
             answers, finished = stream.take(max(0.0, deadline - time.monotonic()), left)
             left -= len(answers)
-            for c, answer in answers:
+            for c, answer, ms in answers:
+                chunk.latency_ms[c.id] = ms
                 _sort_answer(chunk, provider, c, answer, over_quota)
             chunk.flush()
             stream.recorded(len(answers))
@@ -468,19 +535,15 @@ class _Stream:
         self.expected = expected  # at most this many answers come
         self.window = asyncio.Semaphore(window)
         self.batch = max(1, window // 2)
-        self._answers: queue.SimpleQueue[tuple[store.ClaimedDelivery, Answer] | None] = (
-            queue.SimpleQueue()
-        )
+        self._answers: queue.SimpleQueue[_Answered | None] = queue.SimpleQueue()
 
-    def put(self, c: store.ClaimedDelivery, answer: Answer) -> None:
-        self._answers.put((c, answer))
+    def put(self, c: store.ClaimedDelivery, answer: Answer, ms: float | None) -> None:
+        self._answers.put((c, answer, ms))
 
     def close(self) -> None:
         self._answers.put(None)
 
-    def take(
-        self, timeout_s: float, left: int
-    ) -> tuple[list[tuple[store.ClaimedDelivery, Answer]], bool]:
+    def take(self, timeout_s: float, left: int) -> tuple[list[_Answered], bool]:
         """The answers of the next batch to record, and whether the sending ended.
 
         Waits for the first answer, then gathers more until half the window is waiting,
@@ -508,6 +571,19 @@ class _Stream:
 
 
 Send = Callable[[store.ClaimedDelivery], Awaitable[Answer]]
+
+
+def worker_name() -> str:
+    """Host and process, as kept in each attempt (a prefork child has its own pid)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _count_finals(
+    claimed: dict[str, store.ClaimedDelivery], finals: Sequence[store.Record]
+) -> None:
+    counts = Counter((claimed[f.id].provider, f.status, f.code) for f in finals)
+    for (provider, status, code), n in counts.items():
+        DELIVERIES.labels(provider, status, "none" if code is None else str(code)).inc(n)
 
 
 def _prepare(
@@ -616,15 +692,21 @@ async def _send_lane(
     lanes: LaneState,
     budget_s: float,
     stream: _Stream,
+    throttle: tuple[str, int] | None = None,
 ) -> _LaneSend:
     """Send what the lane's bucket allows: a slice per grant, sending while waiting for the
     next; what cannot go within the task's wait budget is handed back. Each answer goes to
     `stream` as it arrives."""
+    watch: asyncio.Task[None] | None = None
     try:
         result = _LaneSend([], [])
         pending, send = _prepare(app, provider, group, messages, settings, result.answers)
         waiting: deque[store.ClaimedDelivery] = deque()
         senders: set[asyncio.Task[None]] = set()
+        stopped: set[str] = set()  # Messages cancelled while this lane sends
+        watch = asyncio.create_task(
+            _watch_cancelled(lanes, settings, {c.message_id for c in group}, stopped)
+        )
 
         async def sender() -> None:
             # At most send_concurrency of these take deliveries in turn: no Task per send.
@@ -634,12 +716,18 @@ async def _send_lane(
                     stream.window.release()
                     return
                 c = waiting.popleft()
+                if c.message_id in stopped:  # a set lookup: the only per-delivery cost
+                    stream.put(c, CANCELLED, None)
+                    continue
+                t0 = time.perf_counter()
                 try:
                     answer: Answer = await send(c)
                 except Exception as exc:  # a sender bug must not strand the delivery unrecorded
                     log.exception("send failed", delivery=c.id)
                     answer = ProviderAnswer(None, "connection", detail=type(exc).__name__)
-                stream.put(c, answer)
+                took = time.perf_counter() - t0
+                latency.observe(took)
+                stream.put(c, answer, round(took * 1000, 2))
 
         def feed(batch: list[store.ClaimedDelivery]) -> None:
             waiting.extend(batch)
@@ -649,9 +737,15 @@ async def _send_lane(
                 task.add_done_callback(senders.discard)
 
         rate = lane_rate_per_minute(app, provider, settings)
+        latency = PROVIDER_LATENCY.labels(provider)
         waited = 0.0
         while pending:
-            grant = await lanes.take(app.id, provider, len(pending), rate)
+            if stopped:  # no tokens for a cancelled Message's deliveries
+                result.answers += [(c, CANCELLED) for c in pending if c.message_id in stopped]
+                pending = [c for c in pending if c.message_id not in stopped]
+                if not pending:
+                    break
+            grant = await _take(lanes, app.id, provider, len(pending), rate, throttle)
             if grant.granted:
                 batch, pending = pending[: grant.granted], pending[grant.granted :]
                 feed(batch)
@@ -660,13 +754,46 @@ async def _send_lane(
             if grant.paused or not sleep_for_tokens(grant.wait_s, waited, budget_s):
                 result.held, result.hold_s, result.paused = pending, grant.wait_s, grant.paused
                 break
+            RATE_LIMIT_WAITS.labels(app.id, provider).inc()
             await asyncio.sleep(max(grant.wait_s, 0.001))
             waited += grant.wait_s
         while senders:
             await asyncio.wait(set(senders))
         return result
     finally:
+        if watch is not None:
+            watch.cancel()
         stream.close()
+
+
+async def _take(
+    lanes: LaneState,
+    app_id: str,
+    provider: str,
+    want: int,
+    rate: int | None,
+    throttle: tuple[str, int] | None,
+) -> Grant:
+    """Tokens from the Message's own bucket when it is throttled, then from the lane's: the
+    app's provider rate applies on top of a campaign's throttle."""
+    if throttle is not None:
+        own = await lanes.take_message(throttle[0], want, throttle[1])
+        if not own.granted:
+            return own
+        want = own.granted
+    return await lanes.take(app_id, provider, want, rate)
+
+
+async def _watch_cancelled(
+    lanes: LaneState, settings: Settings, message_ids: set[str], stopped: set[str]
+) -> None:
+    """Add to `stopped` the Messages among `message_ids` cancelled meanwhile, looking every
+    CANCEL_POLL_S. The first look waits too: the claim read every Message's state, so a
+    lane done sooner never asks at all."""
+    keys = {cancelled_key(settings, m): m for m in message_ids}
+    while len(stopped) < len(message_ids):
+        await asyncio.sleep(CANCEL_POLL_S)
+        stopped.update(keys[k] for k in await lanes.flagged(list(keys)))
 
 
 def _choose(msg: Message, c: store.ClaimedDelivery) -> tuple[Hashable, Payload]:

@@ -8,7 +8,8 @@ from collections.abc import Callable
 import structlog
 from sqlalchemy import Engine
 
-from schemas.audience import page_audience
+from schemas.audience import audience, page_audience
+from schemas.campaigns import spread_rate
 from schemas.codes import MessageState, ResultCode
 from schemas.settings import Settings
 from schemas.tables import NOTHING_MATCHED
@@ -48,6 +49,13 @@ def fan_out(
         announce_progress(settings, [message_id])
         log.warning("invalid target", message=message_id, error=str(exc))
         return 0
+    if message.deliver_over_s and message.lane != "priority":
+        # Spread evenly: one count of the audience fixes the rate before any chunk goes out.
+        devices = store.count_audience(engine, audience(message.app_id, target))
+        rate = spread_rate(devices, message.deliver_over_s, message.max_per_minute)
+        store.set_rate(engine, message_id, rate)
+        message.max_per_minute = rate
+        log.info("campaign spread", message=message_id, devices=devices, per_minute=rate)
     # Always from the start: a redelivered fan-out re-enqueues what is still QUEUED, and the
     # claim in deliver_chunk makes a duplicate chunk cost a query, never a second send.
     cursor: str | None = None
@@ -59,6 +67,10 @@ def fan_out(
             break
         cursor = page[-1][0]
         queued = store.insert_deliveries(engine, message, page, cursor)
+        if queued is None:  # cancelled: this page's rows are too, and no more are written
+            log.info("fan-out stopped: cancelled", message=message_id, deliveries=enqueued)
+            announce_progress(settings, [message_id])
+            return enqueued
         by_provider: dict[str, list[str]] = defaultdict(list)
         for delivery_id, provider in queued:
             by_provider[provider].append(delivery_id)

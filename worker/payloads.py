@@ -136,6 +136,8 @@ def app_extras(p: Payload, silent: bool, *, image: bool) -> dict[str, Any]:
     for key in ("web_view_url", "inbox_topic", "in_app"):
         if p.get(key) is not None:
             out[key] = p[key]
+    if p.get("app_options"):
+        out["notificationOptions"] = p["app_options"]
     return out
 
 
@@ -299,6 +301,9 @@ def build_fcm(
         shown = {"title": alert.get("title"), "body": alert.get("body"), "image": p.get("image")}
         notification = {k: v for k, v in shown.items() if v} or None
     data = {k: fcm_data_value(v) for k, v in (p.get("data") or {}).items()}
+    shown_text = alert.get("body") or alert.get("title")
+    if block.get("alert_in_data") and shown_text and "alert" not in data:
+        data["alert"] = shown_text  # the sender's own `alert` data key wins
     extras = app_extras(p, silent, image=False)
     if extras:
         data[PUSHLINE_KEY] = fcm_data_value(extras)

@@ -175,6 +175,18 @@ class LaneState:
             return Grant(want, 0.0, False)
         return Grant(int(granted), int(wait_ms) / 1000, bool(paused))
 
+    async def take_message(self, message_id: str, want: int, rate_per_minute: int) -> Grant:
+        """Tokens from a throttled Message's own bucket (shared by every worker sending it)."""
+        try:
+            granted, wait_ms, _ = await self._take(
+                keys=[f"{KEY_PREFIX}:bucket:message:{message_id}", f"{KEY_PREFIX}:never"],
+                args=[repr(rate_per_minute / 60_000), bucket_capacity(rate_per_minute), want],
+            )
+        except RedisError as exc:
+            self._redis_failed("take", exc)
+            return Grant(want, 0.0, False)
+        return Grant(int(granted), int(wait_ms) / 1000, False)
+
     async def pause(
         self, app_id: str, provider: str, schedule_s: list[float], retry_after_s: float | None
     ) -> Pause | None:
@@ -201,6 +213,18 @@ class LaneState:
         except RedisError as exc:
             self._redis_failed("first_to_say", exc)
             return True
+
+    async def flagged(self, keys: list[str]) -> list[str]:
+        """Those of `keys` that exist, in one round trip (Redis down: none, with a warning;
+        the SQL state read with every claim still stops what comes later)."""
+        if not keys:
+            return []
+        try:
+            values = await self.redis.mget(keys)
+        except RedisError as exc:
+            self._redis_failed("flagged", exc)
+            return []
+        return [k for k, v in zip(keys, values, strict=True) if v is not None]
 
     def _redis_failed(self, op: str, exc: Exception) -> None:
         now = time.monotonic()

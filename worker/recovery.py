@@ -10,21 +10,29 @@ tasks are gone but the rows are not. The sweep, run by the scheduler process, fi
 and enqueues their work again. A Delivery enqueued twice costs one claim query, never a
 second send (deliver_chunk claims rows with a lease); a Delivery re-enqueued is touched so
 the next sweep gives it another grace period.
+
+Work is never re-enqueued into a queue that no live worker consumes (heartbeats, see
+schemas/liveness.py): it would only pile up there. The sweep logs one ERROR per interval
+naming the queue and the worker to start instead. When the scheduler sees the broker lose
+its contents (the broker epoch changed) it sweeps at once with no grace (`grace_s=0`).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import Engine, and_, exists, or_, select, update
+from sqlalchemy import ColumnElement, Engine, and_, exists, false, or_, select, true, update
 from sqlmodel import Session, col
 
 from schemas.codes import DeliveryStatus, MessageState
 from schemas.db import session_scope
+from schemas.liveness import HOW_TO_CONSUME
+from schemas.metrics import RECOVERED
+from schemas.queueing import queue_for
 from schemas.settings import Settings
 from schemas.tables import Delivery, Message
 from worker.fanout import chunks
@@ -38,6 +46,7 @@ PAGE = 5000
 class SweepReport:
     fanouts: int = 0
     deliveries: int = 0
+    unconsumed: set[str] = field(default_factory=set)  # queues skipped: nobody reads them
 
 
 def sweep(
@@ -46,12 +55,40 @@ def sweep(
     now: datetime,
     enqueue_fanout: Callable[[str, str], None],
     enqueue_chunk: Callable[[str, list[str], str], None],
+    *,
+    consumed: set[str] | None = None,
+    lost_at: datetime | None = None,
 ) -> SweepReport:
+    """`consumed`: the queues live workers read (None: unknown, enqueue anyway).
+
+    `lost_at`: when the broker was seen to have lost its contents. Every task enqueued
+    before then is gone, so everything still QUEUED and untouched since is enqueued again
+    at once, progress or not, whether its Message is fanned out or still fanning out (a
+    fan-out that outlived the loss enqueues the rest itself).
+    """
     report = SweepReport()
-    cutoff = now - timedelta(seconds=settings.sweep_grace_s)
+    cutoff = lost_at or now - timedelta(seconds=settings.sweep_grace_s)
+
+    def readable(lane: str) -> bool:
+        queue = queue_for(lane, settings.priority_lane)
+        if consumed is None or queue in consumed:
+            return True
+        report.unconsumed.add(queue)
+        return False
+
     with Session(engine) as s:
-        recent_work = exists().where(
-            col(Delivery.message_id) == col(Message.id), col(Delivery.updated_at) > cutoff
+        # After a loss the tasks are gone whatever the progress before it.
+        recent_work: ColumnElement[bool] = (
+            false()
+            if lost_at is not None
+            else exists().where(
+                col(Delivery.message_id) == col(Message.id), col(Delivery.updated_at) > cutoff
+            )
+        )
+        states = (
+            [MessageState.DISPATCHED]
+            if lost_at is None
+            else [MessageState.ACCEPTED, MessageState.DISPATCHED]
         )
         stalled_fanouts = s.execute(
             select(col(Message.id), col(Message.lane)).where(
@@ -62,7 +99,7 @@ def sweep(
         ).all()
         stalled = s.execute(
             select(col(Message.id), col(Message.lane)).where(
-                col(Message.state) == MessageState.DISPATCHED,
+                col(Message.state).in_(states),
                 exists().where(
                     col(Delivery.message_id) == col(Message.id),
                     col(Delivery.status) == DeliveryStatus.QUEUED,
@@ -71,17 +108,31 @@ def sweep(
             )
         ).all()
     for message_id, lane in stalled_fanouts:
-        enqueue_fanout(message_id, lane)
-        report.fanouts += 1
+        if readable(lane):
+            enqueue_fanout(message_id, lane)
+            report.fanouts += 1
     for message_id, lane in stalled:
-        report.deliveries += _requeue(
-            engine, message_id, lane, now, cutoff, settings, enqueue_chunk
+        if readable(lane):
+            report.deliveries += _requeue(
+                engine, message_id, lane, now, cutoff, settings, enqueue_chunk, lost_at
+            )
+    _tell(report)
+    return report
+
+
+def _tell(report: SweepReport) -> None:
+    for queue in sorted(report.unconsumed):
+        log.error(
+            "work waits in a queue no live worker consumes",
+            queue=queue,
+            start=HOW_TO_CONSUME.get(queue, f"pushline worker -Q {queue}"),
         )
     if report.fanouts or report.deliveries:
+        RECOVERED.labels("fanout").inc(report.fanouts)
+        RECOVERED.labels("delivery").inc(report.deliveries)
         log.warning(
             "recovered work the broker lost", fanouts=report.fanouts, deliveries=report.deliveries
         )
-    return report
 
 
 def _requeue(
@@ -92,12 +143,14 @@ def _requeue(
     cutoff: datetime,
     settings: Settings,
     enqueue_chunk: Callable[[str, list[str], str], None],
+    lost_at: datetime | None = None,
 ) -> int:
     idle = and_(
         col(Delivery.message_id) == message_id,
         col(Delivery.status) == DeliveryStatus.QUEUED,
         or_(col(Delivery.lease_until).is_(None), col(Delivery.lease_until) < now),
         or_(col(Delivery.next_attempt_at).is_(None), col(Delivery.next_attempt_at) < cutoff),
+        true() if lost_at is None else col(Delivery.updated_at) < lost_at,
     )
     total, after = 0, ""
     while True:

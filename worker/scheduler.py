@@ -15,7 +15,9 @@ Run it with `pushline scheduler` (the Procfile's `scheduler`).
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -25,10 +27,14 @@ import structlog
 from sqlalchemy import Engine, select, update
 from sqlmodel import Session, col
 
+from schemas.campaigns import campaign_columns
 from schemas.codes import MessageState
+from schemas.metrics import SCHEDULE_RUNS
+from schemas.retention import prune_some
 from schemas.scheduling import next_run
 from schemas.settings import Settings
 from schemas.tables import Message, Schedule, utcnow
+from worker.liveness import BrokerWatch, Heartbeat, serve
 
 log = structlog.get_logger("pushline.scheduler")
 
@@ -96,6 +102,7 @@ def publish_due(
                 schedule_id=sch.id,
                 run_at=due,
                 created_at=now,
+                **campaign_columns(sch.campaign or {}),
             )
             message.expires_at = run_expiry(sch.payload, now)
             s.add(message)
@@ -124,16 +131,32 @@ def run(
     enqueue_fanout: FanoutEnqueuer,
     enqueue_chunk: Callable[[str, list[str], str], None],
     stop: threading.Event,
+    watch: BrokerWatch | None = None,
 ) -> None:
     from worker.recovery import sweep
 
     last_sweep = 0.0
     while not stop.is_set():
         try:
-            publish_due(engine, utcnow(), enqueue_fanout)
-            if time.monotonic() - last_sweep >= settings.sweep_interval_s:
+            published = publish_due(engine, utcnow(), enqueue_fanout)
+            SCHEDULE_RUNS.inc(len(published))
+            lost_at = None
+            if watch is not None:
+                watch.look()
+                lost_at = watch.recovery_due()
+            if lost_at or time.monotonic() - last_sweep >= settings.sweep_interval_s:
                 last_sweep = time.monotonic()
-                sweep(engine, settings, utcnow(), enqueue_fanout, enqueue_chunk)
+                sweep(
+                    engine,
+                    settings,
+                    utcnow(),
+                    enqueue_fanout,
+                    enqueue_chunk,
+                    consumed=watch.consumed() if watch is not None else None,
+                    lost_at=lost_at,
+                )
+            if settings.retention_days:
+                prune_some(engine, settings)
         except Exception:
             log.exception("scheduler tick failed; trying again next tick")
         stop.wait(settings.scheduler_tick_s)
@@ -147,6 +170,10 @@ def main() -> None:
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
+    heartbeat = Heartbeat(settings, "scheduler", f"scheduler@{socket.gethostname()}:{os.getpid()}")
+    heartbeat.start()
+    if settings.metrics_port:
+        serve(settings.metrics_port, heartbeat.health)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -155,7 +182,8 @@ def main() -> None:
         tick_s=settings.scheduler_tick_s,
         sweep_interval_s=settings.sweep_interval_s,
     )
-    run(settings, engine_for(settings.database_url), enqueue_fanout, enqueue_chunk, stop)
+    watch = BrokerWatch(settings)
+    run(settings, engine_for(settings.database_url), enqueue_fanout, enqueue_chunk, stop, watch)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
 
+from schemas.campaigns import cancel_deliveries
 from schemas.codes import DeliveryStatus, MessageState
 from schemas.db import among, session_scope
 from schemas.tables import App, Delivery, Message, Registration, delivery_rows, table, utcnow
@@ -54,10 +55,15 @@ class Record:
 
     id: str
     status: str
-    code: int
+    code: int | None  # None: cancelled, no provider outcome
     provider_message: str | None
     provider_ref: str | None
     sent: bool
+    attempt: str = "{}"  # this attempt as JSON, appended to the Delivery's history
+
+
+# (delivery id, code, provider message, next attempt at, this attempt as JSON)
+Retry = tuple[str, int, str, datetime, str]
 
 
 @dataclass
@@ -206,10 +212,12 @@ _PG_FINALS = text(
     UPDATE delivery AS d
     SET status = v.status, code = v.code, provider_message = v.msg, provider_ref = v.ref,
         sent_at = CASE WHEN v.sent THEN CAST(:now AS timestamptz) END,
-        lease_until = NULL, updated_at = CAST(:now AS timestamptz)
+        lease_until = NULL, updated_at = CAST(:now AS timestamptz),
+        history = COALESCE(d.history, '[]'::jsonb) || jsonb_build_array(CAST(v.att AS jsonb))
     FROM unnest(CAST(:ids AS text[]), CAST(:statuses AS text[]), CAST(:codes AS int[]),
-                CAST(:msgs AS text[]), CAST(:refs AS text[]), CAST(:sent AS bool[]))
-         AS v(id, status, code, msg, ref, sent)
+                CAST(:msgs AS text[]), CAST(:refs AS text[]), CAST(:sent AS bool[]),
+                CAST(:atts AS text[]))
+         AS v(id, status, code, msg, ref, sent, att)
     WHERE d.id = v.id AND d.status = 'QUEUED'
     """
 )
@@ -217,18 +225,25 @@ _PG_RETRIES = text(
     """
     UPDATE delivery AS d
     SET code = v.code, provider_message = v.msg, next_attempt_at = v.next,
-        lease_until = NULL, updated_at = CAST(:now AS timestamptz)
+        lease_until = NULL, updated_at = CAST(:now AS timestamptz),
+        history = COALESCE(d.history, '[]'::jsonb) || jsonb_build_array(CAST(v.att AS jsonb))
     FROM unnest(CAST(:ids AS text[]), CAST(:codes AS int[]), CAST(:msgs AS text[]),
-                CAST(:nexts AS timestamptz[])) AS v(id, code, msg, next)
+                CAST(:nexts AS timestamptz[]), CAST(:atts AS text[])) AS v(id, code, msg, next, att)
     WHERE d.id = v.id AND d.status = 'QUEUED'
     """
+)
+
+
+# SQLite: append this attempt's JSON to the history array.
+_APPEND = func.json_insert(
+    func.coalesce(table(Delivery).c.history, "[]"), "$[#]", func.json(bindparam("b_att"))
 )
 
 
 def record(
     engine: Engine,
     finals: Sequence[Record],
-    retries: Sequence[tuple[str, int, str, datetime]],
+    retries: Sequence[Retry],
     deactivate: Sequence[tuple[str, int]],
     message_ids: Iterable[str] = (),
 ) -> list[str]:
@@ -259,7 +274,7 @@ def record(
 def _record_pg(
     conn: Connection,
     finals: Sequence[Record],
-    retries: Sequence[tuple[str, int, str, datetime]],
+    retries: Sequence[Retry],
     now: datetime,
 ) -> None:
     if finals:
@@ -273,6 +288,7 @@ def _record_pg(
                 "msgs": [f.provider_message for f in finals],
                 "refs": [f.provider_ref for f in finals],
                 "sent": [f.sent for f in finals],
+                "atts": [f.attempt for f in finals],
             },
         )
     if retries:
@@ -280,10 +296,11 @@ def _record_pg(
             _PG_RETRIES,
             {
                 "now": now,
-                "ids": [i for i, _, _, _ in retries],
-                "codes": [c for _, c, _, _ in retries],
-                "msgs": [m for _, _, m, _ in retries],
-                "nexts": [t for _, _, _, t in retries],
+                "ids": [r[0] for r in retries],
+                "codes": [r[1] for r in retries],
+                "msgs": [r[2] for r in retries],
+                "nexts": [r[3] for r in retries],
+                "atts": [r[4] for r in retries],
             },
         )
 
@@ -291,7 +308,7 @@ def _record_pg(
 def _record_rows(
     conn: Connection,
     finals: Sequence[Record],
-    retries: Sequence[tuple[str, int, str, datetime]],
+    retries: Sequence[Retry],
     now: datetime,
 ) -> None:
     """The portable form (SQLite): one executemany per kind of outcome."""
@@ -308,6 +325,7 @@ def _record_rows(
                 sent_at=bindparam("b_sent"),
                 lease_until=None,
                 updated_at=now,
+                history=_APPEND,
             ),
             [
                 {
@@ -317,6 +335,7 @@ def _record_rows(
                     "b_msg": f.provider_message,
                     "b_ref": f.provider_ref,
                     "b_sent": now if f.sent else None,
+                    "b_att": f.attempt,
                 }
                 for f in finals
             ],
@@ -331,8 +350,12 @@ def _record_rows(
                 next_attempt_at=bindparam("b_next"),
                 lease_until=None,
                 updated_at=now,
+                history=_APPEND,
             ),
-            [{"b_id": i, "b_code": c, "b_msg": m, "b_next": t} for i, c, m, t in retries],
+            [
+                {"b_id": i, "b_code": c, "b_msg": m, "b_next": t, "b_att": a}
+                for i, c, m, t, a in retries
+            ],
         )
 
 
@@ -374,11 +397,12 @@ def _close_done(conn: Connection, message_ids: Iterable[str], now: datetime) -> 
 
 def insert_deliveries(
     engine: Engine, message: Message, page: Sequence[tuple[str, str]], cursor: str
-) -> list[tuple[str, str]]:
+) -> list[tuple[str, str]] | None:
     """Write QUEUED Deliveries for a page of (registration id, provider) and move the cursor.
 
     Idempotent: a redelivered fan-out skips rows that exist. Returns (delivery id, provider)
-    of every still-QUEUED Delivery of the page, so it can be (re)enqueued.
+    of every still-QUEUED Delivery of the page, so it can be (re)enqueued; None when the
+    Message was cancelled (its cursor row says so), having cancelled the page.
     """
     rows = delivery_rows(message.id, message.app_id, page, utcnow())
     page_ids = [rid for rid, _ in page]
@@ -395,14 +419,18 @@ def insert_deliveries(
             index_elements=["message_id", "registration_id"]
         )
         s.execute(stmt, rows)
-        s.execute(
+        state = s.execute(
             update(Message)
             .where(col(Message.id) == message.id)
             .values(
                 fanout_cursor=cursor,
                 total=col(Message.total) + (len(page) - existing),
             )
-        )
+            .returning(col(Message.state))
+        ).scalar()
+        if state == MessageState.CANCELLED:
+            s.execute(cancel_deliveries(message.id, utcnow()))
+            return None
         queued = s.execute(
             select(col(Delivery.id), col(Delivery.provider)).where(
                 col(Delivery.message_id) == message.id,
@@ -411,6 +439,18 @@ def insert_deliveries(
             )
         ).all()
     return [(i, p) for i, p in queued]
+
+
+def count_audience(engine: Engine, condition: Any) -> int:
+    with Session(engine) as s:
+        return int(s.execute(select(func.count()).where(condition)).scalar_one())
+
+
+def set_rate(engine: Engine, message_id: str, per_minute: int) -> None:
+    with session_scope(engine) as s:
+        s.execute(
+            update(Message).where(col(Message.id) == message_id).values(max_per_minute=per_minute)
+        )
 
 
 def audience_page(
@@ -443,7 +483,12 @@ def set_message_state(
     if detail is not None:
         values["detail"] = detail
     with session_scope(engine) as s:
-        s.execute(update(Message).where(col(Message.id) == message_id).values(**values))
+        # Never over a cancellation that came in meanwhile.
+        s.execute(
+            update(Message)
+            .where(col(Message.id) == message_id, col(Message.state) != MessageState.CANCELLED)
+            .values(**values)
+        )
 
 
 def release(engine: Engine, ids: Sequence[str], next_attempt_at: datetime) -> int:

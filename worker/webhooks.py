@@ -39,6 +39,8 @@ from schemas.cm import (
     signature,
 )
 from schemas.db import engine_for
+from schemas.logs import safe_url
+from schemas.metrics import WEBHOOK_ATTEMPTS
 from schemas.queueing import WEBHOOK_QUEUE, WEBHOOK_TASK, celery_config
 from schemas.settings import Settings
 from schemas.subscriptions import subscriptions
@@ -85,7 +87,8 @@ def delivery_outcomes(
         per_app: dict[str, list[tuple[ClaimedDelivery, Record]]] = defaultdict(list)
         for f in finals:
             c = by_id.get(f.id)
-            if c is not None:
+            # A cancelled Delivery was neither sent nor failed: CM has no event for it.
+            if c is not None and f.code is not None:
                 per_app[c.app_id].append((c, f))
         wanted = {a: rows for a, rows in per_app.items() if _subscriptions(settings, a)}
         if not wanted:
@@ -98,6 +101,7 @@ def delivery_outcomes(
         for app_id, rows in wanted.items():
             docs: list[dict[str, Any]] = []
             for c, f in rows:
+                assert f.code is not None  # cancelled rows were left out above
                 device_id, phone = installs.get(c.registration_id, (None, None))
                 installation = installation_id_of(c.registration_id, device_id)
                 docs.append(
@@ -159,6 +163,20 @@ def post_batch(
     retry_later: Callable[[float], None],
 ) -> PostOutcome:
     """POST one batch (a JSON array of event documents), signed; schedule a retry on failure."""
+    outcome = _post_batch(settings, engine, webhook_id, documents, batch_id, attempt, retry_later)
+    WEBHOOK_ATTEMPTS.labels(outcome.value).inc()
+    return outcome
+
+
+def _post_batch(
+    settings: Settings,
+    engine: Engine,
+    webhook_id: str,
+    documents: list[dict[str, Any]],
+    batch_id: str,
+    attempt: int,
+    retry_later: Callable[[float], None],
+) -> PostOutcome:
     with Session(engine) as s:
         hook = s.get(Webhook, webhook_id)
     if hook is None or hook.disabled_at is not None:
@@ -186,7 +204,7 @@ def post_batch(
         log.warning(
             "webhook gave up",
             webhook=webhook_id,
-            url=hook.url,
+            url=safe_url(hook.url),
             events=len(documents),
             attempts=attempt,
             error=failure,
@@ -199,7 +217,7 @@ def post_batch(
     log.warning(
         "webhook failed, will retry",
         webhook=webhook_id,
-        url=hook.url,
+        url=safe_url(hook.url),
         attempt=attempt,
         delay_s=delay,
         error=failure,

@@ -1,5 +1,5 @@
-"""The seed services' own APIs (SAP Mobile Services, Backendless, Infobip, CM.com), each a
-thin translation onto the native Message / Registration model.
+"""The seed services' own APIs (SAP Mobile Services, Backendless, Infobip, CM.com,
+Microbizz), each a thin translation onto the native Message / Registration model.
 
 Each surface module exposes `owns(path) -> bool`, `router(settings, engine) -> APIRouter`
 and `error_response(exc: PushlineError) -> JSONResponse` (its service's error shape).
@@ -35,6 +35,7 @@ def _surfaces() -> list[ModuleType]:
     from producer.surfaces import backendless
     from producer.surfaces import cm as cm
     from producer.surfaces import infobip as infobip  # one line each: parallel edits
+    from producer.surfaces import microbizz as microbizz
     from producer.surfaces import sap as sap
 
-    return [backendless, infobip, sap, cm, webhooks]
+    return [backendless, infobip, sap, cm, microbizz, webhooks]

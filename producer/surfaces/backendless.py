@@ -282,7 +282,7 @@ def _register(engine: Engine, app_id: str, device: bl.DeviceRegistration) -> bl.
         update={"topics": list(dict.fromkeys([*have, *device.channels]))}
     )
     try:
-        reg, _ = upsert_registration(engine, app_id, body)
+        reg, _ = upsert_registration(engine, app_id, body, identity="device")
     except InvalidRequest as exc:
         field = bl.registration_field(exc.details[0]["field"]) if exc.details else "body"
         rule = exc.details[0]["rule"] if exc.details else exc.message

@@ -144,7 +144,7 @@ def install(engine: Engine, app_id: str, doc: CmEvent) -> Registration:
                 _DOC_FIELD.get(str(err["loc"][0]), "event.custom"), str(err["msg"])
             ) from None
         try:
-            out, _ = upsert_registration(engine, app_id, body)
+            out, _ = upsert_registration(engine, app_id, body, identity="device")
         except InvalidRequest as exc:
             raise _renamed(exc) from None
         with session_scope(engine) as s:

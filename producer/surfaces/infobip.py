@@ -27,7 +27,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import RedisError
-from sqlalchemy import Engine, case, func, select
+from sqlalchemy import Engine, and_, case, func, literal, or_, select
 from sqlmodel import Session, col
 from starlette.concurrency import run_in_threadpool
 
@@ -98,6 +98,10 @@ def _own_message(s: Session, app_id: str, bulk_id: str) -> Message:
     if msg is None or msg.app_id != app_id:  # another app's bulk is as unknown as a wrong id
         raise NotFound(f"bulkId {bulk_id} not found")
     return msg
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)  # SQLite returns naive UTC
 
 
 def _when(at: datetime | None) -> str | None:
@@ -178,9 +182,13 @@ def _message_state(engine: Engine, message_id: str) -> str:
 
 
 def _statistics(engine: Engine, app_id: str, bulk_id: str) -> dict[str, Any]:
-    expired = case((col(Delivery.provider_message).like("expired%"), 1), else_=0)
     with Session(engine) as s:
-        _own_message(s, app_id, bulk_id)
+        msg = _own_message(s, app_id, bulk_id)
+        # Sent, never reported delivered, and the validity period is over: expired too.
+        lapsed = msg.expires_at is not None and _aware(msg.expires_at) <= utcnow()
+        unreported = and_(col(Delivery.status) == DeliveryStatus.SENT, literal(lapsed))
+        too_late = col(Delivery.provider_message).like("expired%")
+        expired = case((or_(too_late, unreported), 1), else_=0)
         rows = s.execute(
             select(col(Delivery.status), col(Delivery.code), expired, func.count())
             .where(col(Delivery.message_id) == bulk_id)

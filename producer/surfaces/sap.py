@@ -12,6 +12,7 @@ Errors answer `{"status": <HTTP status>, "error": <reason>, "message": …, "det
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -28,7 +29,7 @@ from producer.apps import webpush_public_key
 from producer.auth import Caller, CallerDep
 from producer.bodies import invalid, json_body, read_json
 from producer.engagement import report_engagement
-from producer.errors import NotFound, PushlineError
+from producer.errors import InvalidRequest, NotFound, PushlineError
 from producer.registrations import get_registration, list_registrations, upsert_registration
 from producer.waiter import delivery_result, read_results, wait_for_outcome
 from producer.webhooks import emit_installation
@@ -36,18 +37,21 @@ from schemas.api import RegistrationIn
 from schemas.cm import CLIENT_INSTALLED, CLIENT_UPDATED
 from schemas.codes import MessageState, Role
 from schemas.sap import (
+    EXAMPLE_REGISTRATION,
     EXAMPLE_RESPONSE,
     EXAMPLES,
+    SAP_REGISTRATION_FIELDS,
     SCHEMAS,
     RouteKind,
     SapEngagement,
     SapInputError,
+    SapRegistrationBody,
     notification_status,
     push_http_status,
     push_response,
-    registration_from_sap,
     sap_registration,
     translate,
+    translate_registration,
 )
 from schemas.settings import Settings
 from schemas.tables import Delivery
@@ -86,6 +90,13 @@ def _body_doc(schema: type[BaseModel], example: dict[str, Any]) -> dict[str, Any
     return json_body(schema, {"seed": {"summary": "The seed's example", "value": example}})
 
 
+_BROWSER_EXAMPLE = {
+    "pushToken": '{"endpoint":"https://push.example.com/abc",'
+    '"keys":{"p256dh":"BN…","auth":"…"}}',
+    "username": "anna",
+    "formFactor": "browser",
+    "userLocale": "en",
+}
 _ERROR_EXAMPLE = {
     "status": 400,
     "error": "Bad Request",
@@ -349,48 +360,74 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
             page["@odata.nextLink"] = str(request.url.include_query_params(**{"$skiptoken": nxt}))
         return JSONResponse(page)
 
-    # --- device registration (SAP's push runtime API, W3C browsers included) ------------------
+    # --- device registration (SAP's runtime API) ----------------------------------------------
 
-    device_path = "/v1/runtime/applications/{applicationId}/os/{os}/devices/{deviceId}"
-
-    @api.put(
-        device_path,
-        summary="Register a device or browser for push",
-        description=f"Role: `{Role.ADMIN}`. `os` is ios, android or w3cpushapi; for "
-        "w3cpushapi the `pushToken` is the browser's PushSubscription (its JSON text or "
-        "the object). Idempotent on the device id.",
-        responses={200: {"content": {"application/json": {"example": registration_example}}}},
-        openapi_extra={
-            "requestBody": {
-                "content": {
-                    "application/json": {
-                        "example": {
-                            "pushToken": '{"endpoint":"https://push.example.com/abc",'
-                            '"keys":{"p256dh":"BN…","auth":"…"}}',
-                            "formFactor": "browser",
-                            "userLocale": "en",
-                        }
-                    }
-                }
-            }
-        },
-    )
-    async def register_device(
-        request: Request, who: CallerDep, application_id: AppId, os: str, deviceId: str
+    async def register(
+        request: Request, who: Caller, os: str, device_id: str | None
     ) -> JSONResponse:
-        who.require(Role.ADMIN)
-        body = await read_json(request)
+        who.require(Role.ADMIN)  # as the native registration route
         try:
-            native = RegistrationIn.model_validate(registration_from_sap(os, deviceId, body))
+            native = translate_registration(os, device_id, await read_json(request))
+            body = RegistrationIn.model_validate(native)
         except SapInputError as exc:
             raise invalid(exc.field, exc.rule) from exc
         except ValidationError as exc:
             err = exc.errors()[0]
-            raise invalid(".".join(str(p) for p in err["loc"]) or "body", err["msg"]) from exc
-        reg, created = await run_in_threadpool(upsert_registration, engine, who.app_id, native)
+            raise invalid(_sap_field(err["loc"]), err["msg"]) from None
+        try:
+            reg, created = await run_in_threadpool(upsert_registration, engine, who.app_id, body)
+        except InvalidRequest as exc:
+            first = exc.details[0] if exc.details else {"field": "body", "rule": exc.message}
+            raise invalid(_sap_field(first["field"].split(".")), first["rule"]) from None
         kind = CLIENT_INSTALLED if created else CLIENT_UPDATED
         emit_installation(settings, engine, who.app_id, kind, reg)
         return JSONResponse(sap_registration(reg), status_code=201 if created else 200)
+
+    runtime_devices = "/v1/runtime/applications/{applicationId}/os/{os}/devices"
+    registration_doc: dict[str, Any] = {
+        "description": f"Role: `{Role.ADMIN}`. One user on one device: (`username`, deviceId) "
+        "names the registration, so two users of a shared device are two registrations. "
+        "Without `pushToken` the device is registered without one (code 5 when pushed). "
+        "`{os}` is `ios`, `android` or `w3cpushapi`; for `w3cpushapi` the `pushToken` is "
+        "the browser's PushSubscription (its JSON text or the object). Answers SAP's "
+        "registration document, 201 when created, 200 when updated.",
+        "responses": {
+            200: {"content": {"application/json": {"example": registration_example}}},
+            400: {"content": {"application/json": {"example": _ERROR_EXAMPLE}}},
+        },
+        "openapi_extra": json_body(
+            SapRegistrationBody,
+            {
+                "seed": {"summary": "The seed's example", "value": EXAMPLE_REGISTRATION},
+                "browser": {"summary": "A browser (w3cpushapi)", "value": _BROWSER_EXAMPLE},
+            },
+        ),
+    }
+
+    @api.post(
+        runtime_devices,
+        summary="Register a device (the device id is generated)",
+        **registration_doc,
+    )
+    async def register_new_device(
+        request: Request, who: CallerDep, application_id: AppId, os: str
+    ) -> JSONResponse:
+        return await register(request, who, os, None)
+
+    async def register_device(
+        request: Request, who: CallerDep, application_id: AppId, os: str, deviceId: str
+    ) -> JSONResponse:
+        return await register(request, who, os, deviceId)
+
+    for method in ("PUT", "POST"):
+        api.add_api_route(
+            runtime_devices + "/{deviceId}",
+            register_device,
+            methods=[method],
+            operation_id=f"sap_register_device_{method.lower()}",
+            summary="Register or update a device by its id",
+            **registration_doc,
+        )
 
     @api.get(
         "/v1/runtime/applications/{applicationId}/pushconfiguration/os/{os}/pushid",
@@ -405,6 +442,12 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
         return JSONResponse({"pushId": webpush_public_key(engine, who.app_id)})
 
     return api
+
+
+def _sap_field(loc: Sequence[int | str]) -> str:
+    """A native field path (`keys`, `p256dh`) in SAP's words (`pushToken.keys.p256dh`)."""
+    head, *rest = [str(p) for p in loc] or ["body"]
+    return ".".join([SAP_REGISTRATION_FIELDS.get(head, head), *rest])
 
 
 def _top(value: str | None) -> int:

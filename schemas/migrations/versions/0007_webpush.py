@@ -1,7 +1,7 @@
 """Web Push: VAPID keys and contact per app, subscription keys per registration
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-05 10:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
@@ -27,10 +27,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("registration", schema=None) as batch_op:
-        batch_op.drop_column("webpush_auth")
-        batch_op.drop_column("webpush_p256dh")
-    with op.batch_alter_table("app", schema=None) as batch_op:
-        batch_op.drop_column("webpush_rate_per_minute")
-        batch_op.drop_column("webpush_subject")
-        batch_op.drop_column("webpush_private_key_pem")
+    # Plain ALTER TABLE ... DROP COLUMN (SQLite >= 3.35 has it): batch mode would copy and
+    # drop `app` and `registration` on SQLite, which the rows referencing them forbid
+    # (or cascade away: topics, capabilities).
+    for column in ("webpush_auth", "webpush_p256dh"):
+        op.drop_column("registration", column)
+    for column in ("webpush_rate_per_minute", "webpush_subject", "webpush_private_key_pem"):
+        op.drop_column("app", column)
