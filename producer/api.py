@@ -21,6 +21,7 @@ from producer.accept import (
     wait_dispatched_async,
 )
 from producer.admin import admin_router
+from producer.apps import webpush_public_key
 from producer.audience import count_audience, parse_audience
 from producer.auth import CallerDep, KeyResolver
 from producer.bodies import json_body, read_json
@@ -65,6 +66,7 @@ from schemas.api import (
     ScheduleOut,
     SchedulePage,
     TopicsIn,
+    WebPushPublicKey,
 )
 from schemas.cm import CLIENT_INSTALLED, CLIENT_UNREGISTERED, CLIENT_UPDATED
 from schemas.codes import Role
@@ -131,6 +133,20 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     def health() -> dict[str, str]:
         """Liveness: the process answers. Cheap on purpose; readiness is /v1/ready."""
         return {"status": "ok"}
+
+    @api.get(
+        "/v1/apps/{app_id}/webpush/public-key",
+        response_model=WebPushPublicKey,
+        tags=["registrations"],
+        responses=ERRORS,
+    )
+    def webpush_key(app_id: str) -> WebPushPublicKey:
+        """The app's VAPID public key, for `pushManager.subscribe({applicationServerKey})`.
+
+        No API key needed: a web front end reads it before it has anything to send, and a
+        public key is public (the private half never leaves Pushline).
+        """
+        return WebPushPublicKey(app_id=app_id, public_key=webpush_public_key(engine, app_id))
 
     @api.get(
         "/v1/ready",

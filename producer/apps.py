@@ -19,6 +19,7 @@ from schemas.codes import Role
 from schemas.db import session_scope
 from schemas.settings import Settings
 from schemas.tables import ApiKey, App, utcnow
+from schemas.webpush import check_subject, load_vapid_key, new_vapid_pem, public_key_b64
 
 KEY_PREFIX = "pl_"
 TOUCH_EVERY = timedelta(minutes=1)
@@ -51,14 +52,42 @@ class ApnsCredentials:
     sandbox: bool = False
 
 
+@dataclass(frozen=True)
+class WebPushCredentials:
+    """The app's VAPID contact and key pair; without a PEM, a new key pair is generated."""
+
+    subject: str
+    private_key_pem: str | None = None
+
+
+def webpush_columns(creds: WebPushCredentials) -> tuple[str, str]:
+    """(private key PEM, subject) checked; InvalidRequest naming the field and the rule."""
+    rule = check_subject(creds.subject)
+    if rule:
+        raise InvalidRequest(
+            f"webpush subject: {rule}", [{"field": "webpush_subject", "rule": rule}]
+        )
+    pem = creds.private_key_pem or new_vapid_pem()
+    try:
+        load_vapid_key(pem)
+    except ValueError as exc:
+        raise InvalidRequest(
+            f"webpush key: {exc}", [{"field": "webpush_key", "rule": str(exc)}]
+        ) from None
+    return pem, creds.subject
+
+
 def create_app(
     engine: Engine,
     name: str,
     *,
     apns: ApnsCredentials | None = None,
     fcm_service_account_json: str | None = None,
+    webpush: WebPushCredentials | None = None,
 ) -> App:
     app = App(name=name)
+    if webpush is not None:
+        app.webpush_private_key_pem, app.webpush_subject = webpush_columns(webpush)
     if apns is not None:
         if not apns.cert_pem and not (apns.key_pem and apns.key_id and apns.team_id):
             raise InvalidRequest("apns: give a .p8 key with key id and team id, or a certificate")
@@ -95,6 +124,15 @@ def find_app(engine: Engine, name_or_id: str) -> App:
     if app is None:
         raise NotFound(f"app {name_or_id!r} not found")
     return app
+
+
+def webpush_public_key(engine: Engine, app_id: str) -> str:
+    """The app's VAPID public key (applicationServerKey); NotFound without Web Push."""
+    with Session(engine) as s:
+        app = s.get(App, app_id)
+    if app is None or not app.webpush_private_key_pem:
+        raise NotFound(f"app {app_id} not found or without Web Push credentials")
+    return public_key_b64(load_vapid_key(app.webpush_private_key_pem))
 
 
 def list_apps(engine: Engine) -> list[App]:
@@ -229,10 +267,17 @@ def _apply(app: App, settings: Settings, apns: ApnsIn | None, fcm: FcmIn | None)
         app.fcm_service_account = text
 
 
-def create_app_checked(engine: Engine, settings: Settings, given: AppIn) -> App:
+def create_app_checked(
+    engine: Engine,
+    settings: Settings,
+    given: AppIn,
+    webpush: WebPushCredentials | None = None,
+) -> App:
     """A new app whose credentials were checked (the CLI's and the admin API's way in)."""
     app = App(name=given.name)
     _apply(app, settings, given.apns, given.fcm)
+    if webpush is not None:
+        app.webpush_private_key_pem, app.webpush_subject = webpush_columns(webpush)
     with session_scope(engine) as s:
         if s.execute(select(App).where(col(App.name) == given.name)).first():
             raise Conflict(f"app {given.name!r} exists already")

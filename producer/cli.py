@@ -24,6 +24,7 @@ from sqlmodel import Session, col
 
 from producer.accept import accept_push
 from producer.apps import (
+    WebPushCredentials,
     app_out,
     create_app_checked,
     create_key,
@@ -49,6 +50,7 @@ from schemas.retention import prune
 from schemas.scheduling import parse_age
 from schemas.settings import Settings, get_settings
 from schemas.tables import App, Registration
+from schemas.webpush import load_vapid_key, public_key_b64
 
 cli = typer.Typer(help="Pushline: self-hosted push notification delivery.", no_args_is_help=True)
 db_cli = typer.Typer(help="The SQL store.", no_args_is_help=True)
@@ -166,6 +168,8 @@ def up(
         console.print(f"API key  {creds.api_key}   (all roles; shown once)")
         console.print(f"APNs simulator control http://127.0.0.1:{stack.apns_control_port}")
         console.print(f"FCM simulator          http://127.0.0.1:{stack.fcm_port}")
+        console.print(f"Web Push simulator     http://127.0.0.1:{stack.webpush_port}")
+        console.print(f"Web Push public key    {creds.webpush_public_key}", soft_wrap=True)
         console.print("Ctrl-C stops everything.")
         stopped = False
 
@@ -336,6 +340,22 @@ def simulate_fcm(
     )
 
 
+@simulate_cli.command("webpush")
+def simulate_webpush(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TLS (HTTP/2) port; 0: free")] = 2200,
+    log_level: Annotated[
+        str, typer.Option(help="critical, error, warning, info, debug")
+    ] = "warning",
+) -> None:
+    """A fake browser push service: subscriptions, VAPID checks, payload decryption."""
+    from simulators.cli import main as simulators_main
+
+    raise typer.Exit(
+        simulators_main(["--log-level", log_level, "webpush", "--host", host, "--port", str(port)])
+    )
+
+
 @db_cli.command("current")
 def db_current() -> None:
     """The revision the database is at."""
@@ -473,9 +493,24 @@ def apps_create(
     apns_topic: ApnsTopicOpt = None,
     apns_sandbox: Annotated[bool, typer.Option(help="use APNs' sandbox endpoint")] = False,
     fcm_service_account: FcmOpt = None,
+    webpush: Annotated[
+        bool, typer.Option("--webpush", help="generate a VAPID key pair for Web Push")
+    ] = False,
+    webpush_key_file: Annotated[
+        Path | None, typer.Option(help="VAPID private key (P-256, PEM) instead of a new one")
+    ] = None,
+    webpush_subject: Annotated[
+        str | None, typer.Option(help="VAPID contact: mailto:<address> or https://<host>")
+    ] = None,
 ) -> None:
-    """Store an app with its APNs and/or FCM credentials, checked first: a .p8 must be an EC
-    key, a certificate valid now, a service account must mint a token."""
+    """Store an app with its APNs, FCM and/or Web Push credentials, checked first: a .p8
+    must be an EC key, a certificate valid now, a service account must mint a token."""
+    vapid = None
+    if webpush or webpush_key_file or webpush_subject:
+        if not webpush_subject:
+            raise CliError("--webpush-subject is required with Web Push credentials")
+        pem = _read(webpush_key_file, "--webpush-key-file")
+        vapid = WebPushCredentials(subject=webpush_subject, private_key_pem=pem)
     apns = _apns_in(
         apns_key_file,
         apns_key_id,
@@ -485,21 +520,29 @@ def apps_create(
         "sandbox" if apns_sandbox else None,
     )
     given = AppIn(name=name, apns=apns, fcm=_fcm_in(fcm_service_account))
-    app = create_app_checked(_engine(), get_settings(), given)
+    app = create_app_checked(_engine(), get_settings(), given, webpush=vapid)
     console.print(f"app {app.name} created: id {app.id}")
+    if app.webpush_private_key_pem:
+        # What the web front end passes to pushManager.subscribe() as applicationServerKey
+        # (also served at GET /v1/apps/{id}/webpush/public-key).
+        key = public_key_b64(load_vapid_key(app.webpush_private_key_pem))
+        console.print(f"Web Push public key {key}", soft_wrap=True)
 
 
 @apps_cli.command("list")
 def apps_list() -> None:
     """List apps and which providers each can reach."""
-    table = Table("id", "name", "APNs", "FCM")
+    table = Table("id", "name")
+    for provider in ("APNs", "FCM", "Web Push"):
+        table.add_column(provider, no_wrap=True)  # the id wraps first on a narrow terminal
     for a in list_apps(_engine()):
         apns = (
             f"{a.apns_topic} ({'sandbox' if a.apns_sandbox else 'production'})"
             if a.apns_topic
             else "-"
         )
-        table.add_row(a.id, a.name, apns, a.fcm_project_id or "-")
+        web = "VAPID" if a.webpush_private_key_pem else "-"
+        table.add_row(a.id, a.name, apns, a.fcm_project_id or "-", web)
     console.print(table)
 
 

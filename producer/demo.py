@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -22,6 +23,10 @@ DEVICES = 1000
 UNREGISTERED_APNS = 5
 BAD_APNS = 3
 UNREGISTERED_FCM = 4
+# Every tenth device is a browser subscribed at the Web Push simulator; these many of them
+# unsubscribe before the pushes (410 Gone, code 7).
+WEB_EVERY = 10
+GONE_WEB = 2
 
 
 def apns_token(i: int) -> str:
@@ -56,13 +61,23 @@ def run_demo(state_dir: Path, console: Console, timeout_s: float = 120.0) -> int
             console=console,
         ) as progress:
             task = progress.add_task("registering devices", total=DEVICES)
+            web: list[str] = []
             for i in range(DEVICES):
                 user = "alice" if i < 3 else f"user{i % 300}"
-                token = f"iOS:{apns_token(i)}" if i % 2 == 0 else f"android:{fcm_token(i)}"
-                client.register({"token": token, "username": user, "device_id": f"demo-{i}"})
+                body: dict[str, Any] = {"username": user, "device_id": f"demo-{i}"}
+                if i % WEB_EVERY == WEB_EVERY - 1:
+                    sub = stack.webpush.subscribe_webpush(creds.webpush_public_key)
+                    body.update(token=sub["endpoint"], keys=sub["keys"])
+                    web.append(sub["endpoint"])
+                else:
+                    token = f"iOS:{apns_token(i)}" if i % 2 == 0 else f"android:{fcm_token(i)}"
+                    body["token"] = token
+                client.register(body)
                 progress.advance(task)
-        ios = [apns_token(i) for i in range(0, DEVICES, 2)]
-        android = [fcm_token(i) for i in range(1, DEVICES, 2)]
+        ios = [apns_token(i) for i in range(0, DEVICES, 2) if i % WEB_EVERY != WEB_EVERY - 1]
+        android = [fcm_token(i) for i in range(1, DEVICES, 2) if i % WEB_EVERY != WEB_EVERY - 1]
+        for endpoint in web[-GONE_WEB:]:
+            stack.webpush.unsubscribe_webpush(endpoint)
         for t in ios[-UNREGISTERED_APNS:]:
             stack.apns.script(token=t, then="Unregistered")
         for t in ios[-UNREGISTERED_APNS - BAD_APNS : -UNREGISTERED_APNS]:
@@ -106,10 +121,11 @@ def run_demo(state_dir: Path, console: Console, timeout_s: float = 120.0) -> int
         console.print(table)
 
         apns_stats, fcm_stats = stack.apns.stats(), stack.fcm.stats()
+        web_stats = stack.webpush.stats()
         sims = Table(title="What the simulators received")
         for col in ("simulator", "requests", "accepted", "rejected", "duplicates"):
             sims.add_column(col, justify="left" if col == "simulator" else "right")
-        for name, s in (("APNs", apns_stats), ("FCM", fcm_stats)):
+        for name, s in (("APNs", apns_stats), ("FCM", fcm_stats), ("Web Push", web_stats)):
             rejected = ", ".join(f"{k} {v}" for k, v in s["rejected"].items()) or "0"
             sims.add_row(
                 name,
@@ -121,7 +137,7 @@ def run_demo(state_dir: Path, console: Console, timeout_s: float = 120.0) -> int
         console.print(sims)
 
         sent = sum(n for (status, _), n in by.items() if status == "SENT")
-        accepted = apns_stats["accepted_total"] + fcm_stats["accepted_total"]
+        accepted = sum(s["accepted_total"] for s in (apns_stats, fcm_stats, web_stats))
         all_final = all(status in FINAL_STATUSES for status, _ in by)
         ok = all_final and sent == accepted and all(s.state == "done" for s in statuses)
         verdict = "[green]OK[/]" if ok else "[red]FAILED[/]"

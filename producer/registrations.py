@@ -10,7 +10,7 @@ from sqlalchemy import Engine, and_, delete, select
 from sqlmodel import Session, col
 
 from producer.errors import InvalidRequest, NotFound
-from schemas.api import Capability, RegistrationIn, RegistrationOut
+from schemas.api import Capability, RegistrationIn, RegistrationOut, WebPushKeys
 from schemas.db import session_scope
 from schemas.tables import (
     Registration,
@@ -21,13 +21,14 @@ from schemas.tables import (
     utcnow,
 )
 from schemas.targets import phone_digits
+from schemas.webpush import check_auth, check_endpoint, check_p256dh
 
 # Microbizz writes a token as "<platform>:<token>"; these are its two platform names.
 _PREFIXES = {"iOS": ("apns", "ios"), "android": ("fcm", "android")}
 _APNS_TOKEN = re.compile(r"^(?:[0-9a-fA-F]{2}){32,100}$")
 _FCM_TOKEN = re.compile(r"^[A-Za-z0-9_:\-]{20,4096}$")
-_PLATFORM_PROVIDER = {"ios": "apns", "ipados": "apns", "android": "fcm"}
-_PROVIDER_PLATFORM = {"apns": "ios", "fcm": "android"}
+_PLATFORM_PROVIDER = {"ios": "apns", "ipados": "apns", "android": "fcm", "web": "webpush"}
+_PROVIDER_PLATFORM = {"apns": "ios", "fcm": "android", "webpush": "web"}
 
 
 #: What names an installation: its device id alone (Microbizz: one phone, whoever is
@@ -40,10 +41,18 @@ class NormalisedToken:
     provider: str
     platform: str
     token: str
+    webpush_keys: tuple[str, str] | None = None  # (p256dh, auth), base64url without padding
 
 
-def normalise_token(token: str, provider: str | None, platform: str | None) -> NormalisedToken:
+def normalise_token(
+    token: str,
+    provider: str | None,
+    platform: str | None,
+    keys: WebPushKeys | None = None,
+) -> NormalisedToken:
     """Work out provider, platform and the bare token; raise InvalidRequest naming the rule."""
+    if keys is not None or provider == "webpush" or platform == "web":
+        return _webpush(token, provider, platform, keys)
     head, sep, rest = token.partition(":")  # split at the first colon: FCM tokens contain more
     if sep and head in _PREFIXES:
         provider_p, platform_p = _PREFIXES[head]
@@ -70,6 +79,28 @@ def normalise_token(token: str, provider: str | None, platform: str | None) -> N
     if provider == "apns":
         token = token.lower()
     return NormalisedToken(provider=provider, platform=platform, token=token)
+
+
+def _webpush(
+    endpoint: str, provider: str | None, platform: str | None, keys: WebPushKeys | None
+) -> NormalisedToken:
+    """A W3C push subscription: the endpoint is the token, the keys travel beside it."""
+    if provider not in (None, "webpush"):
+        raise _bad("keys", f"only Web Push subscriptions have keys, not provider {provider}")
+    if platform not in (None, "web"):
+        raise _bad("platform", f"platform {platform} is not delivered through webpush")
+    rule = check_endpoint(endpoint)
+    if rule:
+        raise _bad("token", f"{rule} (the subscription's endpoint)")
+    if keys is None:
+        raise _bad("keys", "required for Web Push: the subscription's keys.p256dh and keys.auth")
+    checks = (("p256dh", keys.p256dh, check_p256dh), ("auth", keys.auth, check_auth))
+    for name, value, check in checks:
+        broken = check(value)
+        if broken:
+            raise _bad(f"keys.{name}", broken)
+    normal = (keys.p256dh.rstrip("="), keys.auth.rstrip("="))
+    return NormalisedToken("webpush", "web", endpoint, normal)
 
 
 def _bad(field: str, rule: str) -> InvalidRequest:
@@ -112,8 +143,10 @@ def normalise_registration(
     """(token, provider, platform) a registration body states. Without a token, provider
     and platform come from the body alone (None: keep those of the known registration)."""
     if body.token is not None:
-        norm = normalise_token(body.token, body.provider, body.platform)
+        norm = normalise_token(body.token, body.provider, body.platform, body.keys)
         return norm, norm.provider, norm.platform
+    if body.keys is not None:
+        raise _bad("token", "a Web Push subscription's keys come with its endpoint as the token")
     provider: str | None = body.provider
     platform: str | None = body.platform
     if platform is not None:
@@ -149,10 +182,12 @@ def upsert_registration(
                 reg.device_id = new_id()  # SAP: "a unique device ID is provided"
         if provider is not None and platform is not None:
             if provider != reg.provider and norm is None:
-                reg.token = None  # the old token belongs to the other provider
+                # The old token (and a subscription's keys) belong to the other provider.
+                reg.token, reg.webpush_p256dh, reg.webpush_auth = None, None, None
             reg.provider, reg.platform = provider, platform
         if norm is not None:
             reg.token = norm.token
+            reg.webpush_p256dh, reg.webpush_auth = norm.webpush_keys or (None, None)
         for field in SCALAR_FIELDS:
             value = getattr(body, field)
             if value is not None:

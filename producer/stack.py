@@ -19,9 +19,10 @@ from typing import Any
 
 import httpx
 
-from producer.apps import ApnsCredentials, create_app, create_key
+from producer.apps import ApnsCredentials, WebPushCredentials, create_app, create_key
 from schemas.codes import Role
 from schemas.db import engine_for, upgrade
+from schemas.webpush import load_vapid_key, public_key_b64
 from simulators.control import SimulatorControl
 from simulators.credentials import make_apns_key, make_service_account, service_account_json
 
@@ -48,6 +49,7 @@ class Credentials:
     api_key: str
     apns_topic: str
     fcm_project: str
+    webpush_public_key: str = ""  # applicationServerKey for the Web Push simulator
 
 
 @dataclass
@@ -72,7 +74,8 @@ class Stack:
             self.database_url = f"sqlite:///{self.state_dir / 'pushline.db'}"
         upgrade(self.database_url)
         tls = self.state_dir / "tls"
-        self.apns_port, self.apns_control_port, self.fcm_port = (
+        self.apns_port, self.apns_control_port, self.fcm_port, self.webpush_port = (
+            free_port(),
             free_port(),
             free_port(),
             free_port(),
@@ -99,10 +102,19 @@ class Stack:
             [sys.executable, "-m", "simulators", "fcm", "--port", str(self.fcm_port)],
             {"PUSHLINE_SIMULATOR_TLS_DIR": str(tls)},
         )
+        # The Web Push simulator: a browser push service on the same CA (endpoints it issues
+        # are https://127.0.0.1:<port>/wpush/...).
+        self._spawn(
+            "webpush-sim",
+            [sys.executable, "-m", "simulators", "webpush", "--port", str(self.webpush_port)],
+            {"PUSHLINE_SIMULATOR_TLS_DIR": str(tls)},
+        )
         self.apns = SimulatorControl(f"http://127.0.0.1:{self.apns_control_port}")
         self.fcm = SimulatorControl(f"http://127.0.0.1:{self.fcm_port}")
+        self.webpush = SimulatorControl(f"http://127.0.0.1:{self.webpush_port}")
         self.apns.wait_ready(30)
         self.fcm.wait_ready(30)
+        self.webpush.wait_ready(30)
         self.env = {
             **os.environ,
             "REDIS_URL": self.redis_url,
@@ -113,6 +125,7 @@ class Stack:
             "PUSHLINE_APNS_CA_FILE": str(tls / "ca.pem"),
             "PUSHLINE_FCM_URL": f"https://127.0.0.1:{self.fcm_port}/v1/projects/{{0}}/messages:send",
             "PUSHLINE_FCM_CA_FILE": str(tls / "ca.pem"),
+            "PUSHLINE_WEBPUSH_CA_FILE": str(tls / "ca.pem"),
             **self.extra_env,
         }
         if api:
@@ -229,7 +242,8 @@ class Stack:
             raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
 
     def add_app(self, name: str, roles: tuple[str, ...] = ALL_ROLES) -> Credentials:
-        """An app with APNs and FCM credentials that the simulators know, and an API key."""
+        """An app with APNs, FCM and Web Push credentials that the simulators know, and an
+        API key. (The Web Push simulator needs no registration: subscriptions name the key.)"""
         assert self.database_url
         engine = engine_for(self.database_url)
         key = make_apns_key()
@@ -250,9 +264,17 @@ class Stack:
                 topic=topic, key_pem=key.key_pem, key_id=key.key_id, team_id=key.team_id
             ),
             fcm_service_account_json=service_account_json(account),
+            webpush=WebPushCredentials(subject=f"mailto:ops@{topic}"),
         )
         api_key, _ = create_key(engine, app.id, list(roles))
-        return Credentials(app_id=app.id, api_key=api_key, apns_topic=topic, fcm_project=project)
+        assert app.webpush_private_key_pem
+        return Credentials(
+            app_id=app.id,
+            api_key=api_key,
+            apns_topic=topic,
+            fcm_project=project,
+            webpush_public_key=public_key_b64(load_vapid_key(app.webpush_private_key_pem)),
+        )
 
     def stop(self) -> None:
         for name in list(self.procs):

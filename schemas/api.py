@@ -217,14 +217,24 @@ class Capability(Strict):
     value: Annotated[str, Field(max_length=1000)] | None = None
 
 
+class WebPushKeys(Strict):
+    """A W3C push subscription's keys, as `PushSubscription.toJSON()` gives them."""
+
+    p256dh: Annotated[str, Field(min_length=1, max_length=100)]
+    auth: Annotated[str, Field(min_length=1, max_length=40)]
+
+
 class RegistrationIn(Strict):
-    """One installation of the app for one user on one device. Every field is optional,
-    but a registration without a token names its provider or platform (pushes to it end
-    with code 5, "push token missing", until a token is registered)."""
+    """One installation of the app for one user on one device (or browser). Every field is
+    optional, but a registration without a token names its provider or platform (pushes to
+    it end with code 5, "push token missing", until a token is registered). A Web Push
+    subscription (provider `webpush`, platform `web`) gives its endpoint as the token and
+    its `keys`."""
 
     token: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
-    provider: Literal["apns", "fcm"] | None = None
-    platform: Literal["ios", "ipados", "android"] | None = None
+    provider: Literal["apns", "fcm", "webpush"] | None = None
+    platform: Literal["ios", "ipados", "android", "web"] | None = None
+    keys: WebPushKeys | None = None  # Web Push only: the subscription's p256dh and auth
     device_id: Short | None = None  # may be an IMEI or a phone number (Microbizz)
     username: Short | None = None
     global_user_id: Short | None = None
@@ -259,6 +269,8 @@ class RegistrationOut(BaseModel):
     provider: str
     token: str | None  # None: registered from events before the app sent its token
     platform: str
+    webpush_p256dh: str | None = None
+    webpush_auth: str | None = None
     device_id: str | None
     username: str | None
     global_user_id: str | None
@@ -295,6 +307,14 @@ class TopicsIn(Strict):
 class RegistrationPage(BaseModel):
     items: list[RegistrationOut]
     next_cursor: str | None
+
+
+class WebPushPublicKey(BaseModel):
+    """What a web front end needs to subscribe: `applicationServerKey` for
+    `pushManager.subscribe()` (base64url of the app's VAPID public key)."""
+
+    app_id: str
+    public_key: str
 
 
 class ErrorDetail(BaseModel):

@@ -100,12 +100,14 @@ class MessageState(StrEnum):
 class Provider(StrEnum):
     APNS = "apns"
     FCM = "fcm"
+    WEBPUSH = "webpush"  # W3C Push API subscriptions (RFC 8030 / 8291 / 8292)
 
 
 class Platform(StrEnum):
     IOS = "ios"
     IPADOS = "ipados"
     ANDROID = "android"
+    WEB = "web"
 
 
 class Role(StrEnum):

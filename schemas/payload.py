@@ -52,6 +52,8 @@ PUSHLINE_KEY = "pushline"
 RESERVED_DATA_KEYS = frozenset({"aps", "from", "message_type", "notification", PUSHLINE_KEY})
 RESERVED_DATA_PREFIXES = ("google", "gcm")
 CONTENT_WORDS = "alert, badge, sound, data, content_available, silent"
+#: The per-provider blocks of a payload layer.
+PROVIDER_BLOCKS = ("apns", "fcm", "webpush")
 
 
 class Strict(BaseModel):
@@ -278,6 +280,28 @@ class FcmOptions(Content):
     alert_in_data: bool | None = None
 
 
+class WebPushAction(Strict):
+    """A button of a browser notification (the Notifications API's NotificationAction)."""
+
+    action: Text
+    title: Annotated[str, Field(min_length=1, max_length=TEXT_MAX)]
+    icon: Url | None = None
+
+
+class WebPushOptions(Content):
+    """Web Push only: any content field (replacing the common one) and what only a
+    browser notification has. `badge_icon` is the small monochrome image browsers call
+    `badge` (the common `badge` is a count, which browsers do not show)."""
+
+    icon: Url | None = None
+    badge_icon: Url | None = None
+    actions: Annotated[list[WebPushAction], Field(max_length=4)] | None = None
+    require_interaction: bool | None = None
+    renotify: bool | None = None
+    ttl: Annotated[int, Field(ge=0, le=TTL_MAX_S)] | None = None  # RFC 8030 TTL, seconds
+    urgency: Literal["very-low", "low", "normal", "high"] | None = None  # else from priority
+
+
 _LOCALE = re.compile(r"^[A-Za-z]{1,8}(?:[-_][A-Za-z0-9]{1,8})*$")
 
 
@@ -316,6 +340,7 @@ class PayloadOverride(Content):
 
     apns: ApnsOptions | None = None
     fcm: FcmOptions | None = None
+    webpush: WebPushOptions | None = None
     localized: dict[str, Content] | None = None
 
     @field_validator("localized")
@@ -379,7 +404,8 @@ def has_content(layers: Sequence[Mapping[str, Any]]) -> bool:
     """Whether a payload built from these stored layers carries anything to deliver."""
     keys = ("alert", "badge", "sound", "data", "content_available", "silent")
     for layer in layers:
-        for scope in (layer, layer.get("apns") or {}, layer.get("fcm") or {}):
+        blocks = (layer.get(p) or {} for p in PROVIDER_BLOCKS)
+        for scope in (layer, *blocks):
             # `is not False`, not `not in (...)`: a badge of 0 (clear it) is content.
             if any(_filled(scope.get(k)) for k in keys):
                 return True

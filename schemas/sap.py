@@ -16,6 +16,7 @@ takes `{"users": [...], "notification": {flat}}`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -141,11 +142,13 @@ class SapRegistrationBody(_Sap):
     """A device's push registration, as the seed's example payload, plus the user: SAP
     reads it from the device's login, Pushline's API key carries none (`username`, and
     `userUUID` for the Global User ID). Without `pushToken` the device is registered
-    without one (its notifications end with code 5 until it sends one)."""
+    without one (its notifications end with code 5 until it sends one). For `w3cpushapi`
+    the pushToken is the browser's PushSubscription (its JSON text, as
+    `JSON.stringify(subscription)` gives it, or the object itself)."""
 
-    push_token: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
-        None, alias="pushToken"
-    )
+    # A string, or for a browser a PushSubscription object: checked per `{os}` when
+    # translated, so each rule names pushToken and not a union member.
+    push_token: Any = Field(None, alias="pushToken")
     username: Name | None = None
     user_uuid: Name | None = Field(None, alias="userUUID")
     push_group: Name | None = Field(None, alias="pushGroup")
@@ -156,11 +159,12 @@ class SapRegistrationBody(_Sap):
     device_model: Name | None = Field(None, alias="deviceModel")
 
 
-#: The `{os}` path values SAP uses for the providers Pushline delivers through.
-SAP_OS = {"ios": "ios", "android": "android"}
+#: SAP's operating-system identifiers (its "Native Push Provider" table) → native platform.
+SAP_OS = {"ios": "ios", "android": "android", "w3cpushapi": "web"}
 #: Registration fields in SAP's words, for 400s raised by the native rules.
 SAP_REGISTRATION_FIELDS = {
     "token": "pushToken",
+    "keys": "pushToken.keys",
     "platform": "os",
     "provider": "os",
     "device_id": "deviceId",
@@ -180,7 +184,7 @@ def translate_registration(os: str, device_id: str | None, body: Any) -> dict[st
         raise SapInputError("os", f"one of {', '.join(SAP_OS)}, not {os!r}")
     reg = _model(SapRegistrationBody, body)
     native: dict[str, Any] = {
-        "token": reg.push_token,
+        **_push_token(platform, reg.push_token),
         "platform": platform,
         "device_id": device_id,
         "username": reg.username,
@@ -194,6 +198,34 @@ def translate_registration(os: str, device_id: str | None, body: Any) -> dict[st
     if reg.capabilities is not None:
         native["capabilities"] = [c.model_dump(exclude_none=True) for c in reg.capabilities]
     return {k: v for k, v in native.items() if v is not None}
+
+
+def _push_token(platform: str, token: Any) -> dict[str, Any]:
+    """The native token (and a browser's keys) of SAP's pushToken; none without one."""
+    if token is None:
+        return {}
+    if platform == "web":
+        return _w3c_subscription(token)
+    if not isinstance(token, str) or not 1 <= len(token) <= 4096:
+        rule = "the device's push token: a string of 1 to 4096 characters"
+        raise SapInputError("pushToken", rule)
+    return {"token": token}
+
+
+def _w3c_subscription(token: Any) -> dict[str, Any]:
+    """A PushSubscription's endpoint becomes the token; its keys travel beside it."""
+    rule = 'the PushSubscription, {"endpoint": …, "keys": {"p256dh": …, "auth": …}}'
+    if isinstance(token, str):
+        try:
+            token = json.loads(token)
+        except ValueError:
+            raise SapInputError("pushToken", rule) from None
+    if not isinstance(token, Mapping) or not isinstance(token.get("endpoint"), str):
+        raise SapInputError("pushToken", rule)
+    keys = token.get("keys")
+    if not isinstance(keys, Mapping):
+        raise SapInputError("pushToken.keys", rule)
+    return {"token": token["endpoint"], "keys": dict(keys)}
 
 
 # --- SAP body → native PushRequest --------------------------------------------------------
@@ -547,7 +579,7 @@ def push_http_status(
 
 # --- notification status and registrations ---------------------------------------------------
 
-_NOTIFICATION_TYPES = {"apns": "ios", "fcm": "android"}
+_NOTIFICATION_TYPES = {"apns": "ios", "fcm": "android", "webpush": "w3cpushapi"}
 
 
 def notification_status(d: DeliveryResult) -> dict[str, Any]:

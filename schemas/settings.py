@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     # the system's (the simulators' CA in the demo and the tests).
     fcm_ca_file: str | None = None
 
+    # Web Push: endpoints are the subscriptions' own URLs; this CA bundle is trusted for
+    # them instead of the system's (the simulators' CA in the demo and the tests).
+    webpush_ca_file: str | None = None
+    # How long a VAPID token says it is valid (RFC 8292: at most 24 h); it is reused per
+    # push-service origin until a tenth of that is left.
+    webpush_vapid_ttl_s: int = 12 * 3600
+
     # Delivery shape: see DESIGN.md §5 for why a chunk carries hundreds of deliveries.
     fanout_page_size: int = 2000
     chunk_size: int = 500
@@ -58,6 +65,7 @@ class Settings(BaseSettings):
     # provider says the whole project is over quota. Per-app columns override the defaults.
     fcm_rate_per_minute: int = 600_000  # FCM's default project quota
     apns_rate_per_minute: int | None = None  # Apple publishes no quota
+    webpush_rate_per_minute: int | None = None  # push services publish none either
     fcm_quota_pause_s: float = 60.0  # Google asks for at least a minute after QUOTA_EXCEEDED
 
     # One-device / one-user pushes at high priority get their own queue (see queueing.py).

@@ -64,9 +64,15 @@ class App(SQLModel, table=True):
     # FCM: the service account JSON as Google issues it.
     fcm_service_account: str | None = Field(default=None, sa_column=Column(Text))
     fcm_project_id: str | None = Field(default=None, max_length=100)
+    # Web Push: the app's VAPID key pair (P-256 private key, PKCS#8 PEM; the public key is
+    # derived from it) and the contact the push services may write to (`sub`: mailto: or
+    # https:).
+    webpush_private_key_pem: str | None = Field(default=None, sa_column=Column(Text))
+    webpush_subject: str | None = Field(default=None, max_length=255)
     # Sending rate per provider lane, shared by every worker (None: the setting's default).
     apns_rate_per_minute: int | None = None
     fcm_rate_per_minute: int | None = None
+    webpush_rate_per_minute: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -114,6 +120,10 @@ class Registration(SQLModel, table=True):
     # None: an installation known before its push token (CM events); deliveries end code 5.
     token: str | None = Field(default=None, max_length=4096)
     platform: str = Field(max_length=16)
+    # Web Push: the token is the subscription's endpoint; these are its keys (base64url):
+    # the browser's P-256 public key and its 16-byte authentication secret (RFC 8291).
+    webpush_p256dh: str | None = Field(default=None, max_length=100)
+    webpush_auth: str | None = Field(default=None, max_length=40)
     device_id: str | None = Field(default=None, max_length=255)
     username: str | None = Field(default=None, max_length=255)
     global_user_id: str | None = Field(default=None, max_length=255)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m simulators", description="Run a fake APNs or FCM for tests and demos."
+        prog="python -m simulators",
+        description="Run a fake APNs, FCM or Web Push service for tests and demos.",
     )
     parser.add_argument(
         "--log-level",
@@ -40,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     fcm.add_argument("--host", default="127.0.0.1")
     fcm.add_argument("--port", type=int, default=2199, help="HTTP port (0 = pick a free one)")
     fcm.add_argument("--log-level", dest="sub_log_level", default=None)
+
+    webpush = sub.add_parser(
+        "webpush", help="fake browser push service: subscriptions, VAPID, decryption"
+    )
+    webpush.add_argument("--host", default="127.0.0.1")
+    webpush.add_argument("--port", type=int, default=2200, help="port (0 = pick a free one)")
+    webpush.add_argument("--log-level", dest="sub_log_level", default=None)
     return parser
 
 
@@ -62,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             _announce(f"apns simulator listening on {host}:{port} (control :{control})")
 
         coro = apns.serve(host, args.port, args.control_port, args.tls_dir, level, ready_apns)
-    else:
+    elif args.provider == "fcm":
         from simulators import fcm
 
         host = args.host
@@ -71,6 +79,15 @@ def main(argv: list[str] | None = None) -> int:
             _announce(f"fcm simulator listening on {host}:{port}")
 
         coro = fcm.serve(host, args.port, level, ready_fcm)
+    else:
+        from simulators import webpush
+
+        host = args.host
+
+        def ready_webpush(port: int) -> None:
+            _announce(f"webpush simulator listening on {host}:{port}")
+
+        coro = webpush.serve(host, args.port, level, ready_webpush)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(coro)
     return 0

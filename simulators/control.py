@@ -124,3 +124,18 @@ class SimulatorControl:
         if private_key_pem is not None:
             body["private_key_pem"] = private_key_pem
         self._post("/control/service-accounts", body)
+
+    def subscribe_webpush(self, application_server_key: str) -> dict[str, Any]:
+        """A browser's pushManager.subscribe(): {endpoint, expirationTime, keys{p256dh, auth}}."""
+        result: dict[str, Any] = self._post(
+            "/control/subscriptions", {"application_server_key": application_server_key}
+        )
+        return result
+
+    def unsubscribe_webpush(self, endpoint: str) -> None:
+        """The browser drops the subscription: pushes to it are 410 Gone from now on."""
+        self._post("/control/unsubscribe", {"endpoint": endpoint})
+
+    def refuse_connections(self, refuse: bool = True) -> None:
+        """Reset every TLS connection as it is accepted (the control routes stay up)."""
+        self._post("/control/refuse", {"refuse": refuse})

@@ -21,6 +21,7 @@ import re
 import secrets
 import socket
 import ssl
+import struct
 import time
 import urllib.parse
 import uuid
@@ -481,19 +482,33 @@ class FcmServer:
     """Accepts on one port; hands each connection to HTTP/1.1 (uvicorn) or TLS by its first
     byte, and a TLS connection to HTTP/2 or HTTP/1.1 by ALPN."""
 
-    def __init__(self, sim: FCMSimulator, tls_dir: Path, log_level: str = "warning") -> None:
+    def __init__(
+        self,
+        sim: FCMSimulator,
+        tls_dir: Path,
+        log_level: str = "warning",
+        *,
+        app: Starlette | None = None,
+        h2: Callable[[], asyncio.Protocol] | None = None,
+    ) -> None:
+        """`app` and `h2` serve another provider on the same two-protocol port (the Web
+        Push simulator does); by default, FCM's."""
         import uvicorn
         from uvicorn.server import ServerState
 
         self.sim = sim
         self.tls_dir = tls_dir
+        self.h2_protocol: Callable[[], asyncio.Protocol] = h2 or (lambda: FcmH2Protocol(sim))
         self.config = uvicorn.Config(
-            create_app(sim), log_level=log_level, access_log=False, lifespan="off"
+            app or create_app(sim), log_level=log_level, access_log=False, lifespan="off"
         )
         self.config.load()
         self.server_state = ServerState()
         self._ssl: ssl.SSLContext | None = None
         self._ssl_lock = asyncio.Lock()
+        # Reset every TLS connection as it is accepted (a push service refusing service);
+        # plain HTTP, and so the control routes, still answer.
+        self.refuse_tls = False
 
     def http1(self) -> asyncio.Protocol:
         # uvicorn's own protocol class, as uvicorn.Server builds it per connection.
@@ -530,6 +545,9 @@ class FcmServer:
                 conn.close()
                 return
             if first[0] == _TLS_HANDSHAKE:
+                if self.refuse_tls:
+                    _reset(conn)
+                    return
                 ctx = await self.ssl_context()
                 await loop.connect_accepted_socket(
                     self.tls_protocol, conn, ssl=ctx, ssl_handshake_timeout=10
@@ -549,9 +567,15 @@ class _AlpnProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         ssl_obj = transport.get_extra_info("ssl_object")
         alpn = ssl_obj.selected_alpn_protocol() if ssl_obj is not None else None
-        inner = FcmH2Protocol(self.server.sim) if alpn == "h2" else self.server.http1()
+        inner = self.server.h2_protocol() if alpn == "h2" else self.server.http1()
         transport.set_protocol(inner)
         inner.connection_made(transport)
+
+
+def _reset(conn: socket.socket) -> None:
+    """Close with a TCP reset, as a refusing server's connection ends for the client."""
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
 
 
 async def _peek(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> bytes:

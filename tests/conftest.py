@@ -108,6 +108,15 @@ class AppHandle:
         self.client.register({"token": f"android:{token}", "username": username, **kw})
         return token
 
+    def web(self, username: str | None = None, **kw: str) -> str:
+        """A browser subscribed at the Web Push simulator with the app's VAPID key,
+        registered; returns its endpoint (the token)."""
+        sub = self.stack.webpush.subscribe_webpush(self.creds.webpush_public_key)
+        self.client.register(
+            {"token": sub["endpoint"], "keys": sub["keys"], "username": username, **kw}
+        )
+        return str(sub["endpoint"])
+
     def registration_for(self, token: str, username: str) -> str:
         page = self.client.registrations(username=username, limit=1000)
         return next(r.id for r in page.items if r.token == token)

@@ -44,13 +44,17 @@ from worker.payloads import (
     ApnsRequest,
     FcmParts,
     Payload,
+    WebPushRequest,
     apns_for_device,
     apns_too_large,
     build_apns,
     build_fcm,
+    build_webpush,
     choose_payload,
     fcm_for_device,
     message_ttl,
+    webpush_for_device,
+    webpush_too_large,
 )
 from worker.ratelimit import (
     Grant,
@@ -60,7 +64,7 @@ from worker.ratelimit import (
     sleep_for_tokens,
     task_wait_budget_s,
 )
-from worker.senders import MissingCredentials, apns_sender, fcm_sender
+from worker.senders import MissingCredentials, apns_sender, fcm_sender, webpush_sender
 
 log = structlog.get_logger("pushline.deliver")
 _config_warned: dict[tuple[str, str], float] = {}
@@ -78,6 +82,12 @@ TOO_LARGE = Outcome(
     message="payload exceeds the provider's size limit; not sent",
 )
 
+
+NO_KEYS = Outcome(
+    ResultCode.TOKEN_MISSING,
+    DeliveryStatus.ERROR,
+    message="Web Push subscription without its keys (p256dh, auth); register it again",
+)
 
 #: The Message was cancelled before this Delivery was sent: recorded CANCELLED, no code.
 CANCELLED = Outcome(0, DeliveryStatus.CANCELLED, message=CANCELLED_TEXT)
@@ -607,6 +617,8 @@ def _prepare(
                 requests[c.id] = apns_for_device(hit[0], c.id)
                 ready.append(c)
         return ready, lambda c: sender.send(c.token, c.id, requests[c.id])
+    if provider == "webpush":
+        return _prepare_webpush(app, group, messages, settings, decided)
     fsender = fcm_sender(app, settings)
     cache: dict[Hashable, FcmParts] = {}
     parts: dict[str, FcmParts] = {}
@@ -632,6 +644,43 @@ def _prepare(
             parts[c.id] = part
             ready.append(c)
     return ready, lambda c: fsender.send(c.token, parts[c.id])
+
+
+def _prepare_webpush(
+    app: App,
+    group: list[store.ClaimedDelivery],
+    messages: dict[str, Message],
+    settings: Settings,
+    decided: list[tuple[store.ClaimedDelivery, Answer]],
+) -> tuple[list[store.ClaimedDelivery], Send]:
+    """Web Push requests, one build per distinct payload; too large (the encrypted size is
+    the plaintext's plus a fixed overhead) or keyless subscriptions are decided here."""
+    sender = webpush_sender(app, settings)
+    now = utcnow()
+    built: dict[Hashable, WebPushRequest] = {}
+    requests: dict[str, WebPushRequest] = {}
+    ready: list[store.ClaimedDelivery] = []
+    for c in group:
+        if c.webpush_keys is None:
+            decided.append((c, NO_KEYS))
+            continue
+        msg = messages[c.message_id]
+        choice, payload = _choose(msg, c)
+        req = built.get(choice)
+        if req is None:
+            req = built[choice] = build_webpush(payload, message_ttl(payload, msg.expires_at, now))
+        req = webpush_for_device(req, c.id)
+        if webpush_too_large(req):
+            decided.append((c, TOO_LARGE))
+        else:
+            requests[c.id] = req
+            ready.append(c)
+
+    def send(c: store.ClaimedDelivery) -> Awaitable[Answer]:
+        assert c.webpush_keys is not None
+        return sender.send(c.token, c.webpush_keys, requests.pop(c.id))
+
+    return ready, send
 
 
 async def _send_lane(

@@ -100,6 +100,25 @@ FCM_STATUS_CODES: dict[int, ResultCode] = {
     504: ResultCode.RECOVERABLE_IO,
 }
 
+# Web Push (RFC 8030 / 8292): the status says it all; push services word their bodies freely.
+WEBPUSH_STATUS_CODES: dict[int, ResultCode] = {
+    400: ResultCode.INVALID_DATA,
+    401: ResultCode.CONFIGURATION_EXPIRED,  # VAPID token missing or invalid
+    403: ResultCode.CONFIGURATION_EXPIRED,  # VAPID key not the one the subscription names
+    404: ResultCode.REGISTRATION_EXPIRED,
+    410: ResultCode.REGISTRATION_EXPIRED,
+    413: ResultCode.PAYLOAD_TOO_LARGE,
+    429: ResultCode.TOO_MANY_FOR_DEVICE,
+}
+
+#: What each provider answers when it took the notification.
+SUCCESS_STATUSES: dict[str, frozenset[int]] = {
+    "apns": frozenset({200}),
+    "fcm": frozenset({200}),
+    "webpush": frozenset({200, 201, 202}),  # RFC 8030 says 201 Created; some say 200/202
+}
+LABELS = {"apns": "APNs", "fcm": "FCM", "webpush": "Web Push"}
+
 DEACTIVATING = frozenset({ResultCode.TOKEN_REJECTED, ResultCode.REGISTRATION_EXPIRED})
 
 
@@ -109,10 +128,10 @@ def classify(provider: str, answer: ProviderAnswer) -> Outcome:
         code = ResultCode.QUEUED_COMMUNICATION_FAILED
         text = f"no answer from {provider}: {answer.detail or answer.reason or 'unknown'}"
         return Outcome(code, DeliveryStatus.QUEUED, retry=True, message=text)
-    if answer.status == 200:
+    if answer.status in SUCCESS_STATUSES.get(provider, frozenset({200})):
         return Outcome(ResultCode.SENT, DeliveryStatus.SENT, message="sent")
     code = _code_for(provider, answer)
-    label = "APNs" if provider == "apns" else "FCM"
+    label = LABELS.get(provider, provider)
     text = f"The payload was rejected by {label}: {answer.reason or answer.status}"
     if answer.detail:
         text = f"{text} ({answer.detail})"
@@ -124,6 +143,11 @@ def classify(provider: str, answer: ProviderAnswer) -> Outcome:
 
 def _code_for(provider: str, answer: ProviderAnswer) -> ResultCode:
     reason = answer.reason or ""
+    status = answer.status or 0
+    if provider == "webpush":
+        if status >= 500:
+            return ResultCode.RECOVERABLE_IO
+        return WEBPUSH_STATUS_CODES.get(status, ResultCode.NOT_ACCEPTED)
     if provider == "apns":
         return APNS_REASON_CODES.get(reason) or APNS_STATUS_CODES.get(
             answer.status or 0, ResultCode.NOT_ACCEPTED

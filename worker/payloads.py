@@ -8,14 +8,17 @@ checks measure exactly those bytes, so a payload too large is code 9 without a r
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import math
+import re
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from schemas.payload import PUSHLINE_KEY, Content, device_locale, pick_locale
+from schemas.payload import PROVIDER_BLOCKS, PUSHLINE_KEY, Content, device_locale, pick_locale
 from schemas.targets import bulk_override
 
 APNS_MAX_BYTES = 4096
@@ -110,7 +113,7 @@ def provider_view(payload: Payload, provider: str) -> tuple[dict[str, Any], Payl
     """The common fields with the provider block's content fields laid over them, and the
     block itself (for its provider-only options)."""
     block: Payload = payload.get(provider) or {}
-    view = {k: v for k, v in payload.items() if k not in ("apns", "fcm", "localized")}
+    view = {k: v for k, v in payload.items() if k not in (*PROVIDER_BLOCKS, "localized")}
     view.update({k: v for k, v in block.items() if k in CONTENT_FIELDS})
     return view, block
 
@@ -375,3 +378,102 @@ def _apns_through_fcm(
 
 def fcm_message_size(message_json: dict[str, Any]) -> int:
     return len(json.dumps(message_json, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+# --- Web Push --------------------------------------------------------------------------------
+
+#: What a push service must accept (RFC 8030 §7.2): 4096 bytes of encrypted body.
+WEBPUSH_MAX_BYTES = 4096
+#: aes128gcm in one record (RFC 8188, RFC 8291 §4): the header (salt 16, record size 4,
+#: key id length 1, the sender's public key 65), the padding delimiter and the AEAD tag.
+WEBPUSH_OVERHEAD = 16 + 4 + 1 + 65 + 1 + 16
+#: RFC 8030 makes TTL mandatory; without one asked for, the longest FCM keeps a message.
+WEBPUSH_DEFAULT_TTL_S = 2_419_200
+#: RFC 8030 §5.4: a Topic is at most 32 characters of the base64url alphabet.
+_WEBPUSH_TOPIC = re.compile(r"^[A-Za-z0-9_\-]{1,32}$")
+
+
+@dataclass(frozen=True)
+class WebPushRequest:
+    """What one subscription gets: the JSON its service worker reads (encrypted on the way)
+    and the RFC 8030 headers."""
+
+    body: dict[str, Any]
+    ttl: int
+    urgency: str
+    topic: str | None
+
+
+def webpush_topic(collapse_id: str | None) -> str | None:
+    """The Topic header for a collapse id: itself when it fits RFC 8030's alphabet and
+    length, else a stable 32-character digest of it (the same id, the same topic)."""
+    if not collapse_id:
+        return None
+    if _WEBPUSH_TOPIC.match(collapse_id):
+        return collapse_id
+    digest = hashlib.sha256(collapse_id.encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode()[:32]
+
+
+def build_webpush(payload: Payload, ttl_s: int | None = None) -> WebPushRequest:
+    """The service-worker payload (README "Web Push payload") and its headers.
+
+    Shown fields as the Notifications API names them (`showNotification(title, options)`):
+    title, body, icon, image, badge (the `badge_icon` URL), tag (the collapse id), actions,
+    requireInteraction, renotify; the app's `data`; Pushline's extras under PUSHLINE_KEY.
+    A silent push shows nothing: `silent: true`, no title or body (its alert, if any, in
+    the extras, as for the other providers).
+    """
+    p, block = provider_view(payload, "webpush")
+    silent = _silent(p)
+    alert: Mapping[str, Any] = p.get("alert") or {}
+    body: dict[str, Any] = {}
+    if silent:
+        body["silent"] = True
+    else:
+        shown = {
+            "title": alert.get("title"),
+            "body": alert.get("body"),
+            "icon": block.get("icon"),
+            "image": p.get("image"),
+            "badge": block.get("badge_icon"),
+            "tag": p.get("collapse_id"),
+            "actions": block.get("actions"),
+            "requireInteraction": block.get("require_interaction"),
+            "renotify": block.get("renotify"),
+        }
+        body.update({k: v for k, v in shown.items() if v is not None})
+    if p.get("data"):
+        body["data"] = dict(p["data"])
+    extras = app_extras(p, silent, image=False)
+    if extras:
+        body[PUSHLINE_KEY] = extras
+    ttl = ttl_s if ttl_s is not None else p.get("time_to_live")
+    if block.get("ttl") is not None:
+        ttl = block["ttl"] if ttl is None else min(block["ttl"], ttl)
+    urgency = block.get("urgency") or ("normal" if p.get("priority") == "normal" else "high")
+    return WebPushRequest(
+        body=body,
+        ttl=WEBPUSH_DEFAULT_TTL_S if ttl is None else ttl,
+        urgency=urgency,
+        topic=webpush_topic(p.get("collapse_id")),
+    )
+
+
+def webpush_for_device(req: WebPushRequest, delivery_id: str) -> WebPushRequest:
+    """The request with this device's notification id (see NOTIFICATION_ID_KEY)."""
+    return replace(req, body={**req.body, NOTIFICATION_ID_KEY: delivery_id})
+
+
+def webpush_plaintext(req: WebPushRequest) -> bytes:
+    """Exactly the bytes that are encrypted: compact JSON, UTF-8."""
+    return json.dumps(req.body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def webpush_encrypted_size(plaintext_bytes: int) -> int:
+    """The size of the aes128gcm body for a plaintext of this many bytes (one record)."""
+    return plaintext_bytes + WEBPUSH_OVERHEAD
+
+
+def webpush_too_large(req: WebPushRequest) -> bool:
+    return webpush_encrypted_size(len(webpush_plaintext(req))) > WEBPUSH_MAX_BYTES

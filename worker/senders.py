@@ -10,9 +10,11 @@ from schemas.settings import Settings
 from schemas.tables import App
 from worker.apns import ApnsSender
 from worker.fcm import FcmSender
+from worker.webpush import WebPushSender
 
 _apns: dict[str, tuple[object, ApnsSender]] = {}
 _fcm: dict[str, tuple[object, FcmSender]] = {}
+_webpush: dict[str, tuple[object, WebPushSender]] = {}
 
 
 class MissingCredentials(Exception):
@@ -49,4 +51,21 @@ def fcm_sender(app: App, settings: Settings) -> FcmSender:
         hit[1].close()  # the app changed: its old connection and token go with the old sender
     sender = FcmSender(app, settings)
     _fcm[app.id] = (app.updated_at, sender)
+    return sender
+
+
+def webpush_sender(app: App, settings: Settings) -> WebPushSender:
+    """Must be called on the process loop: the sender's HTTP connections live there."""
+    hit = _webpush.get(app.id)
+    if hit is not None and hit[0] == app.updated_at:
+        return hit[1]
+    if not (app.webpush_private_key_pem and app.webpush_subject):
+        raise MissingCredentials("the app has no Web Push (VAPID) credentials")
+    if hit is not None:
+        hit[1].close()
+    try:
+        sender = WebPushSender(app, settings)
+    except ValueError as exc:
+        raise MissingCredentials(f"the app's VAPID key does not load: {exc}") from exc
+    _webpush[app.id] = (app.updated_at, sender)
     return sender

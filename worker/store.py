@@ -46,6 +46,7 @@ class ClaimedDelivery:
     global_user_id: str | None = None
     locale: str | None = None
     preferred_languages: list[str] | None = None
+    webpush_keys: tuple[str, str] | None = None  # (p256dh, auth) of a Web Push subscription
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,8 @@ _REGISTRATION_COLUMNS = (
     "global_user_id",
     "locale",
     "preferred_languages",
+    "webpush_p256dh",
+    "webpush_auth",
 )
 # The claim and the registrations it needs in one round trip on PostgreSQL.
 _PG_CLAIM = text(
@@ -176,7 +179,7 @@ def _claimed(row: Any) -> ClaimedDelivery:
     (did, message_id, app_id, provider, attempts, _, rid, token, active, code, *rest) = row
     if rid is None:  # the registration was deleted after fan-out
         return ClaimedDelivery(did, message_id, app_id, provider, attempts, "", "", False, None)
-    platform, username, global_user_id, locale, preferred_languages = rest
+    platform, username, global_user_id, locale, preferred_languages, p256dh, auth = rest
     return ClaimedDelivery(
         id=did,
         message_id=message_id,
@@ -192,6 +195,7 @@ def _claimed(row: Any) -> ClaimedDelivery:
         global_user_id=global_user_id,
         locale=locale,
         preferred_languages=preferred_languages,
+        webpush_keys=(p256dh, auth) if p256dh and auth else None,
     )
 
 

@@ -12,6 +12,7 @@ Errors answer `{"status": <HTTP status>, "error": <reason>, "message": …, "det
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -24,13 +25,16 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from producer.accept import accept_push
+from producer.apps import webpush_public_key
 from producer.auth import Caller, CallerDep
 from producer.bodies import invalid, json_body, read_json
 from producer.engagement import report_engagement
 from producer.errors import InvalidRequest, NotFound, PushlineError
 from producer.registrations import get_registration, list_registrations, upsert_registration
 from producer.waiter import delivery_result, read_results, wait_for_outcome
+from producer.webhooks import emit_installation
 from schemas.api import RegistrationIn
+from schemas.cm import CLIENT_INSTALLED, CLIENT_UPDATED
 from schemas.codes import MessageState, Role
 from schemas.sap import (
     EXAMPLE_REGISTRATION,
@@ -86,6 +90,13 @@ def _body_doc(schema: type[BaseModel], example: dict[str, Any]) -> dict[str, Any
     return json_body(schema, {"seed": {"summary": "The seed's example", "value": example}})
 
 
+_BROWSER_EXAMPLE = {
+    "pushToken": '{"endpoint":"https://push.example.com/abc",'
+    '"keys":{"p256dh":"BN…","auth":"…"}}',
+    "username": "anna",
+    "formFactor": "browser",
+    "userLocale": "en",
+}
 _ERROR_EXAMPLE = {
     "status": 400,
     "error": "Bad Request",
@@ -362,14 +373,14 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
             raise invalid(exc.field, exc.rule) from exc
         except ValidationError as exc:
             err = exc.errors()[0]
-            field = SAP_REGISTRATION_FIELDS.get(str(err["loc"][0]), str(err["loc"][0]))
-            raise invalid(field, err["msg"]) from None
+            raise invalid(_sap_field(err["loc"]), err["msg"]) from None
         try:
             reg, created = await run_in_threadpool(upsert_registration, engine, who.app_id, body)
         except InvalidRequest as exc:
             first = exc.details[0] if exc.details else {"field": "body", "rule": exc.message}
-            field = SAP_REGISTRATION_FIELDS.get(first["field"], first["field"])
-            raise invalid(field, first["rule"]) from None
+            raise invalid(_sap_field(first["field"].split(".")), first["rule"]) from None
+        kind = CLIENT_INSTALLED if created else CLIENT_UPDATED
+        emit_installation(settings, engine, who.app_id, kind, reg)
         return JSONResponse(sap_registration(reg), status_code=201 if created else 200)
 
     runtime_devices = "/v1/runtime/applications/{applicationId}/os/{os}/devices"
@@ -377,13 +388,20 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
         "description": f"Role: `{Role.ADMIN}`. One user on one device: (`username`, deviceId) "
         "names the registration, so two users of a shared device are two registrations. "
         "Without `pushToken` the device is registered without one (code 5 when pushed). "
-        "`{os}` is `ios` or `android`. Answers SAP's registration document, 201 when "
-        "created, 200 when updated.",
+        "`{os}` is `ios`, `android` or `w3cpushapi`; for `w3cpushapi` the `pushToken` is "
+        "the browser's PushSubscription (its JSON text or the object). Answers SAP's "
+        "registration document, 201 when created, 200 when updated.",
         "responses": {
             200: {"content": {"application/json": {"example": registration_example}}},
             400: {"content": {"application/json": {"example": _ERROR_EXAMPLE}}},
         },
-        "openapi_extra": _body_doc(SapRegistrationBody, EXAMPLE_REGISTRATION),
+        "openapi_extra": json_body(
+            SapRegistrationBody,
+            {
+                "seed": {"summary": "The seed's example", "value": EXAMPLE_REGISTRATION},
+                "browser": {"summary": "A browser (w3cpushapi)", "value": _BROWSER_EXAMPLE},
+            },
+        ),
     }
 
     @api.post(
@@ -411,7 +429,25 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
             **registration_doc,
         )
 
+    @api.get(
+        "/v1/runtime/applications/{applicationId}/pushconfiguration/os/{os}/pushid",
+        summary="The push configuration a W3C web app subscribes with",
+        description="Any role of the app. For `w3cpushapi`, `pushId` is the VAPID public key "
+        "(base64url) for `pushManager.subscribe({applicationServerKey})`.",
+        responses={200: {"content": {"application/json": {"example": {"pushId": "BN…"}}}}},
+    )
+    def push_id(who: CallerDep, application_id: AppId, os: str) -> JSONResponse:
+        if os != "w3cpushapi":
+            raise invalid("os", "only w3cpushapi has a server-generated push id")
+        return JSONResponse({"pushId": webpush_public_key(engine, who.app_id)})
+
     return api
+
+
+def _sap_field(loc: Sequence[int | str]) -> str:
+    """A native field path (`keys`, `p256dh`) in SAP's words (`pushToken.keys.p256dh`)."""
+    head, *rest = [str(p) for p in loc] or ["body"]
+    return ".".join([SAP_REGISTRATION_FIELDS.get(head, head), *rest])
 
 
 def _top(value: str | None) -> int:
