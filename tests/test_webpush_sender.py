@@ -292,4 +292,4 @@ def test_pushline_apps_create_webpush_generates_a_key_pair_or_takes_a_pem(tmp_pa
     no_sub = run("apps", "create", "site3", "--webpush", env=env)
     assert no_sub.returncode == 2 and "--webpush-subject" in no_sub.stdout + no_sub.stderr
     bad_sub = run("apps", "create", "site4", "--webpush", "--webpush-subject", "ops", env=env)
-    assert bad_sub.returncode == 2 and "mailto:" in bad_sub.stdout
+    assert bad_sub.returncode == 2 and "mailto:" in bad_sub.stderr  # errors: one line on stderr
