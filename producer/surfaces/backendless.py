@@ -8,7 +8,6 @@ The `{REST-api-key}` in the path is a Pushline API key of the app named by
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -20,8 +19,16 @@ from starlette.concurrency import run_in_threadpool
 
 from producer.accept import accept_push
 from producer.auth import Caller, authenticate
-from producer.bodies import json_body
-from producer.errors import InvalidRequest, NotFound, PushlineError, Unauthorized, Unavailable
+from producer.bodies import json_body, read_json
+from producer.errors import (
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    PushlineError,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMediaType,
+)
 from producer.registrations import delete_registration, registration_out, upsert_registration
 from producer.schedules import get_schedule
 from producer.status import message_status
@@ -30,8 +37,12 @@ from schemas.codes import Role
 from schemas.settings import Settings
 from schemas.tables import Registration, utcnow
 
-_OWNED = re.compile(r"^/[^/]+/[^/]+/messaging(?:/|$)")
+# Empty or malformed ids and keys too: a path shaped like Backendless's answers like it.
+_OWNED = re.compile(r"^/[^/]*/[^/]*/messaging(?:/|$)")
 _BASE = "/{application_id}/{api_key}/messaging"
+
+ERROR_MODEL = bl.ErrorAnswer
+NEVER_ANSWERS = frozenset({415})  # Backendless answers a body not declared JSON 400
 
 
 def owns(path: str) -> bool:
@@ -39,7 +50,11 @@ def owns(path: str) -> bool:
 
 
 def error_response(exc: PushlineError) -> JSONResponse:
-    """Backendless's error shape: exactly `{"message", "code"}`."""
+    """Backendless's error shape: exactly `{"message", "code"}`. A body not declared JSON is
+    Backendless's 400 "could not parse" (its Content-Type header is mandatory), not a 415."""
+    if isinstance(exc, UnsupportedMediaType):
+        content = {"message": f"Could not parse request: {exc.message}", "code": bl.UNPARSEABLE}
+        return JSONResponse(status_code=400, content=content)
     code = bl.error_code(exc.status, exc.code)
     return JSONResponse(status_code=exc.status, content={"message": exc.message, "code": code})
 
@@ -60,11 +75,10 @@ def _caller(request: Request, application_id: str, api_key: str) -> Caller:
 
 
 async def _json(request: Request, code: int) -> Any:
-    raw = await request.body()
     try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise InvalidRequest(f"Could not parse request: {exc}", code=code) from exc
+        return await read_json(request)
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"Could not parse request: {exc}", exc.details, code=code) from None
 
 
 def _errors(*codes: tuple[int, int, str]) -> dict[int | str, dict[str, Any]]:
@@ -265,6 +279,8 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
         (delivered to at least one device), "failed" (with errorMessage), "cancelled"
         (a cancelled delayed publish) or "unknown" (no such message in this application).
         """
+        if message_id == "registrations":  # the literal path, which only takes POST
+            raise MethodNotAllowed("GET is not allowed here; allowed: POST", ["POST"])
         who = _caller(request, application_id, api_key)  # any role of the app may read
         status, error = _publish_status(engine, who.app_id, message_id)
         return bl.MessageStatusAnswer(messageId=message_id, status=status, errorMessage=error)

@@ -37,6 +37,7 @@ from schemas.sap import (
     SCHEMAS,
     RouteKind,
     SapEngagement,
+    SapError,
     SapInputError,
     notification_status,
     push_http_status,
@@ -57,6 +58,8 @@ AppId = Annotated[
     ),
 ]
 MAX_PAGE = 1000
+
+ERROR_MODEL = SapError
 
 
 def owns(path: str) -> bool:
