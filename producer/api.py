@@ -121,7 +121,10 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         response_model=RegistrationOut,
         status_code=201,
         tags=["registrations"],
-        responses=ERRORS,
+        responses={
+            200: {"model": RegistrationOut, "description": "Updated: it was registered before"},
+            **ERRORS,
+        },
         openapi_extra=json_body(RegistrationIn),
     )
     def register(
