@@ -24,7 +24,7 @@ from producer.bodies import json_body, json_model, read_json, validation_error
 from producer.engagement import report_engagement
 from producer.errors import ErrorShapes, NotFound, PushlineError, Unavailable
 from producer.fastpath import InlinePush
-from producer.guard import RequestGuard, method_not_allowed
+from producer.guard import RequestGuard, RouteTable
 from producer.openapi import complete as complete_openapi
 from producer.quota import RequestQuota
 from producer.registrations import (
@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     api.state.keys = KeyResolver(engine)
     api.state.quota = RequestQuota(settings.redis_url, settings.redis_key_prefix)
     shapes = ErrorShapes()
-    api.state.error_shapes = shapes
+    routes = RouteTable([])  # filled once every route is mounted (below)
 
     @api.exception_handler(PushlineError)
     async def _pushline_error(request: Request, exc: PushlineError) -> JSONResponse:
@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         # Starlette's own answers (no such route, no such method): never FastAPI's
         # {"detail": …}, and a 405's Allow names every method of the path.
         if exc.status_code == 405:
-            return shapes.respond(request.scope, method_not_allowed(request.scope))
+            return shapes.respond(request.scope, routes.method_not_allowed(request.scope))
         if exc.status_code == 404:
             # The path is not echoed: a Backendless path carries an API key.
             err: PushlineError = NotFound("no such route: see /docs for the API's paths")
@@ -360,7 +360,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
 
     # After the native routes: Starlette matches routes in order, and POST /v1/messages is
     # the call made most, so it should not be tried against every seed route first.
-    error_docs = mount_surfaces(api, settings, engine, shapes)
+    error_docs, surface_routes = mount_surfaces(api, settings, engine, shapes)
+    routes.routes.extend(RouteTable([*api.router.routes, *surface_routes]).routes)
 
     def openapi() -> dict[str, Any]:
         fresh = api.openapi_schema is None
@@ -371,5 +372,5 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
 
     api.openapi = openapi  # type: ignore[method-assign]
     api.add_middleware(InlinePush, settings=settings, engine=engine)
-    api.add_middleware(RequestGuard, shapes=shapes)  # the outermost: added last
+    api.add_middleware(RequestGuard, shapes=shapes, routes=routes)  # the outermost: added last
     return api

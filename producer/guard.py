@@ -12,6 +12,7 @@ path costs two substring checks and a header lookup.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from urllib.parse import parse_qsl
 
 import structlog
@@ -25,17 +26,69 @@ log = structlog.get_logger("pushline.api")
 NUL_RULE = "must not contain the NUL character (U+0000)"
 
 
+class RouteTable:
+    """Every route of the API, flat (FastAPI keeps included routers apart), to say which
+    routes a path matches: for an Allow header, a parameter's name, a log line's route."""
+
+    def __init__(self, routes: Iterable[BaseRoute]) -> None:
+        self.routes = [r for r in routes if isinstance(r, Route)]
+
+    def most_specific(self, scope: Scope) -> list[tuple[Route, Scope]]:
+        """The routes whose path matches, those with the fewest parameters: a literal
+        segment wins over a parameter, as OpenAPI matches concrete paths first."""
+        found: list[tuple[Route, Scope]] = []
+        for route in self.routes:
+            match, child = route.matches(scope)
+            if match is Match.FULL:  # the method's own route first
+                found.insert(0, (route, child))
+            elif match is Match.PARTIAL:
+                found.append((route, child))
+        if not found:
+            return []
+        fewest = min(len(r.param_convertors) for r, _ in found)
+        return [(r, c) for r, c in found if len(r.param_convertors) == fewest]
+
+    def template(self, scope: Scope) -> str:
+        """The route's path template (never the path itself, which may carry an API key)."""
+        matched = self.most_specific(scope)
+        return matched[0][0].path if matched else "(no route)"
+
+    def method_not_allowed(self, scope: Scope) -> MethodNotAllowed:
+        methods: set[str] = set()
+        for route, _ in self.most_specific(scope):
+            methods |= route.methods or set()
+        allow = sorted(methods)
+        return MethodNotAllowed(
+            f"{scope['method']} is not allowed here; allowed: {', '.join(allow)}", allow
+        )
+
+    def nul_field(self, scope: Scope) -> str:
+        """The path parameter or query parameter that holds a NUL."""
+        if "\x00" in scope["path"]:
+            for _, child in self.most_specific(scope):
+                for name, value in child.get("path_params", {}).items():
+                    if "\x00" in str(value):
+                        return str(name)
+            return "path"
+        query = scope["query_string"].decode("latin-1")
+        for name, value in parse_qsl(query, keep_blank_values=True):
+            if "\x00" in name or "\x00" in value:
+                return name.replace("\x00", "\\0")
+        return "query"
+
+
 class RequestGuard:
-    def __init__(self, app: ASGIApp, shapes: ErrorShapes) -> None:
+    def __init__(self, app: ASGIApp, shapes: ErrorShapes, routes: RouteTable) -> None:
         self.app = app
         self.shapes = shapes
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
-            field = _nul_field(scope)
+            field = self.routes.nul_field(scope)
             await self.shapes.respond(scope, invalid(field, NUL_RULE))(scope, receive, send)
             return
         length = _content_length(scope)
@@ -61,7 +114,7 @@ class RequestGuard:
                 "unhandled error",
                 error_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
                 method=scope["method"],
-                route=route_template(scope),
+                route=self.routes.template(scope),
             )
             if started:  # the answer is on its way: all that is left is to cut it short
                 raise RuntimeError("response aborted after an unhandled error") from None
@@ -75,56 +128,3 @@ def _content_length(scope: Scope) -> int | None:
             return int(value) if value.isdigit() else None
     return None
 
-
-def _most_specific(scope: Scope) -> list[tuple[Route, Scope]]:
-    """The routes whose path matches, fewest parameters first kept: a literal segment wins
-    over a parameter, as OpenAPI matches concrete paths before templated ones."""
-    found: list[tuple[Route, Scope]] = []
-    routes: list[BaseRoute] = scope["app"].router.routes
-    for route in routes:
-        if not isinstance(route, Route):
-            continue
-        match, child = route.matches(scope)
-        if match is not Match.NONE:
-            found.append((route, child))
-    if not found:
-        return []
-    fewest = min(len(r.param_convertors) for r, _ in found)
-    return [(r, c) for r, c in found if len(r.param_convertors) == fewest]
-
-
-def route_template(scope: Scope) -> str:
-    """The route's path template (never the path itself, which may carry an API key)."""
-    route = scope.get("route")
-    if isinstance(route, Route):
-        return route.path
-    matched = _most_specific(scope)
-    return matched[0][0].path if matched else "(no route)"
-
-
-def allowed_methods(scope: Scope) -> list[str]:
-    methods: set[str] = set()
-    for route, _ in _most_specific(scope):
-        methods |= route.methods or set()
-    return sorted(methods)
-
-
-def method_not_allowed(scope: Scope) -> MethodNotAllowed:
-    allow = allowed_methods(scope)
-    return MethodNotAllowed(
-        f"{scope['method']} is not allowed here; allowed: {', '.join(allow)}", allow
-    )
-
-
-def _nul_field(scope: Scope) -> str:
-    """The path parameter or query parameter that holds a NUL."""
-    if "\x00" in scope["path"]:
-        for _, child in _most_specific(scope):
-            for name, value in child.get("path_params", {}).items():
-                if "\x00" in str(value):
-                    return str(name)
-        return "path"
-    for name, value in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True):
-        if "\x00" in name or "\x00" in value:
-            return name.replace("\x00", "\\0")
-    return "query"

@@ -13,6 +13,7 @@ from types import ModuleType
 
 from fastapi import FastAPI
 from sqlalchemy import Engine
+from starlette.routing import BaseRoute
 
 from producer.errors import ErrorShapes
 from producer.openapi import ErrorDoc
@@ -21,17 +22,20 @@ from schemas.settings import Settings
 
 def mount_surfaces(
     api: FastAPI, settings: Settings, engine: Engine, shapes: ErrorShapes
-) -> list[ErrorDoc]:
+) -> tuple[list[ErrorDoc], list[BaseRoute]]:
     """Include every surface's routes, and register which paths answer in its error shape;
-    returns how the OpenAPI document describes those errors."""
+    returns how the OpenAPI document describes those errors, and the routes included."""
     docs: list[ErrorDoc] = []
+    routes: list[BaseRoute] = []
     for surface in _surfaces():
-        api.include_router(surface.router(settings, engine))
+        router = surface.router(settings, engine)
+        api.include_router(router)
+        routes.extend(router.routes)
         shapes.add(surface.owns, surface.error_response)
         if hasattr(surface, "ERROR_MODEL"):
             never: frozenset[int] = getattr(surface, "NEVER_ANSWERS", frozenset())
             docs.append(ErrorDoc(surface.owns, surface.ERROR_MODEL, never))
-    return docs
+    return docs, routes
 
 
 def _surfaces() -> list[ModuleType]:

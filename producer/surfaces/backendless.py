@@ -74,10 +74,15 @@ def _caller(request: Request, application_id: str, api_key: str) -> Caller:
     return who
 
 
-async def _json(request: Request, code: int) -> Any:
+async def _json(request: Request, code: int, field_code: int) -> Any:
+    """The body; a body that is not JSON is `code`, a value breaking a rule of every body
+    (a NUL in a string, a number out of range) is `field_code`, naming its field."""
     try:
         return await read_json(request)
     except InvalidRequest as exc:
+        field = exc.details[0]["field"] if exc.details else "body"
+        if field != "body":
+            raise InvalidRequest(exc.message, exc.details, code=field_code) from None
         raise InvalidRequest(f"Could not parse request: {exc}", exc.details, code=code) from None
 
 
@@ -165,7 +170,8 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
         who = await run_in_threadpool(_caller, request, application_id, api_key)
         who.require(Role.ADMIN)  # as the native registration route
         try:
-            device = bl.translate_registration(await _json(request, bl.BAD_REGISTRATION))
+            body = await _json(request, bl.BAD_REGISTRATION, bl.BAD_REGISTRATION)
+            device = bl.translate_registration(body)
         except bl.BackendlessError as exc:
             raise _invalid(exc) from None
         return await run_in_threadpool(_register, engine, who.app_id, device)
@@ -248,7 +254,7 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
         who = await run_in_threadpool(_caller, request, application_id, api_key)
         try:
             pub = bl.translate_publish(
-                await _json(request, bl.UNPARSEABLE),
+                await _json(request, bl.UNPARSEABLE, bl.INVALID_PARAMETER),
                 channel_name,
                 utcnow(),
                 repeat_every_min_s=settings.repeat_every_min_s,
