@@ -238,11 +238,29 @@ def test_backendless_repeat_every_out_of_range_is_its_400(app: AppHandle) -> Non
     assert backendless(answer.json()) == "repeatEvery"
 
 
-def test_a_huge_array_is_a_400_naming_the_field(app: AppHandle) -> None:
-    body = {**PUSH, "target": {"type": "users", "usernames": [f"u{i}" for i in range(20_000)]}}
-    answer = _call(app, "POST", "/v1/messages", body)
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        (
+            "/v1/messages",
+            {**PUSH, "target": {"type": "users", "usernames": ["u"] * 20_000}},
+            "target",
+        ),
+        (
+            "/v1/registrations",
+            {"token": "c" * 64, "topics": [f"t{i}" for i in range(1001)]},
+            "topics",
+        ),
+    ],
+)
+def test_a_huge_array_is_a_400_naming_the_field_and_writes_nothing(
+    app: AppHandle, path: str, body: dict[str, Any], field: str
+) -> None:
+    before = _counts(app)
+    answer = _call(app, "POST", path, body)
     assert answer.status_code == 400, answer.text
-    assert native(answer.json()).startswith("target")
+    assert native(answer.json()).startswith(field)
+    assert _counts(app) == before
 
 
 @pytest.mark.parametrize("content_type", [None, "text/plain", "application/json; charset=latin-1"])
