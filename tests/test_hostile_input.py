@@ -121,7 +121,7 @@ def _path(app: AppHandle, path: str) -> str:
         ("/push/1/reports?bulkId=%00", "bulkId", infobip),
         (f"{SAP}/v2/backend/registrations/a%00", "registrationId", sap),
         (f"{SAP}/v2/backend/registrations?pushGroup=%00", "pushGroup", sap),
-        ("BL:x%00", "message_id", backendless),
+        ("BL:x%00", "channel_name", backendless),
         ("BL:registrations/%00", "device_id", backendless),
     ],
 )

@@ -9,9 +9,9 @@ The `{REST-api-key}` in the path is a Pushline API key of the app named by
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, select
 from sqlmodel import Session, col
@@ -40,6 +40,13 @@ from schemas.tables import Registration, utcnow
 # Empty or malformed ids and keys too: a path shaped like Backendless's answers like it.
 _OWNED = re.compile(r"^/[^/]*/[^/]*/messaging(?:/|$)")
 _BASE = "/{application_id}/{api_key}/messaging"
+MessageIdSegment = Annotated[
+    str,
+    Path(
+        alias="channel_name",
+        description="GET: the messageId a publish answered (POST: the channel's name)",
+    ),
+]
 
 ERROR_MODEL = bl.ErrorAnswer
 NEVER_ANSWERS = frozenset({415})  # Backendless answers a body not declared JSON 400
@@ -274,12 +281,14 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
         return JSONResponse(answer.model_dump())
 
     @api.get(
-        f"{_BASE}/{{message_id}}",
+        # The publish route's path: one path with two methods (OpenAPI allows no two
+        # templates that differ only in a parameter's name), so GET's segment has its name.
+        f"{_BASE}/{{channel_name}}",
         response_model=bl.MessageStatusAnswer,
         responses=_errors(no_key),
     )
     def publish_status(
-        request: Request, application_id: str, api_key: str, message_id: str
+        request: Request, application_id: str, api_key: str, message_id: MessageIdSegment
     ) -> bl.MessageStatusAnswer:
         """Get Message Status: "scheduled" (waiting or still being delivered), "published"
         (delivered to at least one device), "failed" (with errorMessage), "cancelled"
