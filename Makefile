@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-prune chaos soak clean
+.PHONY: demo test lint fuzz bench bench-prune chaos soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,6 +21,11 @@ test: $(STAMP) lint
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy schemas producer worker simulators
+
+# schemathesis over every operation, unbounded in time (at least 20,000 requests), with counts.
+fuzz: $(STAMP)
+	bash scripts/services.sh
+	$(PY) -m tests.fuzzing
 
 bench: $(STAMP)
 	bash scripts/services.sh

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from producer.accept import (
     Accepted,
@@ -24,13 +25,15 @@ from producer.admin import admin_router
 from producer.apps import webpush_public_key
 from producer.audience import count_audience, parse_audience
 from producer.auth import CallerDep, KeyResolver
-from producer.bodies import json_body, read_json
+from producer.bodies import json_body, json_model, read_json, validation_error
 from producer.cancel import cancel_message, target_type
 from producer.engagement import report_engagement
-from producer.errors import PushlineError, TooManyRequests, error_response, native_response
+from producer.errors import ErrorShapes, NotFound, PushlineError, Unavailable
 from producer.fastpath import InlinePush
+from producer.guard import RequestGuard, RouteTable
 from producer.messages import list_messages, timeline
 from producer.observe import Observe
+from producer.openapi import complete as complete_openapi
 from producer.quota import RequestQuota
 from producer.registrations import (
     delete_registration,
@@ -43,7 +46,7 @@ from producer.registrations import (
 from producer.revocation import Revocations
 from producer.schedules import get_schedule, list_schedules, set_state
 from producer.status import get_delivery, list_deliveries, message_status
-from producer.surfaces import Surface, mount_surfaces
+from producer.surfaces import mount_surfaces
 from producer.telemetry import exposition, readiness
 from producer.webhooks import emit_installation
 from schemas.api import (
@@ -75,7 +78,6 @@ from schemas.logs import configure_logging
 from schemas.settings import Settings, get_settings
 
 log = structlog.get_logger("pushline.api")
-INTERNAL_ERROR = "internal error; the log has it under this request's X-Request-Id"
 ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorBody} for s in (400, 401, 403, 404, 409, 429, 503)
 }
@@ -89,45 +91,44 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     if migrate:
         upgrade(settings.database_url)
     api = FastAPI(
+        redirect_slashes=False,  # a trailing slash is another path: 404, not a redirect
         title="Pushline",
         version="1",
         description="Self-hosted push notification delivery through APNs and FCM.",
     )
     api.state.keys = KeyResolver(engine, Revocations(settings.redis_url, settings.redis_key_prefix))
     api.state.quota = RequestQuota(settings.redis_url, settings.redis_key_prefix)
-    surfaces: list[Surface] = []
+    shapes = ErrorShapes()
+    routes = RouteTable([])  # filled once every route is mounted (below)
 
     @api.exception_handler(PushlineError)
     async def _pushline_error(request: Request, exc: PushlineError) -> JSONResponse:
         # Each seed surface answers errors in its own service's shape.
-        for owns, shape in surfaces:
-            if owns(request.url.path):
-                answer = shape(exc)
-                break
-        else:
-            answer = native_response(exc)
-        if isinstance(exc, TooManyRequests):
-            answer.headers["Retry-After"] = str(exc.retry_after_s)
-        return answer
+        return shapes.respond(request.scope, exc)
 
     @api.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [
-            {"field": ".".join(str(p) for p in e["loc"] if p != "body") or "body", "rule": e["msg"]}
-            for e in exc.errors()
-        ]
-        first = details[0] if details else {"field": "body", "rule": "invalid"}
-        return error_response(400, "invalid_request", f"{first['field']}: {first['rule']}", details)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return shapes.respond(request.scope, validation_error(exc.errors()))
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Starlette's own answers (no such route, no such method): never FastAPI's
+        # {"detail": …}, and a 405's Allow names every method of the path.
+        if exc.status_code == 405:
+            return shapes.respond(request.scope, routes.method_not_allowed(request.scope))
+        if exc.status_code == 404:
+            # The path is not echoed: a Backendless path carries an API key.
+            err: PushlineError = NotFound("no such route: see /docs for the API's paths")
+        else:
+            err = PushlineError(str(exc.detail))
+            err.status = exc.status_code
+        return shapes.respond(request.scope, err)
 
     @api.exception_handler(OperationalError)
-    async def _store_down(_: Request, exc: OperationalError) -> JSONResponse:
-        log.error("store unavailable", error=str(exc.orig))
-        return error_response(503, "unavailable", "the store is unavailable; try again shortly", [])
-
-    @api.exception_handler(Exception)
-    async def _internal(_: Request, exc: Exception) -> JSONResponse:
-        # Logged by producer/observe.py with its request id; the client learns nothing more.
-        return error_response(500, "internal_error", INTERNAL_ERROR, [])
+    async def _store_down(request: Request, exc: OperationalError) -> JSONResponse:
+        log.error("store unavailable", error_type=type(exc.orig).__name__)
+        err = Unavailable("the store is unavailable; try again shortly")
+        return shapes.respond(request.scope, err)
 
     @api.get("/v1/health", tags=["operations"])
     def health() -> dict[str, str]:
@@ -171,9 +172,17 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         response_model=RegistrationOut,
         status_code=201,
         tags=["registrations"],
-        responses=ERRORS,
+        responses={
+            200: {"model": RegistrationOut, "description": "Updated: it was registered before"},
+            **ERRORS,
+        },
+        openapi_extra=json_body(RegistrationIn),
     )
-    def register(body: RegistrationIn, who: CallerDep, response: Response) -> RegistrationOut:
+    def register(
+        body: Annotated[RegistrationIn, json_model(RegistrationIn)],
+        who: CallerDep,
+        response: Response,
+    ) -> RegistrationOut:
         """Create or update a registration: one user on one device, so idempotent on
         (`username`, `device_id`), or (`username`, token) without a device id; a new one
         without `device_id` is given one (returned). Two users on one shared device are two
@@ -230,8 +239,11 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         response_model=RegistrationOut,
         tags=["registrations"],
         responses=ERRORS,
+        openapi_extra=json_body(TopicsIn),
     )
-    def subscribe_topics(registration_id: str, body: TopicsIn, who: CallerDep) -> RegistrationOut:
+    def subscribe_topics(
+        registration_id: str, body: Annotated[TopicsIn, json_model(TopicsIn)], who: CallerDep
+    ) -> RegistrationOut:
         """Subscribe a registration to topics (existing subscriptions stay)."""
         who.require(Role.ADMIN)
         return subscribe(engine, who.app_id, registration_id, body.topics)
@@ -454,16 +466,32 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         response_model=DeliveryOut,
         tags=["push"],
         responses=ERRORS,
+        openapi_extra=json_body(EngagementIn),
     )
-    def report_status(delivery_id: str, body: EngagementIn, who: CallerDep) -> DeliveryOut:
+    def report_status(
+        delivery_id: str, body: Annotated[EngagementIn, json_model(EngagementIn)], who: CallerDep
+    ) -> DeliveryOut:
         """The app reports RECEIVED, CONSUMED or CONFIRMED; statuses never move backwards."""
         row = report_engagement(engine, who.app_id, delivery_id, body.status)
         return DeliveryOut.model_validate(row)
 
     # After the native routes: Starlette matches routes in order, and POST /v1/messages is
     # the call made most, so it should not be tried against every seed route first.
-    surfaces.extend(mount_surfaces(api, settings, engine))
     api.include_router(admin_router(engine, settings))
+    error_docs, surface_routes = mount_surfaces(api, settings, engine, shapes)
+    routes.routes.extend(RouteTable([*api.router.routes, *surface_routes]).routes)
+
+    def openapi() -> dict[str, Any]:
+        fresh = api.openapi_schema is None
+        doc = FastAPI.openapi(api)
+        if fresh:
+            complete_openapi(doc, error_docs, ErrorBody)
+        return doc
+
+    api.openapi = openapi  # type: ignore[method-assign]
     api.add_middleware(InlinePush, settings=settings, engine=engine)
-    api.add_middleware(Observe, access_log=settings.access_log)  # outermost: sees every answer
+    api.add_middleware(RequestGuard, shapes=shapes, routes=routes)
+    # Outermost, added last: a request id and the access log for every answer, the guard's
+    # included.
+    api.add_middleware(Observe, access_log=settings.access_log)
     return api

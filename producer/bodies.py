@@ -1,16 +1,34 @@
 """JSON request bodies: read by hand (so bad JSON is a 400 in each service's own error shape,
-never FastAPI's), and still documented in the OpenAPI schema with the services' examples."""
+never FastAPI's), and still documented in the OpenAPI schema with the services' examples.
+
+Every body on every route, the fast path's included, goes through `loads`, whose rules are
+the API's (README, "Input limits"): `Content-Type: application/json` (415 otherwise), at
+most MAX_BODY bytes (413), UTF-8, nesting at most MAX_DEPTH deep, no NaN or Infinity,
+integers within ±MAX_INT (I-JSON's exact range), and no NUL or unpaired surrogate in any
+string (PostgreSQL stores neither). The happy path pays two byte counts and one regular
+expression search; the value is walked only when those say it might break a rule.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
-from fastapi import Request
-from pydantic import BaseModel
+from fastapi import Depends, Request
+from pydantic import BaseModel, ValidationError
 
-from producer.errors import InvalidRequest
+from producer.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+
+MAX_BODY = 1 << 20
+MAX_DEPTH = 32
+MAX_INT = 2**53 - 1
+# What might break a rule, looked for in the raw bytes: a NUL or surrogate escape, a run of
+# digits too long for MAX_INT, an exponent too large for a float.
+M = TypeVar("M", bound=BaseModel)
+_SUSPECT = re.compile(rb"\\u0000|\\u[dD][89a-fA-F]|[0-9]{16}|[eE][+-]?[0-9]{3}")
 
 
 def inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
@@ -47,11 +65,131 @@ def invalid(field: str, rule: str, code: int | None = None) -> InvalidRequest:
     return InvalidRequest(f"{field}: {rule}", [{"field": field, "rule": rule}], code=code)
 
 
-async def read_json(request: Request) -> Any:
-    """The body as JSON; malformed JSON (the seeds' own samples have trailing commas) is a
-    400 naming the syntax error, and nothing is repaired."""
-    raw = await request.body()
+def check_content_type(value: str | None) -> None:
+    """415 unless the body is declared JSON (`application/json`, or `application/*+json`),
+    in UTF-8 when a charset is named."""
+    media, _, params = (value or "").partition(";")
+    media = media.strip().lower()
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        shown = f"'{media}'" if media else "missing"
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json, not {shown}",
+            [{"field": "Content-Type", "rule": "must be application/json"}],
+        )
+    for param in params.split(";"):
+        name, _, charset = param.partition("=")
+        if name.strip().lower() == "charset" and charset.strip(' "').lower() not in (
+            "utf-8",
+            "utf8",
+        ):
+            raise UnsupportedMediaType(
+                "the body must be UTF-8",
+                [{"field": "Content-Type", "rule": "charset must be utf-8"}],
+            )
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def loads(raw: bytes, content_type: str | None) -> Any:
+    """The body as JSON under the rules above; malformed JSON (the seeds' own samples have
+    trailing commas) is a 400 naming the syntax error, and nothing is repaired."""
+    check_content_type(content_type)
+    if len(raw) > MAX_BODY:
+        raise PayloadTooLarge(
+            f"the body is larger than {MAX_BODY} bytes",
+            [{"field": "body", "rule": f"at most {MAX_BODY} bytes"}],
+        )
     try:
-        return json.loads(raw)
+        text = raw.decode()
+    except UnicodeDecodeError as exc:
+        raise invalid("body", f"not valid UTF-8 (byte {exc.start})") from None
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise invalid("body", f"nested deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:
-        raise invalid("body", f"malformed JSON: {exc}") from exc
+        raise invalid("body", f"malformed JSON: {exc}") from None
+    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH or _SUSPECT.search(raw):
+        broken = _broken_rule(value)
+        if broken is not None:
+            raise invalid(*broken)
+    return value
+
+
+def _broken_rule(value: Any) -> tuple[str, str] | None:
+    """(field, rule) of the first value that breaks a rule, walked without recursion."""
+    stack: list[tuple[tuple[str, ...], Any]] = [((), value)]
+    while stack:
+        path, node = stack.pop()
+        field = ".".join(path) or "body"
+        if len(path) > MAX_DEPTH:
+            return "body", f"nested deeper than {MAX_DEPTH} levels"
+        if isinstance(node, str):
+            rule = _string_rule(node)
+            if rule:
+                return field, rule
+        elif isinstance(node, dict):
+            for key, item in node.items():
+                rule = _string_rule(key)
+                if rule:
+                    return field, f"keys {rule}"
+                stack.append(((*path, key), item))
+        elif isinstance(node, list):
+            stack.extend(((*path, str(i)), item) for i, item in enumerate(node))
+        elif isinstance(node, bool):
+            continue
+        elif isinstance(node, int) and abs(node) > MAX_INT:
+            return field, f"must be within -{MAX_INT} and {MAX_INT}"
+        elif isinstance(node, float) and not math.isfinite(node):
+            return field, "must be a finite number"
+    return None
+
+
+def _string_rule(text: str) -> str | None:
+    if "\x00" in text:
+        return "must not contain the NUL character (U+0000)"
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return "must not contain an unpaired surrogate (invalid Unicode)"
+    return None
+
+
+async def read_json(request: Request) -> Any:
+    """The request's body under `loads`' rules."""
+    return loads(await request.body(), request.headers.get("content-type"))
+
+
+def validated(model: type[M], body: Any) -> M:
+    """`body` as `model`; a 400 naming every field and its rule otherwise."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(exc.errors()) from None
+
+
+def validation_error(errors: Any) -> InvalidRequest:
+    """Pydantic's or FastAPI's validation errors as one 400 (the first named in the message)."""
+    details = [
+        {
+            "field": ".".join(str(p) for p in e["loc"] if p != "body") or "body",
+            "rule": "unknown field" if e.get("type") == "extra_forbidden" else str(e["msg"]),
+        }
+        for e in errors
+    ]
+    first = details[0] if details else {"field": "body", "rule": "invalid"}
+    return InvalidRequest(f"{first['field']}: {first['rule']}", details)
+
+
+def json_model(model: type[M]) -> Any:
+    """A dependency giving the request's body as `model` under `loads`' rules (routes that
+    take it document the body with `json_body(model)`)."""
+
+    async def body(request: Request) -> Any:
+        return validated(model, await read_json(request))
+
+    return Depends(body)

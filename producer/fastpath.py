@@ -10,7 +10,6 @@ idempotency key, no schedule. Anything else, or any doubt, goes on to the app un
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import Future
 from types import SimpleNamespace
 
@@ -20,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from producer.accept import parse_push, submit_inline, wait_dispatched_async
 from producer.auth import KeyResolver, credentials_from
+from producer.bodies import MAX_BODY, loads
 from producer.errors import PushlineError, native_response
 from schemas.api import MessageAccepted
 from schemas.settings import Settings
@@ -27,7 +27,6 @@ from schemas.targets import TARGET_ROLE
 
 PATH = "/v1/messages"
 ROUTE = SimpleNamespace(path=PATH)
-MAX_BODY = 1 << 20  # larger bodies are the app's to judge
 
 
 class InlinePush:
@@ -66,10 +65,10 @@ class InlinePush:
             who = resolver.cached(creds.key, creds.alias)
             if who is None or who.requests_per_minute or who.operator:
                 return None  # the routed path counts the quota, or refuses the operator key
-            request = parse_push(json.loads(body))
+            request = parse_push(loads(body, headers.get("content-type")))
             who.require(TARGET_ROLE[request.target.type])
         except (PushlineError, ValueError, TypeError, KeyError):
-            return None
+            return None  # the app answers it, with the same rules (producer.bodies.loads)
         return submit_inline(who.app_id, request, settings=self.settings, engine=self.engine)
 
 

@@ -23,6 +23,7 @@ from sqlalchemy import Engine, select
 from sqlmodel import Session, col
 
 from producer.auth import CallerDep
+from producer.bodies import json_body, json_model
 from producer.enqueue import _client as celery_client
 from producer.errors import InvalidRequest, NotFound, PushlineError
 from schemas.cm import (
@@ -157,8 +158,16 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
 
     api = APIRouter(tags=["webhooks"])
 
-    @api.post("/v1/webhooks", response_model=WebhookCreated, status_code=201, responses=ERRORS)
-    def create_webhook(body: WebhookIn, who: CallerDep) -> WebhookCreated:
+    @api.post(
+        "/v1/webhooks",
+        response_model=WebhookCreated,
+        status_code=201,
+        responses=ERRORS,
+        openapi_extra=json_body(WebhookIn),
+    )
+    def create_webhook(
+        body: Annotated[WebhookIn, json_model(WebhookIn)], who: CallerDep
+    ) -> WebhookCreated:
         """Subscribe a URL to CM-shaped events: ClientInstalled / ClientUpdated /
         ClientUnregistered, MessageOpened / MessageDismissed / MessageDelete, and Pushline's
         MessageSent / MessageFailed (custom.code = the result code). Each POST carries a

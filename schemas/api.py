@@ -19,6 +19,7 @@ from schemas.payload import Payload as Payload
 from schemas.payload import PushType as PushType
 
 # The targets live in schemas/targets.py; re-exported so `from schemas.api import ...` works.
+from schemas.targets import MAX_TOPICS
 from schemas.targets import TARGET_ROLE as TARGET_ROLE
 from schemas.targets import ApplicationTarget as ApplicationTarget
 from schemas.targets import DeviceTarget as DeviceTarget
@@ -244,10 +245,13 @@ class RegistrationIn(Strict):
         Annotated[str, Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")] | None
     ) = None
     push_group: Short | None = None
-    topics: list[Short] | None = None  # replaces the subscriptions when given
-    capabilities: list[Capability] | None = None  # replaces them when given
+    # Lists are bounded (as targets are): each entry is a row written with the registration.
+    topics: Annotated[list[Short], Field(max_length=MAX_TOPICS)] | None = None  # replaces them
+    capabilities: Annotated[list[Capability], Field(max_length=MAX_TOPICS)] | None = None
     locale: Annotated[str, Field(max_length=64)] | None = None  # SAP userLocale
-    preferred_languages: list[Annotated[str, Field(max_length=64)]] | None = None
+    preferred_languages: (
+        Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=100)] | None
+    ) = None
     time_zone: Annotated[str, Field(max_length=64)] | None = None
     form_factor: Annotated[str, Field(max_length=32)] | None = None
     device_model: Short | None = None
@@ -258,7 +262,10 @@ class RegistrationIn(Strict):
     device_secure: bool | None = None
     notifications_enabled: bool | None = None
     primary_device: bool | None = None
-    custom_attributes: dict[Short, str | int | float | bool | None] | None = None
+    custom_attributes: (
+        Annotated[dict[Short, str | int | float | bool | None], Field(max_length=MAX_TOPICS)]
+        | None
+    ) = None
 
 
 class RegistrationOut(BaseModel):
@@ -301,7 +308,7 @@ class RegistrationOut(BaseModel):
 
 
 class TopicsIn(Strict):
-    topics: Annotated[list[Short], Field(min_length=1)]
+    topics: Annotated[list[Short], Field(min_length=1, max_length=MAX_TOPICS)]
 
 
 class RegistrationPage(BaseModel):

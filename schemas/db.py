@@ -39,7 +39,11 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 def make_engine(url: str, *, pooled: bool = True, pre_ping: bool = True) -> Engine:
     url = normalise_url(url)
-    kw: dict[str, Any] = {} if pooled else {"poolclass": NullPool}
+    # Bound values never reach an exception's text or a log line: they hold device tokens,
+    # key hashes and whatever a client sent (SQLAlchemy's `[parameters: ...]`).
+    kw: dict[str, Any] = {"hide_parameters": True}
+    if not pooled:
+        kw["poolclass"] = NullPool
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kw)
         event.listen(engine, "connect", _sqlite_pragmas)

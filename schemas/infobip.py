@@ -481,3 +481,19 @@ class EngagementResult(BaseModel):
 
 class EngagementAnswer(BaseModel):
     results: list[EngagementResult]
+
+
+class ServiceException(BaseModel):
+    messageId: str  # BAD_REQUEST, UNAUTHORIZED, NOT_FOUND, UNSUPPORTED_MEDIA_TYPE…
+    text: str
+    validationErrors: dict[str, list[str]] | None = None  # field → the rules it broke
+
+
+class RequestErrorBody(BaseModel):
+    serviceException: ServiceException
+
+
+class InfobipError(BaseModel):
+    """Every Infobip error: `{"requestError": {"serviceException": {…}}}`."""
+
+    requestError: RequestErrorBody

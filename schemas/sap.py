@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from schemas.api import PushRequest
+from schemas.api import ErrorDetail, PushRequest
 from schemas.codes import CODE_MEANINGS, DeliveryStatus, ResultCode
 from schemas.payload import PayloadError, check_push, gcm_to_fcm
 
@@ -693,3 +693,13 @@ SCHEMAS: dict[RouteKind, type[_Sap]] = {
     "group": SapNotification,
     "capability": SapCapabilityPush,
 }
+
+
+class SapError(BaseModel):
+    """Every SAP error: the shape SAP's Spring services answer with, plus the fields that
+    broke a rule (the seed shows no error body)."""
+
+    status: int
+    error: str  # the HTTP reason phrase
+    message: str
+    details: list[ErrorDetail] = []

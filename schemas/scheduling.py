@@ -17,6 +17,8 @@ from schemas.api import ScheduleSpec
 
 INVALID_PUBLISH_AT = 5030  # Backendless: "Invalid publishAt date"
 INVALID_REPEAT_EXPIRES_AT = 5003  # Backendless: "Invalid repeatExpiresAt date"
+#: Ten years: beyond it a period is a mistake, and it must fit the store's 32-bit column.
+REPEAT_EVERY_MAX_S = 10 * 365 * 86_400
 
 
 class ScheduleError(ValueError):
@@ -66,6 +68,10 @@ def plan(spec: ScheduleSpec, now: datetime, *, repeat_every_min_s: int) -> Plan:
     if spec.repeat_every is not None and spec.repeat_every < repeat_every_min_s:
         raise ScheduleError(
             "schedule.repeat_every", f"must be at least {repeat_every_min_s} seconds"
+        )
+    if spec.repeat_every is not None and spec.repeat_every > REPEAT_EVERY_MAX_S:
+        raise ScheduleError(
+            "schedule.repeat_every", f"must be at most {REPEAT_EVERY_MAX_S} seconds (10 years)"
         )
     if spec.cron is not None and not croniter.is_valid(spec.cron):
         raise ScheduleError("schedule.cron", f"not a valid cron expression: {spec.cron!r}")

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import ssl
 import time
 import uuid
@@ -27,7 +28,13 @@ from h2.errors import ErrorCodes
 from h2.exceptions import H2Error
 
 from simulators.certs import TLSFiles, client_cert_topic, ensure_tls
-from simulators.core import ControlError, SimState, load_public_key_pem, parse_body_json
+from simulators.core import (
+    ControlError,
+    SimState,
+    load_public_key_pem,
+    parse_body_json,
+    reset_connection,
+)
 from simulators.h2server import H2ServerProtocol, H2Stream, capture_headers
 
 log = logging.getLogger("simulators.apns")
@@ -413,32 +420,67 @@ def client_ssl_context(ca_cert: Path | str) -> ssl.SSLContext:
 
 
 class APNsServer:
-    """The TLS listener plus the set of live connections."""
+    """The TLS listener plus the set of live connections.
+
+    Connections are accepted by hand, so that one can be refused (reset before TLS) while
+    the simulator's control API says so (`SimState.refuse`)."""
 
     def __init__(self, sim: APNsSimulator, files: TLSFiles) -> None:
         self.sim = sim
         self.files = files
         self.connections: set[APNsServerProtocol] = set()
-        self.server: asyncio.Server | None = None
+        self.listener: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
+        self._handshakes: set[asyncio.Task[None]] = set()
+        sim.state.droppers.append(self.drop_connections)
 
     def _factory(self) -> APNsServerProtocol:
         proto = _TrackedProtocol(self.sim, self.connections)
         return proto
 
     async def start(self, host: str, port: int) -> int:
+        self.listener = socket.create_server((host, port), backlog=1024)
+        self.listener.setblocking(False)
+        self._accepting = asyncio.create_task(self._accept(self.listener))
+        return int(self.listener.getsockname()[1])
+
+    async def _accept(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(
-            self._factory, host, port, ssl=server_ssl_context(self.files), backlog=1024
-        )
-        sock = self.server.sockets[0]
-        return int(sock.getsockname()[1])
+        ctx = server_ssl_context(self.files)
+        while True:
+            conn, _ = await loop.sock_accept(listener)
+            if self.sim.state.refuse_connection():
+                reset_connection(conn)
+                continue
+            task = asyncio.create_task(self._handshake(loop, conn, ctx))
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshakes.discard)
+
+    async def _handshake(
+        self, loop: asyncio.AbstractEventLoop, conn: socket.socket, ctx: ssl.SSLContext
+    ) -> None:
+        try:
+            await loop.connect_accepted_socket(
+                self._factory, conn, ssl=ctx, ssl_handshake_timeout=10
+            )
+        except (OSError, TimeoutError, ssl.SSLError):
+            conn.close()
+
+    def drop_connections(self) -> None:
+        """Cut every live connection at once, as a provider that became unreachable."""
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
 
     async def close(self) -> None:
         for conn in list(self.connections):
             conn.shutdown()
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
+        if self._accepting is not None:
+            self._accepting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accepting
+        if self.listener is not None:
+            self.listener.close()
 
 
 class _TrackedProtocol(APNsServerProtocol):

@@ -79,6 +79,32 @@ class SimulatorControl:
         result: dict[str, Any] = self._post("/control/config", kw)
         return result
 
+    def refuse_connections(
+        self, *, for_s: float | None = None, attempts: int | None = None
+    ) -> dict[str, Any]:
+        """Refuse new provider connections (each reset before TLS, the live ones dropped):
+        for `for_s` seconds, for the next `attempts`, or, with neither, until
+        `stop_refusing()`. Returns the refusal's state."""
+        if for_s is not None and attempts is not None:
+            raise ValueError("give for_s or attempts, not both")
+        body: dict[str, Any] = (
+            {"for_s": for_s}
+            if for_s is not None
+            else {"attempts": attempts}
+            if attempts is not None
+            else {"until_lifted": True}
+        )
+        result: dict[str, Any] = self._post("/control/refuse", body)
+        return result
+
+    def stop_refusing(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._post("/control/refuse", {"until_lifted": False})
+        return result
+
+    def refusal(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._get("/control/refuse")
+        return result
+
     def stats(self) -> dict[str, Any]:
         result: dict[str, Any] = self._get("/control/stats")
         return result
@@ -136,6 +162,7 @@ class SimulatorControl:
         """The browser drops the subscription: pushes to it are 410 Gone from now on."""
         self._post("/control/unsubscribe", {"endpoint": endpoint})
 
-    def refuse_connections(self, refuse: bool = True) -> None:
-        """Reset every TLS connection as it is accepted (the control routes stay up)."""
+    def refuse_tls(self, refuse: bool = True) -> None:
+        """Web Push simulator: reset every TLS connection as it is accepted until called
+        with False (the control routes stay up)."""
         self._post("/control/refuse", {"refuse": refuse})

@@ -8,7 +8,10 @@ tests and benchmarks drive APNs and FCM the same way.
 from __future__ import annotations
 
 import json
+import math
 import random
+import socket
+import struct
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -95,6 +98,8 @@ class SimState:
         self.quota_reason = quota_reason
         self.device_rate_reason = device_rate_reason
         self.default_error_reason = default_error_reason
+        # Called when a refusal begins: each server drops its live provider connections.
+        self.droppers: list[Callable[[], None]] = []
         self.reset()
 
     # -- control -----------------------------------------------------------------------
@@ -113,6 +118,64 @@ class SimState:
         self.accepted: dict[str, int] = {}
         self.rejected: dict[str, int] = {}
         self._captured: dict[str, deque[dict[str, Any]]] = {}
+        self._refuse_until = 0.0  # time.monotonic(); math.inf: until lifted
+        self._refuse_next = 0
+        self.refused_total = 0
+
+    # -- refused connections -------------------------------------------------------------
+
+    def refuse(
+        self,
+        *,
+        until_lifted: bool | None = None,
+        for_s: float | None = None,
+        attempts: int | None = None,
+    ) -> dict[str, Any]:
+        """Refuse new provider connections: every one until lifted, for `for_s` seconds, or
+        the next `attempts`; `until_lifted=False` lifts any refusal. Beginning one drops the
+        live connections, so a client must connect again, and is refused."""
+        given = [v for v in (until_lifted, for_s, attempts) if v is not None]
+        if len(given) != 1:
+            raise ControlError("give exactly one of until_lifted, for_s, attempts")
+        if until_lifted is not None:
+            if not isinstance(until_lifted, bool):
+                raise ControlError("until_lifted must be true or false")
+            self._refuse_until = math.inf if until_lifted else 0.0
+            self._refuse_next = 0
+        elif for_s is not None:
+            if not _number(for_s) or not 0 < for_s <= 3600:
+                raise ControlError("for_s must be a number of seconds within (0, 3600]")
+            self._refuse_until = time.monotonic() + float(for_s)
+        elif attempts is not None:
+            if not _number(attempts) or not isinstance(attempts, int) or attempts < 1:
+                raise ControlError("attempts must be a whole number of at least 1")
+            self._refuse_next = attempts
+        if self.refusing():
+            for drop in self.droppers:
+                drop()
+        return self.refusal()
+
+    def refusing(self) -> bool:
+        return self._refuse_next > 0 or time.monotonic() < self._refuse_until
+
+    def refuse_connection(self) -> bool:
+        """Whether to refuse the connection being accepted now (counts it when so)."""
+        if self._refuse_next > 0:
+            self._refuse_next -= 1
+        elif time.monotonic() >= self._refuse_until:
+            return False
+        self.refused_total += 1
+        return True
+
+    def refusal(self) -> dict[str, Any]:
+        left = self._refuse_until - time.monotonic()
+        return {
+            "refusing": self.refusing(),
+            "until_lifted": self._refuse_until == math.inf,
+            "for_s": round(left, 3) if 0 < left < math.inf else None,
+            "attempts": self._refuse_next,
+            "refused_total": self.refused_total,
+        }
 
     def _check_reason(self, reason: Any, what: str) -> str:
         if not isinstance(reason, str) or reason not in self.reasons:
@@ -245,10 +308,22 @@ class SimState:
             "accepted": dict(self.accepted),
             "rejected": dict(self.rejected),
             "duplicates": self.duplicates,
+            "refused_total": self.refused_total,
         }
 
     def captured(self, token: str) -> list[dict[str, Any]]:
         return list(self._captured.get(token, ()))
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def reset_connection(conn: socket.socket) -> None:
+    """Close an accepted socket with a TCP reset, before any TLS: to the client, the
+    provider could not be reached (the port stays open so that attempts can be counted)."""
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
 
 
 def parse_body_json(raw: bytes) -> Any:
@@ -315,6 +390,16 @@ def control_routes(state: SimState, registrations: Mapping[str, Handler]) -> lis
     async def stats(_: Request) -> Response:
         return JSONResponse(state.stats())
 
+    async def refuse(request: Request) -> Response:
+        data = await _json(request)
+        extra = set(data) - {"until_lifted", "for_s", "attempts"}
+        if extra:
+            raise ControlError(f"unknown keys: {sorted(extra)}")
+        return JSONResponse(state.refuse(**data))
+
+    async def refusal(_: Request) -> Response:
+        return JSONResponse(state.refusal())
+
     async def requests(request: Request) -> Response:
         token = request.query_params.get("token")
         if token is None:
@@ -335,6 +420,8 @@ def control_routes(state: SimState, registrations: Mapping[str, Handler]) -> lis
         Route("/control/config", _guard(config), methods=["POST"]),
         Route("/control/config", _guard(get_config), methods=["GET"]),
         Route("/control/stats", _guard(stats), methods=["GET"]),
+        Route("/control/refuse", _guard(refuse), methods=["POST"]),
+        Route("/control/refuse", _guard(refusal), methods=["GET"]),
         Route("/control/requests", _guard(requests), methods=["GET"]),
     ]
     for path, handler in registrations.items():

@@ -46,6 +46,7 @@ from simulators.core import (
     SimState,
     control_routes,
     load_public_key_pem,
+    reset_connection,
 )
 from simulators.h2server import H2ServerProtocol, H2Stream, capture_headers
 
@@ -509,6 +510,16 @@ class FcmServer:
         # Reset every TLS connection as it is accepted (a push service refusing service);
         # plain HTTP, and so the control routes, still answer.
         self.refuse_tls = False
+        # Live TLS connections (the provider's; the control API is plain HTTP), to drop them
+        # when a refusal begins.
+        self.tls_transports: set[asyncio.BaseTransport] = set()
+        sim.state.droppers.append(self.drop_connections)
+
+    def drop_connections(self) -> None:
+        for transport in list(self.tls_transports):
+            if isinstance(transport, asyncio.Transport):
+                transport.abort()
+        self.tls_transports.clear()
 
     def http1(self) -> asyncio.Protocol:
         # uvicorn's own protocol class, as uvicorn.Server builds it per connection.
@@ -545,13 +556,15 @@ class FcmServer:
                 conn.close()
                 return
             if first[0] == _TLS_HANDSHAKE:
-                if self.refuse_tls:
-                    _reset(conn)
+                if self.refuse_tls or self.sim.state.refuse_connection():  # never the control API
+                    reset_connection(conn)
                     return
                 ctx = await self.ssl_context()
-                await loop.connect_accepted_socket(
+                transport, _ = await loop.connect_accepted_socket(
                     self.tls_protocol, conn, ssl=ctx, ssl_handshake_timeout=10
                 )
+                self.tls_transports = {t for t in self.tls_transports if not t.is_closing()}
+                self.tls_transports.add(transport)
             else:
                 await loop.connect_accepted_socket(self.http1, conn)
         except (OSError, TimeoutError, ssl.SSLError):

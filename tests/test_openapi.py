@@ -78,3 +78,44 @@ def test_seed_routes_carry_the_seeds_examples(
     media = document["paths"][path]["post"]["requestBody"]["content"]["application/json"]
     assert media.get("examples"), f"{path} has no examples"
     assert example_text in str(media["examples"])
+
+
+def _operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method, path, op)
+        for path, item in document["paths"].items()
+        for method, op in item.items()
+        if method in ("get", "put", "post", "delete", "patch")
+    ]
+
+
+def _error_schema(document: dict[str, Any], path: str) -> str:
+    if path.startswith("/{application_id}/{api_key}/messaging"):
+        return "ErrorAnswer"
+    if path.startswith(("/push/", "/mobile/")):
+        return "InfobipError"
+    if path.startswith("/mobileservices/push/"):
+        return "SapError"
+    return "ErrorBody"
+
+
+def test_every_operation_documents_its_error_statuses_in_its_surfaces_schema(
+    document: dict[str, Any],
+) -> None:
+    missing = []
+    for method, path, op in _operations(document):
+        want = {"400", "500"} | ({"401", "429", "503"} if path != "/v1/health" else set())
+        if "requestBody" in op:
+            want |= {"413"} | (set() if path.startswith("/{application_id}") else {"415"})
+        for status in sorted(want):
+            schema = op["responses"].get(status, {}).get("content", {})
+            schema = schema.get("application/json", {}).get("schema", {})
+            expected = f"#/components/schemas/{_error_schema(document, path)}"
+            if schema.get("$ref") != expected:
+                missing.append(f"{method.upper()} {path} {status}: {schema or 'undocumented'}")
+    assert missing == []
+
+
+def test_fastapis_own_validation_error_is_documented_nowhere(document: dict[str, Any]) -> None:
+    assert "HTTPValidationError" not in str(document)
+    assert all("422" not in op["responses"] for _, p, op in _operations(document) if p[:3] == "/v1")

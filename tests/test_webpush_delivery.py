@@ -155,7 +155,7 @@ def test_5xx_is_retried_and_ends_in_12_after_the_attempt_limit(app: AppHandle) -
 def test_refused_connections_stay_queued_with_code_minus_1_then_are_sent(app: AppHandle) -> None:
     endpoint = app.web("fay")
     sim = app.stack.webpush
-    sim.refuse_connections(True)
+    sim.refuse_tls(True)
     try:
         message = app.client.push(
             {"target": {"type": "users", "usernames": ["fay"]}, "payload": {"alert": "hi"}}
@@ -169,7 +169,7 @@ def test_refused_connections_stay_queued_with_code_minus_1_then_are_sent(app: Ap
             time.sleep(0.05)
         assert d.status == "QUEUED"
     finally:
-        sim.refuse_connections(False)
+        sim.refuse_tls(False)
     st = app.wait(message)
     [d] = app.client.deliveries(st.id).items
     assert (d.status, d.code) == ("SENT", 0) and d.attempts >= 2

@@ -67,7 +67,7 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
 @pytest.fixture
 def clean(sim: Sim) -> Sim:
     sim.control.reset()
-    sim.control.refuse_connections(False)
+    sim.control.refuse_tls(False)
     return sim
 
 
@@ -161,9 +161,9 @@ def test_scripted_answers_are_classified_by_the_table(clean: Sim) -> None:
 def test_refused_connections_and_timeouts_are_no_answer_code_minus_1(clean: Sim) -> None:
     app = web_app()
     sub = subscribe(clean, app)
-    clean.control.refuse_connections(True)
+    clean.control.refuse_tls(True)
     [refused], _ = send_all(app, settings_for(clean), [sub])
-    clean.control.refuse_connections(False)
+    clean.control.refuse_tls(False)
     clean.control.configure(latency_ms=2000)
     [slow], _ = send_all(app, settings_for(clean, send_timeout_s=0.3), [sub])
     for answer in (refused, slow):

@@ -2,32 +2,40 @@
 Microbizz), each a thin translation onto the native Message / Registration model.
 
 Each surface module exposes `owns(path) -> bool`, `router(settings, engine) -> APIRouter`
-and `error_response(exc: PushlineError) -> JSONResponse` (its service's error shape).
+and `error_response(exc: PushlineError) -> JSONResponse` (its service's error shape), and
+for the OpenAPI document `ERROR_MODEL` (that shape's model) and, optionally,
+`NEVER_ANSWERS` (statuses it answers as another, such as Backendless's 415 as a 400).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from types import ModuleType
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
+from starlette.routing import BaseRoute
 
-from producer.errors import PushlineError
+from producer.errors import ErrorShapes
+from producer.openapi import ErrorDoc
 from schemas.settings import Settings
 
-ErrorShape = Callable[[PushlineError], JSONResponse]
-Surface = tuple[Callable[[str], bool], ErrorShape]
 
-
-def mount_surfaces(api: FastAPI, settings: Settings, engine: Engine) -> list[Surface]:
-    """Include every surface's routes; returns (owns path?, error shape) pairs."""
-    shapes: list[Surface] = []
+def mount_surfaces(
+    api: FastAPI, settings: Settings, engine: Engine, shapes: ErrorShapes
+) -> tuple[list[ErrorDoc], list[BaseRoute]]:
+    """Include every surface's routes, and register which paths answer in its error shape;
+    returns how the OpenAPI document describes those errors, and the routes included."""
+    docs: list[ErrorDoc] = []
+    routes: list[BaseRoute] = []
     for surface in _surfaces():
-        api.include_router(surface.router(settings, engine))
-        shapes.append((surface.owns, surface.error_response))
-    return shapes
+        router = surface.router(settings, engine)
+        api.include_router(router)
+        routes.extend(router.routes)
+        shapes.add(surface.owns, surface.error_response)
+        if hasattr(surface, "ERROR_MODEL"):
+            never: frozenset[int] = getattr(surface, "NEVER_ANSWERS", frozenset())
+            docs.append(ErrorDoc(surface.owns, surface.ERROR_MODEL, never))
+    return docs, routes
 
 
 def _surfaces() -> list[ModuleType]:

@@ -8,11 +8,10 @@ The `{REST-api-key}` in the path is a Pushline API key of the app named by
 
 from __future__ import annotations
 
-import json
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, select
 from sqlmodel import Session, col
@@ -20,8 +19,16 @@ from starlette.concurrency import run_in_threadpool
 
 from producer.accept import accept_push
 from producer.auth import Caller, authenticate
-from producer.bodies import json_body
-from producer.errors import InvalidRequest, NotFound, PushlineError, Unauthorized, Unavailable
+from producer.bodies import json_body, read_json
+from producer.errors import (
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    PushlineError,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMediaType,
+)
 from producer.registrations import delete_registration, registration_out, upsert_registration
 from producer.schedules import get_schedule
 from producer.status import message_status
@@ -30,8 +37,19 @@ from schemas.codes import Role
 from schemas.settings import Settings
 from schemas.tables import Registration, utcnow
 
-_OWNED = re.compile(r"^/[^/]+/[^/]+/messaging(?:/|$)")
+# Empty or malformed ids and keys too: a path shaped like Backendless's answers like it.
+_OWNED = re.compile(r"^/[^/]*/[^/]*/messaging(?:/|$)")
 _BASE = "/{application_id}/{api_key}/messaging"
+MessageIdSegment = Annotated[
+    str,
+    Path(
+        alias="channel_name",
+        description="GET: the messageId a publish answered (POST: the channel's name)",
+    ),
+]
+
+ERROR_MODEL = bl.ErrorAnswer
+NEVER_ANSWERS = frozenset({415})  # Backendless answers a body not declared JSON 400
 
 
 def owns(path: str) -> bool:
@@ -39,7 +57,11 @@ def owns(path: str) -> bool:
 
 
 def error_response(exc: PushlineError) -> JSONResponse:
-    """Backendless's error shape: exactly `{"message", "code"}`."""
+    """Backendless's error shape: exactly `{"message", "code"}`. A body not declared JSON is
+    Backendless's 400 "could not parse" (its Content-Type header is mandatory), not a 415."""
+    if isinstance(exc, UnsupportedMediaType):
+        content = {"message": f"Could not parse request: {exc.message}", "code": bl.UNPARSEABLE}
+        return JSONResponse(status_code=400, content=content)
     code = bl.error_code(exc.status, exc.code)
     return JSONResponse(status_code=exc.status, content={"message": exc.message, "code": code})
 
@@ -59,12 +81,16 @@ def _caller(request: Request, application_id: str, api_key: str) -> Caller:
     return who
 
 
-async def _json(request: Request, code: int) -> Any:
-    raw = await request.body()
+async def _json(request: Request, code: int, field_code: int) -> Any:
+    """The body; a body that is not JSON is `code`, a value breaking a rule of every body
+    (a NUL in a string, a number out of range) is `field_code`, naming its field."""
     try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise InvalidRequest(f"Could not parse request: {exc}", code=code) from exc
+        return await read_json(request)
+    except InvalidRequest as exc:
+        field = exc.details[0]["field"] if exc.details else "body"
+        if field != "body":
+            raise InvalidRequest(exc.message, exc.details, code=field_code) from None
+        raise InvalidRequest(f"Could not parse request: {exc}", exc.details, code=code) from None
 
 
 def _errors(*codes: tuple[int, int, str]) -> dict[int | str, dict[str, Any]]:
@@ -151,7 +177,8 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
         who = await run_in_threadpool(_caller, request, application_id, api_key)
         who.require(Role.ADMIN)  # as the native registration route
         try:
-            device = bl.translate_registration(await _json(request, bl.BAD_REGISTRATION))
+            body = await _json(request, bl.BAD_REGISTRATION, bl.BAD_REGISTRATION)
+            device = bl.translate_registration(body)
         except bl.BackendlessError as exc:
             raise _invalid(exc) from None
         return await run_in_threadpool(_register, engine, who.app_id, device)
@@ -234,7 +261,7 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
         who = await run_in_threadpool(_caller, request, application_id, api_key)
         try:
             pub = bl.translate_publish(
-                await _json(request, bl.UNPARSEABLE),
+                await _json(request, bl.UNPARSEABLE, bl.INVALID_PARAMETER),
                 channel_name,
                 utcnow(),
                 repeat_every_min_s=settings.repeat_every_min_s,
@@ -254,17 +281,21 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
         return JSONResponse(answer.model_dump())
 
     @api.get(
-        f"{_BASE}/{{message_id}}",
+        # The publish route's path: one path with two methods (OpenAPI allows no two
+        # templates that differ only in a parameter's name), so GET's segment has its name.
+        f"{_BASE}/{{channel_name}}",
         response_model=bl.MessageStatusAnswer,
         responses=_errors(no_key),
     )
     def publish_status(
-        request: Request, application_id: str, api_key: str, message_id: str
+        request: Request, application_id: str, api_key: str, message_id: MessageIdSegment
     ) -> bl.MessageStatusAnswer:
         """Get Message Status: "scheduled" (waiting or still being delivered), "published"
         (delivered to at least one device), "failed" (with errorMessage), "cancelled"
         (a cancelled delayed publish) or "unknown" (no such message in this application).
         """
+        if message_id == "registrations":  # the literal path, which only takes POST
+            raise MethodNotAllowed("GET is not allowed here; allowed: POST", ["POST"])
         who = _caller(request, application_id, api_key)  # any role of the app may read
         status, error = _publish_status(engine, who.app_id, message_id)
         return bl.MessageStatusAnswer(messageId=message_id, status=status, errorMessage=error)

@@ -19,7 +19,6 @@ Each accepted event is relayed to the app's webhooks (producer/webhooks.py).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -30,7 +29,7 @@ from sqlmodel import col
 from starlette.concurrency import run_in_threadpool
 
 from producer.auth import Caller, CallerDep
-from producer.bodies import json_body
+from producer.bodies import json_body, loads
 from producer.engagement import record_deleted, report_engagement
 from producer.errors import InvalidRequest, NotFound, PushlineError
 from producer.registrations import normalise_phone, upsert_registration
@@ -259,11 +258,8 @@ def handle(settings: Settings, engine: Engine, who: Caller, doc: CmEvent) -> CmE
     )
 
 
-def parse_body(raw: bytes) -> CmEvent:
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise _bad("body", f"malformed JSON: {exc}") from None
+def parse_body(raw: bytes, content_type: str | None) -> CmEvent:
+    body = loads(raw, content_type)
     try:
         return parse_event(body)
     except DocumentError as exc:
@@ -329,7 +325,7 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
         MessageOpened → CONSUMED, MessageDismissed → RECEIVED, MessageDelete records the
         deletion; statuses never move backwards, QUEUED / ERROR deliveries answer 409.
         `custom.pushToken` (optional) carries the device's APNs / FCM token."""
-        doc = parse_body(await request.body())
+        doc = parse_body(await request.body(), request.headers.get("content-type"))
         return await run_in_threadpool(handle, settings, engine, who, doc)
 
     return api

@@ -54,10 +54,16 @@ _SERVICE_IDS = {
     401: "UNAUTHORIZED",
     403: "FORBIDDEN",
     404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
     409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
     429: "TOO_MANY_REQUESTS",
+    500: "GENERAL_ERROR",
     503: "SERVICE_UNAVAILABLE",
 }
+
+ERROR_MODEL = ib.InfobipError
 
 
 def owns(path: str) -> bool:

@@ -44,6 +44,7 @@ from schemas.sap import (
     SCHEMAS,
     RouteKind,
     SapEngagement,
+    SapError,
     SapInputError,
     SapRegistrationBody,
     notification_status,
@@ -66,6 +67,8 @@ AppId = Annotated[
     ),
 ]
 MAX_PAGE = 1000
+
+ERROR_MODEL = SapError
 
 
 def owns(path: str) -> bool:
