@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 
 from producer.apps import ApnsCredentials, create_app, create_key, find_app, list_apps, parse_roles
 from producer.errors import PushlineError
+from producer.inbox import create_topic, list_topics
 from producer.schedules import get_schedule, list_schedules, set_state
 from producer.status import message_status
 from producer.trace import trace as trace_of
@@ -38,6 +39,10 @@ cli.add_typer(db_cli, name="db")
 cli.add_typer(apps_cli, name="apps")
 cli.add_typer(keys_cli, name="keys")
 cli.add_typer(schedules_cli, name="schedules")
+inbox_cli = typer.Typer(help="Infobip-style inboxes.", no_args_is_help=True)
+topics_cli = typer.Typer(help="An app's inbox topics.", no_args_is_help=True)
+inbox_cli.add_typer(topics_cli, name="topics")
+cli.add_typer(inbox_cli, name="inbox")
 console = Console()
 STATE_DIR = Path(".pushline")
 
@@ -292,6 +297,34 @@ def keys_create(
         console.print(f"[red]{exc.message}[/]")
         raise typer.Exit(2) from exc
     console.print(key)
+
+
+@topics_cli.command("create")
+def inbox_topics_create(
+    app: Annotated[str, typer.Argument(help="app name or id")],
+    name: Annotated[str, typer.Argument(help="the topic, exactly as pushes will name it")],
+) -> None:
+    """Create an inbox topic (case sensitive) that pushes may name as `inboxTopic`."""
+    try:
+        topic = create_topic(_engine(), find_app(_engine(), app).id, name)
+    except PushlineError as exc:
+        console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(2) from exc
+    console.print(topic.name)
+
+
+@topics_cli.command("list")
+def inbox_topics_list(app: Annotated[str, typer.Argument(help="app name or id")]) -> None:
+    """List an app's inbox topics."""
+    try:
+        record = find_app(_engine(), app)
+    except PushlineError as exc:
+        console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(2) from exc
+    table = Table("topic", "created")
+    for t in list_topics(_engine(), record.id):
+        table.add_row(t.name, t.created_at.isoformat(timespec="seconds"))
+    console.print(table)
 
 
 @cli.command()

@@ -25,6 +25,7 @@ from sqlmodel import Session, col
 
 from schemas.codes import DeliveryStatus, MessageState
 from schemas.db import among, session_scope
+from schemas.inbox import save_to_inbox, topic_of
 from schemas.tables import (
     App,
     Delivery,
@@ -462,6 +463,9 @@ def insert_deliveries(
             index_elements=["message_id", "registration_id"]
         )
         s.execute(stmt, rows)
+        topic = topic_of(message.payload)
+        if topic is not None:
+            save_to_inbox(s.connection(), message.id, message.app_id, topic, page_ids, utcnow())
         s.execute(
             update(Message)
             .where(col(Message.id) == message.id)
