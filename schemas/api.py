@@ -126,7 +126,8 @@ class DeliveryOut(BaseModel):
     received_at: datetime | None = None
     consumed_at: datetime | None = None
     confirmed_at: datetime | None = None
-    deleted_at: datetime | None = None
+    deleted_at: datetime | None = None  # CM MessageDelete
+    dismissed_at: datetime | None = None  # CM MessageDismissed (the status is RECEIVED)
     # Each attempt that got an answer, oldest first.
     history: list[Attempt] | None = None
 
