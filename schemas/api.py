@@ -219,6 +219,7 @@ class RegistrationOut(BaseModel):
     notifications_enabled: bool
     primary_device: bool
     custom_attributes: dict[str, Any] | None
+    client_id: str | None = None  # CM's clientId, as the installation's events gave it
     active: bool
     deactivated_code: int | None
     deactivated_at: datetime | None

@@ -601,6 +601,14 @@ def test_what_the_events_said_of_an_installation_goes_out_again_in_the_seed_keys
     ref = delivery_of(app, push_to(app, reg_id)).id
     assert post(app, fill(MESSAGE_DISMISSED, kept.hex, app_hex, ref)).status_code == 200
     assert said(kept, "MessageDismissed")["event"] == {"type": "MessageDismissed", "reference": ref}
+    # Updated through the native route: the clientId its events gave still goes out.
+    row = registration(app, reg_id)
+    app.client.register({"token": f"iOS:{row.token}", "device_id": kept.hex, "app_version": "3.1"})
+    native = receiver.wait_for(
+        "/kept",
+        lambda d: d["event"].get("custom", {}).get("clientVersion") == "3.1",
+    )
+    assert native["event"]["custom"]["clientId"] == "com.cm.app"
     # The app unregisters without repeating its ids: what was kept goes out.
     bare = fill(CLIENT_UNREGISTERED, kept.hex, app_hex)
     bare["event"]["custom"] = {}
