@@ -26,6 +26,7 @@ from schemas.api import THROTTLE_FIELDS, PushRequest
 from schemas.campaigns import campaign_columns
 from schemas.codes import MessageState
 from schemas.db import engine_for, session_scope
+from schemas.inbox import app_topics, unknown_topic_rule
 from schemas.payload import Payload, PayloadError, check_push, stored
 from schemas.queueing import lane_for
 from schemas.scheduling import ScheduleError, plan
@@ -89,6 +90,17 @@ def stored_target(request: PushRequest) -> dict[str, Any]:
         raise InvalidRequest(str(exc), [{"field": exc.field, "rule": exc.rule}]) from exc
 
 
+def check_inbox_topic(engine: Engine, app_id: str, topic: str) -> None:
+    """A push may name only an inbox topic its app has, written exactly so (Infobip
+    rejects the send otherwise)."""
+    with engine.connect() as conn:
+        rule = unknown_topic_rule(app_topics(conn, app_id), topic)
+    if rule is not None:
+        raise InvalidRequest(
+            f"payload.inbox_topic: {rule}", [{"field": "payload.inbox_topic", "rule": rule}]
+        )
+
+
 def expires_at(payload: Payload, now: datetime) -> datetime | None:
     """When the Message's life ends: time_to_live from now, or the absolute expiration."""
     if payload.expiration is not None:
@@ -123,6 +135,8 @@ def accept_push(
     key = idempotency_key or request.idempotency_key
     now = utcnow()
     try:
+        if request.payload.inbox_topic is not None:
+            check_inbox_topic(engine, app_id, request.payload.inbox_topic)
         if request.schedule is not None:
             lane = lane_for(request.target.model_dump(), request.payload.priority)
             return _accept_schedule(engine, settings, app_id, request, lane, now)
@@ -220,6 +234,8 @@ def submit_inline(
     Returns the Message id and its state to come, or None for `accept_push` to take it."""
     if idempotency_key or request.idempotency_key or request.schedule is not None:
         return None
+    if request.payload.inbox_topic is not None:
+        return None  # the topic is checked in SQL: accept_push does it
     row = message_row(app_id, request, None, None, utcnow())
     if not inline(settings, row):
         return None

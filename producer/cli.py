@@ -35,6 +35,7 @@ from producer.apps import (
 )
 from producer.cancel import cancel_message
 from producer.errors import PushlineError
+from producer.inbox import create_topic, list_topics
 from producer.keys import list_keys, revoke_key, rotate_key
 from producer.messages import list_messages, timeline
 from producer.schedules import get_schedule, list_schedules, set_state
@@ -70,6 +71,10 @@ simulate_cli = typer.Typer(
     no_args_is_help=True,
 )
 cli.add_typer(simulate_cli, name="simulate")
+inbox_cli = typer.Typer(help="Infobip-style inboxes.", no_args_is_help=True)
+topics_cli = typer.Typer(help="An app's inbox topics.", no_args_is_help=True)
+inbox_cli.add_typer(topics_cli, name="topics")
+cli.add_typer(inbox_cli, name="inbox")
 console = Console()
 STATE_DIR = Path(".pushline")  # where `up`, `demo` and the default DATABASE_URL keep state
 
@@ -724,6 +729,34 @@ def _send_target(
     if reg is None:
         raise CliError(f"--token: no registration of this app has the token {token[:16]}…")
     return {"type": "device", "registration_id": reg}
+
+
+@topics_cli.command("create")
+def inbox_topics_create(
+    app: Annotated[str, typer.Argument(help="app name or id")],
+    name: Annotated[str, typer.Argument(help="the topic, exactly as pushes will name it")],
+) -> None:
+    """Create an inbox topic (case sensitive) that pushes may name as `inboxTopic`."""
+    try:
+        topic = create_topic(_engine(), find_app(_engine(), app).id, name)
+    except PushlineError as exc:
+        console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(2) from exc
+    console.print(topic.name)
+
+
+@topics_cli.command("list")
+def inbox_topics_list(app: Annotated[str, typer.Argument(help="app name or id")]) -> None:
+    """List an app's inbox topics."""
+    try:
+        record = find_app(_engine(), app)
+    except PushlineError as exc:
+        console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(2) from exc
+    table = Table("topic", "created")
+    for t in list_topics(_engine(), record.id):
+        table.add_row(t.name, t.created_at.isoformat(timespec="seconds"))
+    console.print(table)
 
 
 @cli.command()

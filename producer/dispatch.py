@@ -31,6 +31,7 @@ from producer.errors import Unavailable
 from schemas.audience import audience
 from schemas.codes import MessageState, ResultCode
 from schemas.db import among
+from schemas.inbox import save_to_inbox, topic_of
 from schemas.metrics import MESSAGES_ACCEPTED
 from schemas.settings import Settings
 from schemas.tables import NOTHING_MATCHED, Delivery, Message, Registration, delivery_rows, table
@@ -163,6 +164,12 @@ class Dispatcher:
             rows = [d for h in batch for d in h.deliveries]
             if rows:
                 conn.execute(insert(table(Delivery)), rows)
+            for h in batch:
+                topic = topic_of(h.message["payload"])
+                if topic is not None and h.deliveries:
+                    rids = [d["registration_id"] for d in h.deliveries]
+                    m = h.message
+                    save_to_inbox(conn, m["id"], m["app_id"], topic, rids, m["created_at"])
 
     def _withdraw(self, handoffs: list[Handoff]) -> None:
         ids = [h.message["id"] for h in handoffs]

@@ -64,6 +64,22 @@ def record_deleted(
     engine: Engine, app_id: str, delivery_id: str, at: datetime | None = None
 ) -> Delivery:
     """The user deleted the notification in the app: kept as a time, never as a status."""
+    return _stamp(engine, app_id, delivery_id, "deleted_at", at)
+
+
+def record_dismissed(
+    engine: Engine, app_id: str, delivery_id: str, at: datetime | None = None
+) -> Delivery:
+    """The user swiped the notification away (CM MessageDismissed): it reached the device,
+    so RECEIVED, and the dismissal is kept as a time of its own, the first one standing."""
+    report_engagement(engine, app_id, delivery_id, DeliveryStatus.RECEIVED, at)
+    return _stamp(engine, app_id, delivery_id, "dismissed_at", at)
+
+
+def _stamp(
+    engine: Engine, app_id: str, delivery_id: str, column: str, at: datetime | None
+) -> Delivery:
+    """Set a report's time on the Delivery unless one is there already."""
     when = at or utcnow()
     with Session(engine) as s:
         row = s.get(Delivery, delivery_id)
@@ -71,8 +87,8 @@ def record_deleted(
             raise NotFound(f"delivery {delivery_id} not found")
         s.execute(
             update(Delivery)
-            .where(col(Delivery.id) == delivery_id, col(Delivery.deleted_at).is_(None))
-            .values(deleted_at=when, updated_at=when)
+            .where(col(Delivery.id) == delivery_id, getattr(Delivery, column).is_(None))
+            .values({column: when, "updated_at": when})
         )
         s.commit()
         s.refresh(row)

@@ -60,6 +60,7 @@ def delivery_events(d: Delivery) -> list[Event]:
         ("reported consumed", d.consumed_at),
         ("reported confirmed", d.confirmed_at),
         ("reported deleted", d.deleted_at),
+        ("reported dismissed", d.dismissed_at),
     ):
         if at is not None:
             out.append(Event(at, label, d.id))

@@ -190,7 +190,8 @@ class DeliveryOut(BaseModel):
     received_at: datetime | None = None
     consumed_at: datetime | None = None
     confirmed_at: datetime | None = None
-    deleted_at: datetime | None = None
+    deleted_at: datetime | None = None  # CM MessageDelete
+    dismissed_at: datetime | None = None  # CM MessageDismissed (the status is RECEIVED)
     # Each attempt that got an answer, oldest first.
     history: list[Attempt] | None = None
 
@@ -300,6 +301,7 @@ class RegistrationOut(BaseModel):
     notifications_enabled: bool
     primary_device: bool
     custom_attributes: dict[str, Any] | None
+    client_id: str | None = None  # CM's clientId, as the installation's events gave it
     active: bool
     deactivated_code: int | None
     deactivated_at: datetime | None

@@ -12,9 +12,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from schemas.api import MessageStatus, PushRequest, RegistrationIn, ScheduleOut, ScheduleSpec
 from schemas.codes import CODE_MEANINGS, ENGAGEMENT_ORDER, MessageState, Role
@@ -245,6 +245,8 @@ def payload_of(body: PublishBody) -> dict[str, Any]:
 def translate_publish(raw: Any, channel: str, now: datetime, *, repeat_every_min_s: int) -> Publish:
     """A Backendless publish as the native push; BackendlessError names what is wrong."""
     body = parse_publish(raw)
+    if body.message is None:  # the seed's body names it without brackets: required
+        raise BackendlessError("message", "is required: the notification text", MISSING_PARAMETER)
     policy = (body.publishPolicy or "PUSH").upper()
     if policy not in ("PUSH", "BOTH"):
         raise BackendlessError(
@@ -272,6 +274,70 @@ def translate_publish(raw: Any, channel: str, now: datetime, *, repeat_every_min
         )
         raise BackendlessError(backendless_field(exc.field), rule) from None
     return Publish(request=request, roles=roles)
+
+
+# --- Content-Type and user tokens -------------------------------------------------------------
+
+
+def json_content_type(header: str | None) -> bool:
+    """Whether a Content-Type names JSON: `application/json`, in any case, with parameters
+    such as a charset. The seed: it "must be set to application/json … mandatory"."""
+    if not header:
+        return False
+    return header.split(";", 1)[0].strip().lower() == "application/json"
+
+
+PublishScope = Literal["all", "some", "none"]
+
+
+class UserTokenIn(BaseModel):
+    """A user token to issue: who it is for and where that user may publish."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user: str = Field(min_length=1, max_length=255, description="the user's name or id")
+    publish: PublishScope = Field(description="all channels, some (`channels`), or none")
+    channels: list[Annotated[str, Field(min_length=1, max_length=255)]] | None = Field(
+        default=None, max_length=MAX_NAMES, description="with publish `some`: the channels"
+    )
+
+    @model_validator(mode="after")
+    def _channels_with_some(self) -> UserTokenIn:
+        if self.publish == "some" and not self.channels:
+            raise ValueError("channels: list the channels the user may publish to")
+        if self.publish != "some" and self.channels is not None:
+            raise ValueError(f"channels: only with publish 'some', not {self.publish!r}")
+        return self
+
+
+class UserTokenOut(BaseModel):
+    objectId: str  # noqa: N815  (Backendless's name for an object's id)
+    user: str
+    publish: PublishScope
+    channels: list[str] | None = None
+    userToken: str | None = Field(  # noqa: N815
+        default=None, serialization_alias="user-token", description="shown once, at creation"
+    )
+
+
+def parse_user_token(body: Any) -> UserTokenIn:
+    """The request to issue a user token; BackendlessError names the field."""
+    if not isinstance(body, Mapping):
+        raise BackendlessError("body", "must be a JSON object", UNPARSEABLE)
+    try:
+        return UserTokenIn.model_validate(body)
+    except ValidationError as exc:
+        field, rule = _first_error(exc)
+        if field == "body" and ": " in rule:  # a rule across fields names its field first
+            field, rule = rule.split(": ", 1)
+        raise BackendlessError(field, rule) from None
+
+
+def may_publish(publish: str, channels: list[str] | None, channel: str) -> bool:
+    """A user token's policy for a publish to `channel` (channel names match exactly)."""
+    if publish == "all":
+        return True
+    return publish == "some" and channel in (channels or [])
 
 
 # --- message status ---------------------------------------------------------------------------

@@ -224,6 +224,7 @@ class InstallationFields:
     platform: str | None = None
     phone_number: str | None = None  # as sent; the registration code normalises it
     token: str | None = None
+    client_id: str | None = None  # the app's identifier, kept for later outbound documents
     values: dict[str, Any] = field(default_factory=dict)
 
 
@@ -245,6 +246,7 @@ def installation_fields(profile: CmProfile) -> InstallationFields:
         platform=platform,
         phone_number=profile.msisdn or None,
         token=profile.pushToken,
+        client_id=profile.clientId or None,
         # CM writes unknown values as null or "": both keep what is stored.
         values={k: v for k, v in values.items() if v is not None and v != ""},
     )
@@ -296,6 +298,7 @@ class InstallationView:
     phone_number: str | None
     notifications_enabled: bool
     preferred_languages: list[str] | None
+    client_id: str | None = None
 
 
 class RegistrationLike(Protocol):
@@ -323,6 +326,8 @@ def view_of(reg: RegistrationLike) -> InstallationView:
         phone_number=reg.phone_number,
         notifications_enabled=reg.notifications_enabled,
         preferred_languages=reg.preferred_languages,
+        # A Registration row keeps CM's clientId; the native API's view has none.
+        client_id=getattr(reg, "client_id", None),
     )
 
 
@@ -343,7 +348,10 @@ def lifecycle_document(
     at: datetime,
     client_id: str | None = None,
 ) -> dict[str, Any]:
-    """ClientInstalled / ClientUpdated with the full profile; ClientUnregistered with ids only."""
+    """ClientInstalled / ClientUpdated with the full profile; ClientUnregistered with ids only.
+    Exactly the keys the seed shows for each; `clientId` is the one the installation's
+    events last gave (`client_id` overrides it), null when none did."""
+    client_id = client_id or reg.client_id
     custom: dict[str, Any] = {"clientId": client_id, "msisdn": msisdn(reg.phone_number)}
     if event_type != CLIENT_UNREGISTERED:
         authorised = "Authorized" if reg.notifications_enabled else "NotAuthorized"
@@ -367,11 +375,16 @@ def lifecycle_document(
 
 
 def retired_document(
-    installation_id: str, app_id: str, phone_digits: str | None, code: int, at: datetime
+    installation_id: str,
+    app_id: str,
+    phone_digits: str | None,
+    client_id: str | None,
+    at: datetime,
 ) -> dict[str, Any]:
     """ClientUnregistered for an installation the provider retired (code 6 or 7): the app is
-    gone from the device as far as Pushline can tell. `custom.code` says why."""
-    custom = {"clientId": None, "msisdn": msisdn(phone_digits), "code": code}
+    gone from the device as far as Pushline can tell. The seed's keys only (`clientId`,
+    `msisdn`): why is told by the MessageFailed of the same delivery, sent with it."""
+    custom = {"clientId": client_id, "msisdn": msisdn(phone_digits)}
     return event_document(CLIENT_UNREGISTERED, installation_id, app_id, at, custom=custom)
 
 

@@ -400,12 +400,52 @@ class SeenMessage(_Strict):
     messageId: Annotated[str, Field(min_length=1, max_length=64)]
     # Milliseconds between the moment it was seen and this report (the SDK batches reports).
     timestampDelta: Annotated[int, Field(ge=0, le=30 * 86_400_000)] = 0
+    # True: `messageId` is an inbox message of `externalUserId` (marked seen in the inbox).
+    inbox: bool = False
 
 
 class SeenReports(_Strict):
-    """The SDK's seen reports: the user saw these messages (CONSUMED)."""
+    """The SDK's seen reports: the user saw these messages (CONSUMED), or, with `inbox`,
+    these messages of `externalUserId`'s inbox."""
 
+    externalUserId: Annotated[str, Field(min_length=1, max_length=255)] | None = None
     messages: Annotated[list[SeenMessage], Field(min_length=1, max_length=1000)]
+
+
+# --- the inbox --------------------------------------------------------------------------------
+
+
+class InboxTopicIn(_Strict):
+    """A new inbox topic: the name is kept exactly as written (case sensitive)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=255, pattern=r"^\S(.*\S)?$")]
+
+
+class InboxTopicOut(BaseModel):
+    name: str
+    createdAt: str
+
+
+class InboxTopicsOut(BaseModel):
+    topics: list[InboxTopicOut]
+
+
+class InboxMessageOut(BaseModel):
+    messageId: str  # the inbox message's own id (one per person), for seen reports
+    bulkId: str
+    topic: str
+    title: str | None = None
+    body: str | None = None
+    customPayload: dict[str, Any] | None = None
+    sendDateTime: int  # epoch milliseconds
+    seen: bool
+    seenDate: int | None = None  # epoch milliseconds
+
+
+class InboxOut(BaseModel):
+    countTotal: int
+    countUnread: int
+    messages: list[InboxMessageOut]
 
 
 # --- answers (for the OpenAPI document; the routes build them from the functions above) -------
@@ -476,7 +516,8 @@ class ReportsOut(BaseModel):
 
 class EngagementResult(BaseModel):
     messageId: str
-    status: StatusOut
+    status: StatusOut | None = None  # a Delivery's status; absent for an inbox message
+    inbox: bool | None = None  # true: an inbox message marked seen
 
 
 class EngagementAnswer(BaseModel):

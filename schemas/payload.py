@@ -430,6 +430,10 @@ def check_push(payload: Payload, target: Mapping[str, Any]) -> dict[str, Any]:
     (SEED-NOTES 10: the top-level notification is an optional template).
     """
     default = stored(payload)
+    for key, variant in (payload.localized or {}).items():
+        if variant.inbox_topic is not None:
+            where = f"payload.localized.{key}.inbox_topic"
+            raise PayloadError(where, "the inbox topic belongs to the whole push, not a variant")
     if target.get("type") != "bulk":
         if not has_content([default]):
             raise PayloadError("payload", f"payload must carry at least one of {CONTENT_WORDS}")
@@ -447,6 +451,11 @@ def check_push(payload: Payload, target: Mapping[str, Any]) -> dict[str, Any]:
             raise PayloadError(
                 where, f"this user's payload (with the default) needs one of {CONTENT_WORDS}"
             )
+        if "inbox_topic" in layer or any(
+            "inbox_topic" in v for v in (layer.get("localized") or {}).values()
+        ):
+            rule = "the inbox topic belongs to the whole push, not one user's payload"
+            raise PayloadError(f"{where}.inbox_topic", rule)
         entries.append({**entry, "payload": layer})
     return {**target, "entries": entries}
 

@@ -144,6 +144,8 @@ class Registration(SQLModel, table=True):
     notifications_enabled: bool = True  # CM pushAuthorization; Infobip notificationsEnabled
     primary_device: bool = False
     custom_attributes: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    # CM's clientId (the app's identifier on the installation), as its events said.
+    client_id: str | None = Field(default=None, max_length=255)
     active: bool = True
     # Why and when the provider retired this token (codes 6 and 7); never sent to again.
     deactivated_code: int | None = None
@@ -297,6 +299,7 @@ class Delivery(SQLModel, table=True):
     consumed_at: datetime | None = None
     confirmed_at: datetime | None = None
     deleted_at: datetime | None = None  # CM MessageDelete: recorded, no status change
+    dismissed_at: datetime | None = None  # CM MessageDismissed: swiped away (also RECEIVED)
     # Each attempt with an answer: {at, code, answer, ms, worker}. Bounded by max_attempts
     # (an attempt lost with a killed worker has no answer, so leaves no entry).
     history: list[dict[str, Any]] | None = Field(
@@ -317,3 +320,50 @@ class Webhook(SQLModel, table=True):
     events: str = Field(default="*", max_length=1000)  # comma-separated event types, * for all
     created_at: datetime = Field(default_factory=utcnow)
     disabled_at: datetime | None = None
+
+
+class InboxTopic(SQLModel, table=True):
+    """An inbox topic of an app (Infobip's inboxTopic): a push may name only one that
+    exists, written exactly so (case sensitive)."""
+
+    __tablename__ = "inbox_topic"
+
+    app_id: str = Field(foreign_key="app.id", primary_key=True, max_length=36, ondelete="CASCADE")
+    name: str = Field(primary_key=True, max_length=255)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class InboxMessage(SQLModel, table=True):
+    """A push saved to one person's inbox (by external user id) under its topic: one per
+    person and Message, however many devices the person has. Its content is the Message's;
+    it goes with the Message (retention)."""
+
+    __tablename__ = "inbox_message"
+    __table_args__ = (
+        UniqueConstraint("message_id", "external_user_id", name="uq_inbox_message_person"),
+        Index("ix_inbox_message_person", "app_id", "external_user_id", "created_at", "id"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    app_id: str = Field(max_length=36)
+    message_id: str = Field(foreign_key="message.id", max_length=36, ondelete="CASCADE")
+    external_user_id: str = Field(max_length=255)
+    topic: str = Field(max_length=255)
+    created_at: datetime = Field(default_factory=utcnow)
+    seen_at: datetime | None = None
+
+
+class UserToken(SQLModel, table=True):
+    """A Backendless `user-token` Pushline issued: whose it is and where it may publish
+    (`publish`: all | some | none; `channels` for some). Only its hash is kept."""
+
+    __tablename__ = "user_token"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    app_id: str = Field(foreign_key="app.id", index=True, max_length=36, ondelete="CASCADE")
+    token_hash: str = Field(unique=True, max_length=64)
+    user: str = Field(max_length=255)
+    publish: str = Field(max_length=8)
+    channels: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -678,13 +678,15 @@ def parse_target(target: Mapping[str, Any] | AnyTarget) -> AnyTarget:
 
 
 def bulk_override(
-    target: Mapping[str, Any], username: str | None, global_user_id: str | None
+    target: Mapping[str, Any], username: str | None, global_user_ids: Collection[str] = ()
 ) -> dict[str, Any] | None:
     """The payload fields a bulk target sets for this registration's user, or None.
 
-    An entry applies when its `user` is the registration's username or its `user_uuid` the
-    global user id. Should a user and their global id each have an entry, both apply, in
-    the order listed (a later field wins).
+    An entry applies when its `user` is the registration's username or its `user_uuid` any
+    Global User ID the registration has had (its current one and its history: SAP lets a
+    producer address an old one, and the entry's notification must follow it). Should a
+    user and their global id each have an entry, both apply, in the order listed (a later
+    field wins).
     """
     if target.get("type") != "bulk":
         return None
@@ -692,7 +694,7 @@ def bulk_override(
     for entry in target.get("entries") or []:
         user, uuid = entry.get("user"), entry.get("user_uuid")
         if (username is not None and user == username) or (
-            global_user_id is not None and uuid == global_user_id
+            uuid is not None and uuid in global_user_ids
         ):
             merged = {**(merged or {}), **(entry.get("payload") or {})}
     return merged

@@ -570,8 +570,19 @@ PUSHLINE_BLOCK = {
 }
 
 
+def inbox_topic(app: AppHandle, name: str) -> None:
+    """Create the app's inbox topic (a push may name only one that exists)."""
+    r = httpx.post(
+        app.stack.api_url + "/push/1/inbox/topics",
+        json={"name": name},
+        headers={"X-API-Key": app.creds.api_key},
+    )
+    assert r.status_code == 201, r.text
+
+
 def test_every_native_field_on_apns(app: AppHandle) -> None:
     token, _ = ios(app, username="eve", locale="en-GB")
+    inbox_topic(app, "orders")
     assert push(app, {"type": "users", "usernames": ["eve"]}, EVERY_FIELD).by_code == {"0": 1}
     headers, body = apns_seen(app, token)
     assert headers == alert_headers(
@@ -607,6 +618,7 @@ def test_every_native_field_on_apns(app: AppHandle) -> None:
 
 def test_every_native_field_on_fcm_with_a_locale_variant(app: AppHandle) -> None:
     token, _ = android(app, username="eve", locale="de-AT")
+    inbox_topic(app, "orders")
     assert push(app, {"type": "users", "usernames": ["eve"]}, EVERY_FIELD).by_code == {"0": 1}
     message = fcm_seen(app, token)
     assert message == {

@@ -483,7 +483,7 @@ def test_a_bulk_override_applies_to_its_user_by_name_or_global_id() -> None:
             base,
             target,
             username=username,
-            global_user_id=gid,
+            global_user_ids=(gid,) if gid else (),
             locale=None,
             preferred_languages=None,
         )[1]

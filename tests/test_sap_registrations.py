@@ -111,12 +111,18 @@ def test_an_old_global_user_id_still_reaches_the_registration(app: AppHandle) ->
         r = push_users(app, uuids=(guid,))
         assert r.status_code == 200, r.text
         assert [(t, res["code"]) for t, res in results(r).items()] == [(first.json()["id"], 0)]
+    # A bulk entry naming the old id: the device gets that entry's notification, not an
+    # empty one (the override must be chosen by the registration's whole history).
     bulk = {
-        "userNotifications": [{"userUUID": old, "notification": {"notification": {"alert": "b"}}}]
+        "userNotifications": [
+            {"userUUID": old, "notification": {"notification": {"alert": "for the old id"}}}
+        ]
     }
     r = call(app, "POST", f"/v2/backend/applications/{APP}/notifications/bulk", bulk)
     assert [res["code"] for res in results(r).values()] == [0]
-    assert len(app.stack.apns.requests(token)) == 3
+    received = app.stack.apns.requests(token)
+    assert len(received) == 3
+    assert received[-1]["body"]["aps"]["alert"] == {"body": "for the old id"}
 
 
 def test_registrations_without_a_token_end_with_code_5_until_one_arrives(app: AppHandle) -> None:

@@ -204,7 +204,8 @@ def test_publish_policy_both_is_pushed_and_others_are_refused(app: AppHandle) ->
 
 
 def test_malformed_or_unknown_bodies_are_refused_before_anything_is_queued(app: AppHandle) -> None:
-    r = httpx.post(url(app, "default"), content=b'{"message": "x",}')
+    json_type = {"Content-Type": "application/json"}
+    r = httpx.post(url(app, "default"), content=b'{"message": "x",}', headers=json_type)
     assert_error(r, 400, 8002, "Could not parse request")
     assert_error(publish(app, "default", {"mesage": "x"}), 400, 8008, "mesage")
     assert_error(publish(app, "default", {"message": {"a": 1}}), 400, 5041, "message")
@@ -295,3 +296,78 @@ def test_message_status_names_failed_cancelled_and_unknown(app: AppHandle) -> No
         "errorMessage": None,
     }
     assert status(app, "no-such-message")["status"] == "unknown"
+
+
+# --- the seed's mandatory header and body, and user tokens ------------------------------------
+
+
+def test_a_publish_needs_the_json_content_type_and_a_message(app: AppHandle) -> None:
+    token, _ = register(app, "IOS", ["news"])
+    body = b'{"message": "Hello"}'
+    for content_type in (None, "text/plain", "application/x-www-form-urlencoded"):
+        headers = {"Content-Type": content_type} if content_type else {}
+        r = httpx.post(url(app, "news"), content=body, headers=headers)
+        assert_error(r, 400, 8002, "Content-Type: must be set to application/json")
+    headers_only = {"headers": {"ios-alert": "Hello iPhone"}}
+    assert_error(publish(app, "news", headers_only), 400, 8007, "message: is required")
+    assert_error(publish(app, "news", {"message": None}), 400, 8007, "message: is required")
+    assert reached(app, token) == set()  # nothing was queued
+    # The header as HTTP allows it: any case, with a charset.
+    r = httpx.post(
+        url(app, "news"), content=body, headers={"content-type": "Application/JSON; charset=utf-8"}
+    )
+    assert settle(app, r)["status"] == "published"
+    assert reached(app, token) == {token}
+
+
+def issue(app: AppHandle, spec: Json, key: str | None = None) -> httpx.Response:
+    return httpx.post(url(app, "usertokens", key), json=spec)
+
+
+def test_user_tokens_publish_where_their_user_may_and_answer_5007_elsewhere(
+    app: AppHandle,
+) -> None:
+    news, _ = register(app, "IOS", ["news"])
+    sport, _ = register(app, "ANDROID", ["sport"])
+    engine = engine_for(app.stack.database_url or "")
+    push_all, _ = create_key(engine, app.creds.app_id, ["push_all"])
+    assert_error(issue(app, {"user": "ann", "publish": "all"}, push_all), 403, 5007, "admin")
+    assert_error(issue(app, {"user": "ann", "publish": "some"}), 400, 8008, "channels")
+    tokens = {}
+    for user, spec in (
+        ("all", {"publish": "all"}),
+        ("some", {"publish": "some", "channels": ["news"]}),
+        ("none", {"publish": "none"}),
+    ):
+        r = issue(app, {"user": user, **spec})
+        assert r.status_code == 201, r.text
+        made = r.json()
+        assert made["user"] == user and made["user-token"].startswith("pl_ut_")
+        tokens[user] = made
+    assert tokens["some"]["channels"] == ["news"]
+
+    def as_user(user: str, channel: str, key: str | None = None) -> httpx.Response:
+        headers = {"user-token": tokens[user]["user-token"]}
+        return httpx.post(url(app, channel, key), json={"message": user}, headers=headers)
+
+    assert settle(app, as_user("all", "sport"))["status"] == "published"
+    assert settle(app, as_user("some", "news"))["status"] == "published"
+    assert_error(as_user("some", "sport"), 403, 5007, "may not publish to channel 'sport'")
+    assert_error(as_user("none", "news"), 403, 5007, "User does not have the permission")
+    # The key's roles still hold, and a token is only its app's, until it is revoked.
+    single, _ = create_key(engine, app.creds.app_id, ["push_single"])
+    assert_error(as_user("all", "news", single), 403, 5007, "push_all")
+    other = AppHandle(app.stack, app.stack.add_app(f"t-{uuid.uuid4().hex[:12]}"))
+    r = httpx.post(
+        url(other, "news"),
+        json={"message": "x"},
+        headers={"user-token": tokens["all"]["user-token"]},
+    )
+    assert_error(r, 401, 5007, "user-token is not valid")
+    gone = httpx.delete(url(app, f"usertokens/{tokens['all']['objectId']}"))
+    assert gone.status_code == 204, gone.text
+    assert_error(as_user("all", "news"), 401, 5007, "user-token is not valid")
+    received = {
+        t: len(app.stack.apns.requests(t) + app.stack.fcm.requests(t)) for t in (news, sport)
+    }
+    assert received == {news: 1, sport: 1}

@@ -251,12 +251,17 @@ def test_seed_engagement_examples_move_the_delivery_forward_only(any_app: AppHan
 
     assert report(MESSAGE_DISMISSED, ref) == "RECEIVED"
     assert report(MESSAGE_OPENED, uuid.UUID(ref).hex) == "CONSUMED"  # reference without hyphens
-    assert report(MESSAGE_DISMISSED, ref) == "CONSUMED"  # never backwards
-    assert report(MESSAGE_DELETE, ref) == "CONSUMED"  # recorded, no status change
+    later = {**MESSAGE_DISMISSED, "timeUtc": "2022-06-16T08:00:00"}
+    assert report(later, ref) == "CONSUMED"  # never backwards; the first dismissal stands
+    assert report({**MESSAGE_DELETE, "timeUtc": "2022-06-17T09:30:00"}, ref) == "CONSUMED"
     row = delivery_of(any_app, delivery.message_id)
     assert row.status == "CONSUMED"
     assert row.received_at is not None and row.consumed_at is not None
-    assert row.deleted_at is not None
+    # The dismissal is a report of its own, at the event's time, beside the deletion's.
+    seen = any_app.client.delivery(ref)
+    assert seen.dismissed_at is not None and seen.deleted_at is not None
+    assert seen.dismissed_at.replace(tzinfo=None).isoformat() == "2022-06-15T17:08:45"
+    assert seen.deleted_at.replace(tzinfo=None).isoformat() == "2022-06-17T09:30:00"
 
     unknown = post(any_app, fill(MESSAGE_OPENED, str(installation), key))  # the seed's reference
     assert unknown.status_code == 404, unknown.text
@@ -490,7 +495,8 @@ def test_webhook_receives_signed_cm_events_for_installations_and_delivery_outcom
             d["event"]["type"] == "ClientUnregistered" and d["from"] == {"number": "dev-dead"}
         ),
     )
-    assert retired["event"]["custom"]["code"] == 7
+    # The seed's keys only: why is in the MessageFailed above (code 7).
+    assert retired["event"]["custom"] == {"clientId": None, "msisdn": None}
 
     # Engagement reported by the app is relayed too, reference with its hyphens.
     opened = post(app, fill(MESSAGE_OPENED, installation.hex, app_hex, uuid.UUID(ok.id).hex))
@@ -563,3 +569,61 @@ def test_webhook_routes_need_admin_and_name_bad_fields(app: AppHandle, receiver:
     assert httpx.delete(target, headers={"X-API-Key": other.api_key}).status_code == 404
     assert httpx.delete(target, headers=headers).status_code == 204
     assert httpx.delete(target, headers=headers).status_code == 404
+
+
+SEED_KEYS = {
+    "ClientInstalled": set(CLIENT_INSTALLED["event"]["custom"]),  # type: ignore[index]
+    "ClientUpdated": set(CLIENT_UPDATED["event"]["custom"]),  # type: ignore[index]
+    "ClientUnregistered": set(CLIENT_UNREGISTERED["event"]["custom"]),  # type: ignore[index]
+}
+
+
+def test_what_the_events_said_of_an_installation_goes_out_again_in_the_seed_keys(
+    app: AppHandle, receiver: Receiver
+) -> None:
+    subscribe(app, f"{receiver.url}/kept", secrets.token_urlsafe(24))
+    app_hex = uuid.UUID(app.creds.app_id).hex
+    kept, retired = uuid.uuid4(), uuid.uuid4()
+
+    def said(installation: uuid.UUID, kind: str) -> dict[str, Any]:
+        return receiver.wait_for(
+            "/kept",
+            lambda d: d["event"]["type"] == kind and d["from"] == {"number": installation.hex},
+        )
+
+    # Installed, then updated with the verified phone (the seed's ClientUpdated, on iOS).
+    reg_id, _ = ios_install(app, kept)
+    updated = fill(CLIENT_UPDATED, kept.hex, app_hex, deviceOs="iOs", clientId="com.cm.app")
+    assert post(app, updated).status_code == 200
+    row = registration(app, reg_id)
+    assert (row.client_id, row.phone_number) == ("com.cm.app", "31612345678")
+    # Dismissed: relayed as the seed shows it, type and reference only.
+    ref = delivery_of(app, push_to(app, reg_id)).id
+    assert post(app, fill(MESSAGE_DISMISSED, kept.hex, app_hex, ref)).status_code == 200
+    assert said(kept, "MessageDismissed")["event"] == {"type": "MessageDismissed", "reference": ref}
+    # Updated through the native route: the clientId its events gave still goes out.
+    row = registration(app, reg_id)
+    app.client.register({"token": f"iOS:{row.token}", "device_id": kept.hex, "app_version": "3.1"})
+    native = receiver.wait_for(
+        "/kept",
+        lambda d: d["event"].get("custom", {}).get("clientVersion") == "3.1",
+    )
+    assert native["event"]["custom"]["clientId"] == "com.cm.app"
+    # The app unregisters without repeating its ids: what was kept goes out.
+    bare = fill(CLIENT_UNREGISTERED, kept.hex, app_hex)
+    bare["event"]["custom"] = {}
+    assert post(app, bare).status_code == 200
+    gone = said(kept, "ClientUnregistered")["event"]["custom"]
+    assert gone == {"clientId": "com.cm.app", "msisdn": "0031612345678"}
+    for kind in ("ClientInstalled", "ClientUpdated"):
+        assert set(said(kept, kind)["event"]["custom"]) == SEED_KEYS[kind]
+    assert said(kept, "ClientUpdated")["event"]["custom"]["clientId"] == "com.cm.app"
+
+    # The provider retires a token: ClientUnregistered with the installation's own ids.
+    reg_id, token = ios_install(app, retired)
+    updated = fill(CLIENT_UPDATED, retired.hex, app_hex, deviceOs="iOs")
+    assert post(app, updated).status_code == 200
+    app.stack.apns.script(token=token, then="Unregistered")
+    push_to(app, reg_id)
+    gone = said(retired, "ClientUnregistered")["event"]["custom"]
+    assert gone == {"clientId": "com.cm.notifire", "msisdn": "0031612345678"}

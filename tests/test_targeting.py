@@ -760,12 +760,14 @@ def test_bulk_override_finds_the_entries_of_a_registrations_user() -> None:
             ],
         }
     ).target.model_dump()
-    assert bulk_override(target, "ann", None) == {"alert": "ann", "badge": 1}
-    assert bulk_override(target, "ann", "g-ann") == {"alert": "ann", "badge": 2, "sound": "ping"}
-    assert bulk_override(target, None, "g-ann") == {"badge": 2, "sound": "ping"}
-    assert bulk_override(target, "bob", None) == {}  # listed, no override: the default payload
-    assert bulk_override(target, "cat", "g-cat") is None
-    assert bulk_override({"type": "users", "usernames": ["ann"]}, "ann", None) is None
+    assert bulk_override(target, "ann") == {"alert": "ann", "badge": 1}
+    assert bulk_override(target, "ann", ("g-ann",)) == {"alert": "ann", "badge": 2, "sound": "ping"}
+    assert bulk_override(target, None, ("g-ann",)) == {"badge": 2, "sound": "ping"}
+    # An entry naming a former Global User ID of the registration applies as well.
+    assert bulk_override(target, None, ("g-new", "g-ann")) == {"badge": 2, "sound": "ping"}
+    assert bulk_override(target, "bob") == {}  # listed, no override: the default payload
+    assert bulk_override(target, "cat", ("g-cat",)) is None
+    assert bulk_override({"type": "users", "usernames": ["ann"]}, "ann") is None
 
 
 @pytest.mark.parametrize(

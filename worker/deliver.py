@@ -802,7 +802,7 @@ def _choose(msg: Message, c: store.ClaimedDelivery) -> tuple[Hashable, Payload]:
         msg.payload,
         msg.target,
         username=c.username,
-        global_user_id=c.global_user_id,
+        global_user_ids=c.global_user_ids(),
         locale=c.locale,
         preferred_languages=c.preferred_languages,
     )

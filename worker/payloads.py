@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -85,13 +85,16 @@ def choose_payload(
     target: Mapping[str, Any],
     *,
     username: str | None,
-    global_user_id: str | None,
+    global_user_ids: Collection[str],
     locale: str | None,
     preferred_languages: Sequence[str] | None,
 ) -> tuple[Hashable, Payload]:
-    """`device_payload` for one registration of a Message (bulk override, locale)."""
+    """`device_payload` for one registration of a Message (bulk override, locale).
+
+    `global_user_ids`: every Global User ID the registration has had, current and former,
+    since a bulk entry may name an old one."""
     override = (
-        bulk_override(target, username, global_user_id) if target.get("type") == "bulk" else None
+        bulk_override(target, username, global_user_ids) if target.get("type") == "bulk" else None
     )
     return device_payload(payload, override, device_locale(locale, preferred_languages))
 

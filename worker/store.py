@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,7 +26,17 @@ from sqlmodel import Session, col
 from schemas.campaigns import cancel_deliveries
 from schemas.codes import DeliveryStatus, MessageState
 from schemas.db import among, session_scope
-from schemas.tables import App, Delivery, Message, Registration, delivery_rows, table, utcnow
+from schemas.inbox import save_to_inbox, topic_of
+from schemas.tables import (
+    App,
+    Delivery,
+    Message,
+    Registration,
+    RegistrationGlobalUser,
+    delivery_rows,
+    table,
+    utcnow,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +57,14 @@ class ClaimedDelivery:
     locale: str | None = None
     preferred_languages: list[str] | None = None
     webpush_keys: tuple[str, str] | None = None  # (p256dh, auth) of a Web Push subscription
+    # The Global User IDs it had before (read only for bulk Messages, whose entries may
+    # name an old one).
+    former_global_user_ids: tuple[str, ...] = ()
+
+    def global_user_ids(self) -> tuple[str, ...]:
+        """Every Global User ID of the registration, the current one first."""
+        current = (self.global_user_id,) if self.global_user_id is not None else ()
+        return current + self.former_global_user_ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +162,39 @@ def claim(engine: Engine, ids: Sequence[str], lease_s: int) -> Claim:
                 owners = s.execute(select(App).where(among(App.id, app_ids, dialect)))
                 apps = {a.id: a for a in owners.scalars()}
                 s.expunge_all()
-    return Claim([_claimed(row) for row in rows], leased_until, messages, apps)
+        claimed = _with_history(conn, [_claimed(row) for row in rows], messages)
+    return Claim(claimed, leased_until, messages, apps)
+
+
+def _with_history(
+    conn: Connection, claimed: list[ClaimedDelivery], messages: dict[str, Message]
+) -> list[ClaimedDelivery]:
+    """The claimed Deliveries of bulk Messages with their registrations' former Global
+    User IDs: a bulk entry naming an old one must still pick that entry's notification."""
+    bulk = {mid for mid, m in messages.items() if (m.target or {}).get("type") == "bulk"}
+    wanted = {c.registration_id for c in claimed if c.message_id in bulk and c.registration_id}
+    if not wanted:
+        return claimed
+    g = table(RegistrationGlobalUser).c
+    history: dict[str, list[str]] = {}
+    found = conn.execute(
+        select(g.registration_id, g.global_user_id)
+        .where(among(g.registration_id, wanted, conn.dialect.name))
+        .order_by(g.created_at)
+    )
+    for rid, guid in found:
+        history.setdefault(rid, []).append(guid)
+    return [
+        replace(
+            c,
+            former_global_user_ids=tuple(
+                guid for guid in history.get(c.registration_id, ()) if guid != c.global_user_id
+            ),
+        )
+        if c.registration_id in history
+        else c
+        for c in claimed
+    ]
 
 
 def _claim_rows(
@@ -419,6 +469,9 @@ def insert_deliveries(
             index_elements=["message_id", "registration_id"]
         )
         s.execute(stmt, rows)
+        topic = topic_of(message.payload)
+        if topic is not None:
+            save_to_inbox(s.connection(), message.id, message.app_id, topic, page_ids, utcnow())
         state = s.execute(
             update(Message)
             .where(col(Message.id) == message.id)

@@ -102,7 +102,7 @@ def delivery_outcomes(
             docs: list[dict[str, Any]] = []
             for c, f in rows:
                 assert f.code is not None  # cancelled rows were left out above
-                device_id, phone = installs.get(c.registration_id, (None, None))
+                device_id, phone, client_id = installs.get(c.registration_id, (None, None, None))
                 installation = installation_id_of(c.registration_id, device_id)
                 docs.append(
                     outcome_document(
@@ -117,7 +117,7 @@ def delivery_outcomes(
                     )
                 )
                 if c.registration_active and f.code in DEACTIVATING:
-                    docs.append(retired_document(installation, app_id, phone, f.code, now))
+                    docs.append(retired_document(installation, app_id, phone, client_id, now))
             enqueue(settings, app_id, docs)
     except Exception as exc:  # noqa: BLE001 (a webhook must never fail a delivery)
         log.warning("could not enqueue delivery events", error=str(exc))
@@ -125,18 +125,22 @@ def delivery_outcomes(
 
 def _installations(
     engine: Engine, registration_ids: set[str]
-) -> dict[str, tuple[str | None, str | None]]:
-    """One query per chunk: device id (the installation id) and phone of each registration."""
+) -> dict[str, tuple[str | None, str | None, str | None]]:
+    """One query per chunk: device id (the installation id), phone and CM clientId of each
+    registration."""
     ids = [i for i in registration_ids if i]
     if not ids:
         return {}
     with Session(engine) as s:
         rows = s.execute(
             select(
-                col(Registration.id), col(Registration.device_id), col(Registration.phone_number)
+                col(Registration.id),
+                col(Registration.device_id),
+                col(Registration.phone_number),
+                col(Registration.client_id),
             ).where(col(Registration.id).in_(ids))
         ).all()
-    return {r[0]: (r[1], r[2]) for r in rows}
+    return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
 
 class PostOutcome(StrEnum):

@@ -17,10 +17,12 @@ from sqlalchemy import Engine, select
 from sqlmodel import Session, col
 from starlette.concurrency import run_in_threadpool
 
+from producer import usertokens
 from producer.accept import accept_push
 from producer.auth import Caller, authenticate
 from producer.bodies import json_body, read_json
 from producer.errors import (
+    Forbidden,
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
@@ -38,6 +40,7 @@ from schemas.settings import Settings
 from schemas.tables import Registration, utcnow
 
 # Empty or malformed ids and keys too: a path shaped like Backendless's answers like it.
+# `usertokens` and `registrations` are Pushline's routes, so no channel may bear those names.
 _OWNED = re.compile(r"^/[^/]*/[^/]*/messaging(?:/|$)")
 _BASE = "/{application_id}/{api_key}/messaging"
 MessageIdSegment = Annotated[
@@ -221,6 +224,50 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
         return bl.CancelAnswer(result=True)
 
     @api.post(
+        f"{_BASE}/usertokens",
+        status_code=201,
+        responses=_errors(
+            (400, bl.INVALID_PARAMETER, "channels: list the channels the user may publish to"),
+            no_key,
+            (403, bl.NO_PERMISSION, "this API key lacks the role admin"),
+        ),
+        openapi_extra=json_body(
+            bl.UserTokenIn,
+            {"some": {"value": {"user": "ann", "publish": "some", "channels": ["news"]}}},
+        ),
+    )
+    async def issue_user_token(request: Request, application_id: str, api_key: str) -> Response:
+        """Pushline's own `user-token` for a user (role admin): `publish` is `all`
+        channels, `some` (listed in `channels`) or `none`. The token is in this answer only
+        (`user-token`); a publish carrying it in the `user-token` header runs with that
+        user's permission, and a user who may not publish there answers 5007."""
+        who = await run_in_threadpool(_caller, request, application_id, api_key)
+        who.require(Role.ADMIN)
+        try:
+            spec = bl.parse_user_token(
+                await _json(request, bl.UNPARSEABLE, bl.INVALID_PARAMETER)
+            )
+        except bl.BackendlessError as exc:
+            raise _invalid(exc) from None
+        token, row = await run_in_threadpool(usertokens.issue, engine, who.app_id, spec)
+        body = usertokens.out(row, token).model_dump(by_alias=True, exclude_none=True)
+        return JSONResponse(status_code=201, content=body)
+
+    @api.delete(
+        f"{_BASE}/usertokens/{{token_id}}",
+        status_code=204,
+        responses=_errors(no_key, (404, 404, "no user token 3f1c…")),
+    )
+    def revoke_user_token(
+        request: Request, application_id: str, api_key: str, token_id: str
+    ) -> Response:
+        """Revoke a user token by its `objectId` (role admin): it is refused from then on."""
+        who = _caller(request, application_id, api_key)
+        who.require(Role.ADMIN)
+        usertokens.revoke(engine, who.app_id, token_id)
+        return Response(status_code=204)
+
+    @api.post(
         f"{_BASE}/{{channel_name}}",
         response_model=bl.PublishAnswer,
         responses={
@@ -259,6 +306,15 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
         `publishPolicy` BOTH is accepted and pushed (Pushline has no pub/sub subscribers).
         """
         who = await run_in_threadpool(_caller, request, application_id, api_key)
+        if not bl.json_content_type(request.headers.get("content-type")):
+            raise InvalidRequest(
+                "Content-Type: must be set to application/json; this header is mandatory",
+                [{"field": "Content-Type", "rule": "must be application/json"}],
+                code=bl.UNPARSEABLE,
+            )
+        user_token = request.headers.get("user-token")
+        if user_token is not None:
+            await run_in_threadpool(_user_may_publish, engine, who.app_id, user_token, channel_name)
         try:
             pub = bl.translate_publish(
                 await _json(request, bl.UNPARSEABLE, bl.INVALID_PARAMETER),
@@ -301,6 +357,21 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
         return bl.MessageStatusAnswer(messageId=message_id, status=status, errorMessage=error)
 
     return api
+
+
+def _user_may_publish(engine: Engine, app_id: str, token: str, channel: str) -> None:
+    """The seed: with `user-token` the publish runs with that user's permissions. A token
+    Pushline did not issue to this app is 401, a user who may not publish here 403; both
+    5007, "User does not have the permission to publish messages"."""
+    row = usertokens.find(engine, app_id, token)
+    if row is None:
+        raise Unauthorized("user-token is not valid for this application", code=bl.NO_PERMISSION)
+    if not bl.may_publish(row.publish, row.channels, channel):
+        raise Forbidden(
+            f"User does not have the permission to publish messages: user {row.user!r} may "
+            f"not publish to channel {channel!r}",
+            code=bl.NO_PERMISSION,
+        )
 
 
 def _register(engine: Engine, app_id: str, device: bl.DeviceRegistration) -> bl.RegistrationAnswer:

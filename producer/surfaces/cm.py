@@ -12,8 +12,11 @@
   deliveries end with code 5 "push token missing".
 - ClientUnregistered deactivates the installation (its deliveries, if any were queued,
   end with code 7); a later ClientInstalled / ClientUpdated revives it.
-- MessageOpened → CONSUMED, MessageDismissed → RECEIVED, MessageDelete → `deleted_at`,
-  no status change (SEED-NOTES 27), never backwards; `reference` is the Delivery id.
+- MessageOpened → CONSUMED, MessageDismissed → RECEIVED and `dismissed_at`, MessageDelete
+  → `deleted_at`, no status change (SEED-NOTES 27), never backwards; `reference` is the
+  Delivery id; the times are the event's `timeUtc`.
+- What the events say of an installation is kept (clientId, msisdn among it, also from
+  ClientUnregistered) and goes out again in its later outbound documents.
 Each accepted event is relayed to the app's webhooks (producer/webhooks.py).
 """
 
@@ -30,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 
 from producer.auth import Caller, CallerDep
 from producer.bodies import json_body, loads
-from producer.engagement import record_deleted, report_engagement
+from producer.engagement import record_deleted, record_dismissed, report_engagement
 from producer.errors import InvalidRequest, NotFound, PushlineError
 from producer.registrations import normalise_phone, upsert_registration
 from producer.webhooks import emit, emit_installation
@@ -40,6 +43,7 @@ from schemas.cm import (
     CLIENT_UNREGISTERED,
     ENGAGEMENT_STATUS,
     LIFECYCLE_TYPES,
+    MESSAGE_DISMISSED,
     CmEvent,
     DocumentError,
     engagement_document,
@@ -149,6 +153,9 @@ def install(engine: Engine, app_id: str, doc: CmEvent) -> Registration:
         with session_scope(engine) as s:
             reg = s.get(Registration, out.id)
             assert reg is not None
+            if fields.client_id is not None:
+                reg.client_id = fields.client_id
+                s.flush()
             s.expunge(reg)
             return reg
     return _install_without_token(engine, app_id, doc, existing, device_id)
@@ -190,6 +197,8 @@ def _install_without_token(
             setattr(reg, name, value)
         if phone is not None:
             reg.phone_number = phone
+        if fields.client_id is not None:
+            reg.client_id = fields.client_id
         if not reg.active and reg.deactivated_code is None:
             # ClientUnregistered left it so; a token the provider retired stays retired.
             reg.active, reg.deactivated_at = True, None
@@ -202,12 +211,23 @@ def _install_without_token(
 
 
 def unregister(engine: Engine, app_id: str, doc: CmEvent) -> Registration:
+    """Deactivate the installation, keeping the identifiers the event gives (clientId,
+    msisdn), so the outbound ClientUnregistered carries them."""
     existing = _find(engine, app_id, doc.installation_id)
     if existing is None:
         raise NotFound(f"installation {doc.installation_id} not found")
+    fields = installation_fields(doc.profile)
+    try:
+        phone = normalise_phone(fields.phone_number) if fields.phone_number else None
+    except InvalidRequest as exc:
+        raise _renamed(exc) from None
     with session_scope(engine) as s:
         reg = s.get(Registration, existing.id)
         assert reg is not None
+        if phone is not None:
+            reg.phone_number = phone
+        if fields.client_id is not None:
+            reg.client_id = fields.client_id
         if reg.active:
             now = utcnow()
             reg.active, reg.deactivated_at, reg.updated_at = False, now, now
@@ -232,7 +252,7 @@ def handle(settings: Settings, engine: Engine, who: Caller, doc: CmEvent) -> CmE
             if kind == CLIENT_UNREGISTERED
             else install(engine, who.app_id, doc)
         )
-        emit_installation(settings, engine, who.app_id, kind, reg, at, doc.profile.clientId)
+        emit_installation(settings, engine, who.app_id, kind, reg, at)
         return CmEventAnswer(
             type=kind,
             installationId=doc.installation_id,
@@ -242,11 +262,13 @@ def handle(settings: Settings, engine: Engine, who: Caller, doc: CmEvent) -> CmE
     reference = doc.event.reference
     assert reference is not None  # parse_event requires it for engagement events
     status = ENGAGEMENT_STATUS[kind]
-    row = (
-        report_engagement(engine, who.app_id, reference, status)
-        if status is not None
-        else record_deleted(engine, who.app_id, reference)
-    )
+    # The event's time is when it happened on the device (the seed's timeUtc).
+    if kind == MESSAGE_DISMISSED:
+        row = record_dismissed(engine, who.app_id, reference, at)
+    elif status is not None:
+        row = report_engagement(engine, who.app_id, reference, status, at)
+    else:
+        row = record_deleted(engine, who.app_id, reference, at)
     emit(
         settings,
         engine,

@@ -10,7 +10,13 @@ Routes (paths as Infobip's API has them, so a client changes only the base URL a
 - `GET /push/1/statistics?bulkId=`: the bulk's statistics, counted in SQL from the Deliveries.
 - `GET /push/1/reports?bulkId=|messageId=`: per-device reports (read, never consumed).
 - `POST /mobile/1/deliveryreports` (`dlrIds`) and `POST /mobile/2/messages/seen`
-  (`messages[].messageId`): devices report delivered (RECEIVED) and seen (CONSUMED).
+  (`messages[].messageId`): devices report delivered (RECEIVED) and seen (CONSUMED); with
+  `externalUserId` and `"inbox": true`, inbox messages are marked seen.
+- `POST|GET /push/1/inbox/topics`: the app's inbox topics (Infobip creates them in its web
+  interface; Pushline names the route in Infobip's style). A push's `inboxTopic` must be
+  one of them, exactly.
+- `GET /mobile/1/user/{externalUserId}/inbox/{platform}/messages`: a person's inbox (the
+  path Infobip's SDKs call), newest first.
 
 Keys: `Authorization: App <key>`, `X-API-Key` or Basic. Role push_single for one REGISTRATION
 destination, push_multiple otherwise; `from` (and `applicationCode`) is the app's id or name.
@@ -31,6 +37,7 @@ from sqlalchemy import Engine, and_, case, func, literal, or_, select
 from sqlmodel import Session, col
 from starlette.concurrency import run_in_threadpool
 
+from producer import inbox
 from producer.accept import accept_push
 from producer.accept import parse_push as parse_native
 from producer.auth import authenticate
@@ -496,9 +503,13 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
             # Named as the caller wrote it: `payload.data` is their `customPayload`.
             first = exc.details[0] if exc.details else {"field": "body", "rule": exc.message}
             raise invalid(ib.infobip_field(first["field"]), first["rule"]) from exc
-        accepted = await run_in_threadpool(
-            accept_push, who.app_id, parsed, settings=settings, engine=engine
-        )
+        try:
+            accepted = await run_in_threadpool(
+                accept_push, who.app_id, parsed, settings=settings, engine=engine
+            )
+        except InvalidRequest as exc:  # an unknown inboxTopic, named as the caller wrote it
+            first = exc.details[0] if exc.details else {"field": "body", "rule": exc.message}
+            raise invalid(ib.infobip_field(first["field"]), first["rule"]) from exc
         await wait_for_fan_out(accepted.message_id)
         return await run_in_threadpool(_send_answer, engine, accepted.message_id, push.destinations)
 
@@ -573,6 +584,7 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
     @api.post(
         "/mobile/2/messages/seen",
         response_model=ib.EngagementAnswer,
+        response_model_exclude_none=True,
         responses=_ERRORS,
         summary="Infobip SDK: messages the user saw (CONSUMED)",
         openapi_extra=json_body(
@@ -585,15 +597,101 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
         ),
     )
     async def seen(request: Request) -> dict[str, Any]:
-        """Each message becomes CONSUMED (seen), `timestampDelta` milliseconds ago."""
+        """Each message becomes CONSUMED (seen), `timestampDelta` milliseconds ago. A message
+        with `"inbox": true` is an inbox message of `externalUserId` (its `messageId` from
+        the inbox list): it is marked seen there. Every id is checked before any is
+        recorded."""
         who = authenticate(request)
         body = _body_model(ib.SeenReports, await read_json(request))
         now = utcnow()
         reports = [
-            (m.messageId, now - timedelta(milliseconds=m.timestampDelta)) for m in body.messages
+            (m.messageId, now - timedelta(milliseconds=m.timestampDelta), m.inbox)
+            for m in body.messages
         ]
-        return await run_in_threadpool(
-            _engage, engine, who.app_id, reports, DeliveryStatus.CONSUMED
-        )
+        return await run_in_threadpool(_seen, engine, who.app_id, body.externalUserId, reports)
+
+    @api.post(
+        "/push/1/inbox/topics",
+        status_code=201,
+        response_model=ib.InboxTopicOut,
+        responses=_ERRORS,
+        summary="Pushline (Infobip style): create an inbox topic",
+        openapi_extra=json_body(ib.InboxTopicIn, {"topic": {"value": {"name": "promotions"}}}),
+    )
+    async def create_topic(request: Request) -> dict[str, Any]:
+        """Role `admin`. The name is kept exactly as written: pushes must name it so
+        (`notificationOptions.inboxTopic`). The same name again is a 409."""
+        who = authenticate(request)
+        who.require("admin")
+        body = _body_model(ib.InboxTopicIn, await read_json(request))
+        topic = await run_in_threadpool(inbox.create_topic, engine, who.app_id, body.name)
+        return {"name": topic.name, "createdAt": _when(topic.created_at)}
+
+    @api.get(
+        "/push/1/inbox/topics",
+        response_model=ib.InboxTopicsOut,
+        responses=_ERRORS,
+        summary="Pushline (Infobip style): the app's inbox topics",
+    )
+    def topics(request: Request) -> dict[str, Any]:
+        who = authenticate(request)
+        return {
+            "topics": [
+                {"name": t.name, "createdAt": _when(t.created_at)}
+                for t in inbox.list_topics(engine, who.app_id)
+            ]
+        }
+
+    @api.get(
+        "/mobile/1/user/{externalUserId}/inbox/{platform}/messages",
+        response_model=ib.InboxOut,
+        responses=_ERRORS,
+        summary="Infobip SDK: a person's inbox, newest first",
+    )
+    def person_inbox(request: Request, externalUserId: str, platform: str) -> dict[str, Any]:
+        """The inbox of the person with this external user id: `platform` is `gcm`, `apns`
+        or `hms`, as Infobip's SDKs write it (the inbox is the same). Query `topic` (exact)
+        and `limit` (1-1000, default 50). `countTotal` and `countUnread` count the whole
+        inbox (of that topic)."""
+        who = authenticate(request)
+        if platform not in INBOX_PLATFORMS:
+            raise NotFound(f"platform {platform!r}: one of {', '.join(INBOX_PLATFORMS)}")
+        topic = _one_query(request, "topic")
+        raw_limit = _one_query(request, "limit") or "50"
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= inbox.INBOX_LIMIT_MAX:
+            raise invalid("limit", f"must be a whole number from 1 to {inbox.INBOX_LIMIT_MAX}")
+        found = inbox.person_inbox(engine, who.app_id, externalUserId, topic, int(raw_limit))
+        return {
+            "countTotal": found.total,
+            "countUnread": found.unread,
+            "messages": found.messages,
+        }
 
     return api
+
+
+#: The platform segment of the SDK's inbox path.
+INBOX_PLATFORMS = ("gcm", "apns", "hms")
+
+
+def _seen(
+    engine: Engine,
+    app_id: str,
+    person: str | None,
+    reports: list[tuple[str, datetime, bool]],
+) -> dict[str, Any]:
+    """Delivery ids become CONSUMED; inbox ids are marked seen in the person's inbox.
+    Nothing is recorded unless every id is known."""
+    boxed = [(mid, at) for mid, at, in_inbox in reports if in_inbox]
+    plain = [(mid, at) for mid, at, in_inbox in reports if not in_inbox]
+    if boxed and person is None:
+        raise invalid("externalUserId", "required when a message is reported with inbox: true")
+    if boxed:
+        assert person is not None
+        inbox.check_inbox_ids(engine, app_id, person, [mid for mid, _ in boxed])
+    answer = _engage(engine, app_id, plain, DeliveryStatus.CONSUMED) if plain else {"results": []}
+    if boxed:
+        assert person is not None
+        inbox.mark_seen(engine, app_id, person, boxed)
+        answer["results"] += [{"messageId": mid, "inbox": True} for mid, _ in boxed]
+    return answer
