@@ -10,7 +10,7 @@ from sqlmodel import Session, col
 
 from producer.errors import NotFound
 from schemas.codes import CODE_MEANINGS
-from schemas.tables import Delivery, Message
+from schemas.tables import Delivery, Message, WebhookPost, WebhookPostSubject
 
 MAX_DELIVERIES = 20  # a broadcast's story lists its first Deliveries; status has the counts
 
@@ -92,7 +92,23 @@ def trace(engine: Engine, any_id: str, app_id: str | None = None) -> list[Event]
                 ).scalars()
             )
         )
-    events = message_events(m)
+        posts = s.execute(
+            select(WebhookPost)
+            .join(WebhookPostSubject, col(WebhookPostSubject.post_id) == col(WebhookPost.id))
+            .where(col(WebhookPostSubject.subject_id).in_([m.id, *(x.id for x in deliveries)]))
+            .distinct()
+            .order_by(col(WebhookPost.at))
+            .limit(MAX_DELIVERIES)
+        ).scalars()
+        events = message_events(m)
+        events += [_webhook_event(p, m.id) for p in posts]
     for one in deliveries:
         events.extend(delivery_events(one))
     return sorted(events, key=_aware)
+
+
+def _webhook_event(p: WebhookPost, message_id: str) -> Event:
+    detail = f"{p.events} events, attempt {p.attempt}, webhook {p.webhook_id}"
+    return Event(
+        p.at, f"webhook {p.outcome}", message_id, detail + (f": {p.error}" if p.error else "")
+    )

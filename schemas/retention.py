@@ -15,7 +15,7 @@ from sqlmodel import col
 
 from schemas.db import session_scope
 from schemas.settings import Settings
-from schemas.tables import Delivery, Message, utcnow
+from schemas.tables import Delivery, Message, WebhookPost, WebhookPostSubject, utcnow
 
 log = structlog.get_logger("pushline.retention")
 
@@ -74,6 +74,22 @@ def prune_batch(engine: Engine, cutoff: datetime) -> Pruned:
     return out
 
 
+def prune_webhook_posts(engine: Engine, cutoff: datetime) -> int:
+    """Webhook posts older than `cutoff` and their subjects, a batch at a time."""
+    with session_scope(engine) as s:
+        ids = list(
+            s.execute(
+                select(col(WebhookPost.id))
+                .where(col(WebhookPost.at) < cutoff)
+                .limit(DELIVERIES_PER_BATCH)
+            ).scalars()
+        )
+        if ids:
+            s.execute(delete(WebhookPostSubject).where(col(WebhookPostSubject.post_id).in_(ids)))
+            s.execute(delete(WebhookPost).where(col(WebhookPost.id).in_(ids)))
+    return len(ids)
+
+
 def prune(engine: Engine, older_than: timedelta, budget_s: float | None = None) -> Pruned:
     """Prune until nothing is older than `older_than`, or the time budget is spent."""
     cutoff = utcnow() - older_than
@@ -83,6 +99,9 @@ def prune(engine: Engine, older_than: timedelta, budget_s: float | None = None) 
         got = prune_batch(engine, cutoff)
         total += got
         if not got.messages or (budget_s is not None and time.monotonic() - t0 > budget_s):
+            break
+    while prune_webhook_posts(engine, cutoff) == DELIVERIES_PER_BATCH:
+        if budget_s is not None and time.monotonic() - t0 > budget_s:
             break
     if total.messages:
         log.info("pruned", messages=total.messages, deliveries=total.deliveries)

@@ -322,6 +322,31 @@ class Webhook(SQLModel, table=True):
     disabled_at: datetime | None = None
 
 
+class WebhookPost(SQLModel, table=True):
+    """One POST of a batch of events to a webhook, kept for one id's story (`pushline
+    trace`); its subjects are the Messages and Deliveries the batch told of."""
+
+    __tablename__ = "webhook_post"
+    __table_args__ = (Index("ix_webhook_post_at", "at"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    webhook_id: str = Field(max_length=36)
+    batch_id: str = Field(max_length=64)
+    attempt: int
+    outcome: str = Field(max_length=16)  # delivered | retrying | gave_up | dropped
+    events: int
+    error: str | None = Field(default=None, max_length=200)
+    at: datetime = Field(default_factory=utcnow)
+
+
+class WebhookPostSubject(SQLModel, table=True):
+    __tablename__ = "webhook_post_subject"
+    __table_args__ = (Index("ix_webhook_post_subject_subject", "subject_id"),)
+
+    post_id: str = Field(primary_key=True, max_length=36)
+    subject_id: str = Field(primary_key=True, max_length=36)  # a Message or a Delivery id
+
+
 class InboxTopic(SQLModel, table=True):
     """An inbox topic of an app (Infobip's inboxTopic): a push may name only one that
     exists, written exactly so (case sensitive)."""

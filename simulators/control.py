@@ -163,6 +163,9 @@ class SimulatorControl:
         self._post("/control/unsubscribe", {"endpoint": endpoint})
 
     def refuse_tls(self, refuse: bool = True) -> None:
-        """Web Push simulator: reset every TLS connection as it is accepted until called
-        with False (the control routes stay up)."""
-        self._post("/control/refuse", {"refuse": refuse})
+        """Reset every provider connection as it is accepted until called with False (the
+        control routes stay up): `refuse_connections()` until lifted."""
+        if refuse:
+            self.refuse_connections()
+        else:
+            self.stop_refusing()

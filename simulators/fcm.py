@@ -21,7 +21,6 @@ import re
 import secrets
 import socket
 import ssl
-import struct
 import time
 import urllib.parse
 import uuid
@@ -507,9 +506,6 @@ class FcmServer:
         self.server_state = ServerState()
         self._ssl: ssl.SSLContext | None = None
         self._ssl_lock = asyncio.Lock()
-        # Reset every TLS connection as it is accepted (a push service refusing service);
-        # plain HTTP, and so the control routes, still answer.
-        self.refuse_tls = False
         # Live TLS connections (the provider's; the control API is plain HTTP), to drop them
         # when a refusal begins.
         self.tls_transports: set[asyncio.BaseTransport] = set()
@@ -556,7 +552,7 @@ class FcmServer:
                 conn.close()
                 return
             if first[0] == _TLS_HANDSHAKE:
-                if self.refuse_tls or self.sim.state.refuse_connection():  # never the control API
+                if self.sim.state.refuse_connection():  # the provider, never the control API
                     reset_connection(conn)
                     return
                 ctx = await self.ssl_context()
@@ -583,12 +579,6 @@ class _AlpnProtocol(asyncio.Protocol):
         inner = self.server.h2_protocol() if alpn == "h2" else self.server.http1()
         transport.set_protocol(inner)
         inner.connection_made(transport)
-
-
-def _reset(conn: socket.socket) -> None:
-    """Close with a TCP reset, as a refusing server's connection ends for the client."""
-    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    conn.close()
 
 
 async def _peek(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> bytes:

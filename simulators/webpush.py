@@ -13,9 +13,10 @@ payload; this one can because it is the browser as well.
 Outcomes can be scripted like the other simulators (per endpoint, by endpoint prefix,
 outages, error rates, quotas with Retry-After: simulators/core.py), a subscription can be
 unsubscribed (410 Gone from then on; an endpoint never issued is 404), and
-`/control/refuse` resets every TLS connection as it is accepted (plain HTTP keeps
-answering, so the control routes stay reachable). One port serves TLS with HTTP/2 (as
-browser vendors' push services do) or HTTP/1.1 by ALPN, and plain HTTP/1.1 (control).
+`/control/refuse` refuses connections like the other simulators (each TLS connection reset
+as it is accepted; plain HTTP keeps answering, so the control routes stay reachable). One
+port serves TLS with HTTP/2 (as browser vendors' push services do) or HTTP/1.1 by ALPN, and
+plain HTTP/1.1 (control).
 Counts are per endpoint (`/control/stats`), captures with the plaintext per endpoint
 (`/control/requests?token=<endpoint>`).
 """
@@ -321,9 +322,7 @@ def _origin_of(endpoint: str) -> str:
     return f"{scheme}://{rest.split('/', 1)[0]}"
 
 
-def create_app(
-    sim: WebPushSimulator, set_refusing: Callable[[bool], None] | None = None
-) -> Starlette:
+def create_app(sim: WebPushSimulator) -> Starlette:
     """Push (`POST /wpush/{sub}`) and the control routes (`/control/*`)."""
 
     async def subscribe(request: Request) -> Response:
@@ -341,16 +340,11 @@ def create_app(
             raise ControlError("endpoint required: one this simulator issued")
         sim.unsubscribe(match.group(1))
 
-    def refuse(data: dict[str, Any]) -> None:
-        if set_refusing is None:
-            raise ControlError("this server cannot refuse connections")
-        set_refusing(bool(data.get("refuse", True)))
-
     routes = [
         Route("/wpush/{sub}", sim.push_endpoint, methods=["POST"]),
         Route("/control/subscriptions", subscribe, methods=["POST"]),
         *control_routes(
-            sim.state, {"/control/unsubscribe": unsubscribe, "/control/refuse": refuse}
+            sim.state, {"/control/unsubscribe": unsubscribe}
         ),
     ]
     app = Starlette(routes=routes)
@@ -413,17 +407,11 @@ class WebPushH2Protocol(H2ServerProtocol):
 def build_server(tls_dir: Path, log_level: str = "warning") -> tuple[WebPushSimulator, FcmServer]:
     """The simulator on the FCM simulator's two-protocol port machinery."""
     sim = WebPushSimulator()
-    server: FcmServer | None = None
-
-    def set_refusing(on: bool) -> None:
-        assert server is not None
-        server.refuse_tls = on
-
     server = FcmServer(
         sim,  # type: ignore[arg-type]  # FcmServer reads it only for its own defaults
         tls_dir,
         log_level,
-        app=create_app(sim, set_refusing),
+        app=create_app(sim),
         h2=lambda: WebPushH2Protocol(sim),
     )
     return sim, server

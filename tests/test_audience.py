@@ -88,7 +88,7 @@ def test_an_invalid_target_is_a_400_naming_the_field_and_the_rule(app: AppHandle
     assert r.status_code == 400 and "target" in r.json()["details"][0]["field"]
     r = httpx.post(url, headers=headers, json={"target": {"type": "application"}, "x": 1})
     assert r.status_code == 400 and r.json()["details"][0]["field"] == "x"
-    r = httpx.post(url, headers=headers, content=b"{nope")
+    r = httpx.post(url, headers={**headers, "Content-Type": "application/json"}, content=b"{nope")
     assert r.status_code == 400
 
 

@@ -212,6 +212,12 @@ def test_every_log_line_is_json_and_a_push_is_logged_with_its_request_id(
 
 
 def test_a_retried_delivery_keeps_each_attempt_in_order(app: AppHandle) -> None:
+    hook = httpx.post(
+        f"{app.stack.api_url}/v1/webhooks",
+        headers={"X-API-Key": app.creds.api_key, "Content-Type": "application/json"},
+        json={"url": "http://127.0.0.1:9/down", "events": ["MessageSent"]},
+    )
+    assert hook.status_code == 201, hook.text
     token = app.ios(username="di")
     app.stack.apns.script(token=token, responses=["ServiceUnavailable", "TooManyRequests"])
     st = app.push_users("di")
@@ -223,13 +229,17 @@ def test_a_retried_delivery_keeps_each_attempt_in_order(app: AppHandle) -> None:
     assert all(a.ms is not None and a.worker for a in d.history)
     assert d.history[0].at <= d.history[1].at <= d.history[2].at
 
-    out = subprocess.run(
-        [PUSHLINE, "trace", delivery_id],
-        env={**os.environ, "DATABASE_URL": app.stack.database_url or "", "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    def trace() -> str:
+        return subprocess.run(
+            [PUSHLINE, "trace", delivery_id],
+            env={**os.environ, "DATABASE_URL": app.stack.database_url or "", "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    wait_for(lambda: "webhook retrying" in trace())  # the MessageSent event's POST failed
+    out = trace()
     order = [
         out.index(w)
         for w in ("accepted", "queued", "attempt 1", "attempt 2", "attempt 3", "final SENT")

@@ -24,6 +24,7 @@ import httpx
 import structlog
 from celery import Celery
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 
 from schemas.cm import (
@@ -38,13 +39,13 @@ from schemas.cm import (
     retry_delay_s,
     signature,
 )
-from schemas.db import engine_for
+from schemas.db import engine_for, session_scope
 from schemas.logs import safe_url
 from schemas.metrics import WEBHOOK_ATTEMPTS
 from schemas.queueing import WEBHOOK_QUEUE, WEBHOOK_TASK, celery_config
 from schemas.settings import Settings
 from schemas.subscriptions import subscriptions
-from schemas.tables import Registration, Webhook, utcnow
+from schemas.tables import Registration, Webhook, WebhookPost, WebhookPostSubject, utcnow
 from worker.outcomes import DEACTIVATING
 from worker.store import ClaimedDelivery, Record
 
@@ -167,9 +168,53 @@ def post_batch(
     retry_later: Callable[[float], None],
 ) -> PostOutcome:
     """POST one batch (a JSON array of event documents), signed; schedule a retry on failure."""
-    outcome = _post_batch(settings, engine, webhook_id, documents, batch_id, attempt, retry_later)
+    outcome, failure = _post_batch(
+        settings, engine, webhook_id, documents, batch_id, attempt, retry_later
+    )
     WEBHOOK_ATTEMPTS.labels(outcome.value).inc()
+    if outcome != PostOutcome.DROPPED:
+        try:
+            record_post(engine, webhook_id, batch_id, attempt, outcome, documents, failure)
+        except SQLAlchemyError as exc:  # the story loses a line; the webhook itself went out
+            log.warning(
+                "webhook post not recorded", webhook=webhook_id, error_type=type(exc).__name__
+            )
     return outcome
+
+
+def subjects(documents: list[dict[str, Any]]) -> set[str]:
+    """The Messages and Deliveries a batch of CM-shaped events tells of."""
+    out: set[str] = set()
+    for doc in documents:
+        event = doc.get("event") or {}
+        custom = event.get("custom") or {}
+        for value in (event.get("reference"), custom.get("messageId")):
+            if isinstance(value, str) and len(value) <= 36:
+                out.add(value)
+    return out
+
+
+def record_post(
+    engine: Engine,
+    webhook_id: str,
+    batch_id: str,
+    attempt: int,
+    outcome: PostOutcome,
+    documents: list[dict[str, Any]],
+    failure: str | None,
+) -> None:
+    post = WebhookPost(
+        webhook_id=webhook_id,
+        batch_id=batch_id[:64],
+        attempt=attempt,
+        outcome=outcome.value,
+        events=len(documents),
+        error=failure[:200] if failure else None,
+    )
+    with session_scope(engine) as s:
+        s.add(post)
+        s.flush()
+        s.add_all(WebhookPostSubject(post_id=post.id, subject_id=i) for i in subjects(documents))
 
 
 def _post_batch(
@@ -180,11 +225,11 @@ def _post_batch(
     batch_id: str,
     attempt: int,
     retry_later: Callable[[float], None],
-) -> PostOutcome:
+) -> tuple[PostOutcome, str | None]:
     with Session(engine) as s:
         hook = s.get(Webhook, webhook_id)
     if hook is None or hook.disabled_at is not None:
-        return PostOutcome.DROPPED
+        return PostOutcome.DROPPED, None
     body = json.dumps(documents, separators=(",", ":")).encode()
     ts = int(time.time())
     headers = {
@@ -203,7 +248,7 @@ def _post_batch(
         failure = f"{type(exc).__name__}: {exc}"
     if failure is None:
         log.debug("webhook delivered", webhook=webhook_id, events=len(documents), attempt=attempt)
-        return PostOutcome.DELIVERED
+        return PostOutcome.DELIVERED, None
     if attempt >= settings.webhook_max_attempts:
         log.warning(
             "webhook gave up",
@@ -213,7 +258,7 @@ def _post_batch(
             attempts=attempt,
             error=failure,
         )
-        return PostOutcome.GAVE_UP
+        return PostOutcome.GAVE_UP, failure
     base = settings.webhook_retry_base_s
     delay = retry_delay_s(
         attempt, settings.retry_base_s if base is None else base, settings.webhook_retry_cap_s
@@ -227,4 +272,4 @@ def _post_batch(
         error=failure,
     )
     retry_later(delay)
-    return PostOutcome.RETRYING
+    return PostOutcome.RETRYING, failure
