@@ -16,7 +16,7 @@ demo: $(STAMP)
 
 test: $(STAMP) lint
 	bash scripts/services.sh
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile  # two files at a time: most of a test is waiting
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

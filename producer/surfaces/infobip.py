@@ -614,7 +614,7 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
         "/push/1/inbox/topics",
         status_code=201,
         response_model=ib.InboxTopicOut,
-        responses=_ERRORS,
+        responses={**_ERRORS, 409: {**_ERRORS[400], "description": "the topic exists"}},
         summary="Pushline (Infobip style): create an inbox topic",
         openapi_extra=json_body(ib.InboxTopicIn, {"topic": {"value": {"name": "promotions"}}}),
     )

@@ -13,10 +13,11 @@ app (`POST /microbizz/push`), translated onto the native Registration / Message.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import Engine, select
 from sqlmodel import col
 from starlette.concurrency import run_in_threadpool
@@ -38,6 +39,22 @@ PREFIX = "/microbizz"
 
 def owns(path: str) -> bool:
     return path == PREFIX or path.startswith(PREFIX + "/")
+
+
+class MicrobizzErrorAnswer(BaseModel):
+    """An error as Microbizz answers it: `status` 0 and `msg`; Pushline adds which field
+    broke which rule."""
+
+    status: Literal[0]
+    msg: str
+    field: str | None = None
+    rule: str | None = None
+
+
+ERROR_MODEL = MicrobizzErrorAnswer
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": MicrobizzErrorAnswer} for s in (400, 401, 403, 404, 409, 429, 503)
+}
 
 
 def error_response(exc: PushlineError) -> JSONResponse:
@@ -179,14 +196,12 @@ PUSH_EXAMPLES: dict[str, Any] = {
 
 
 def router(settings: Settings, engine: Engine) -> APIRouter:
-    from producer.api import ERRORS  # producer.api mounts this module: loaded by now
-
     api = APIRouter(prefix=PREFIX, tags=["Microbizz"])
 
     @api.post(
         "/api",
         response_model=mb.EnvelopeAnswer,
-        responses=ERRORS,
+        responses=_ERRORS,
         openapi_extra=json_body(mb.Envelope, ENVELOPE_EXAMPLES),
     )
     async def envelope(request: Request, who: CallerDep) -> mb.EnvelopeAnswer:
@@ -217,7 +232,7 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
         "/push",
         response_model=mb.PushAnswer,
         status_code=202,
-        responses=ERRORS,
+        responses=_ERRORS,
         openapi_extra=json_body(mb.MicrobizzPush, PUSH_EXAMPLES),
     )
     async def push(request: Request, who: CallerDep) -> JSONResponse:

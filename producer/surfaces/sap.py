@@ -396,6 +396,10 @@ def router(settings: Settings, engine: Engine) -> APIRouter:
         "registration document, 201 when created, 200 when updated.",
         "responses": {
             200: {"content": {"application/json": {"example": registration_example}}},
+            201: {
+                "description": "Created",
+                "content": {"application/json": {"example": registration_example}},
+            },
             400: {"content": {"application/json": {"example": _ERROR_EXAMPLE}}},
         },
         "openapi_extra": json_body(
