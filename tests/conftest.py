@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -18,10 +22,11 @@ import pytest
 from sqlmodel import Session
 
 from producer.client import PushlineClient
-from producer.stack import Credentials, Stack
+from producer.stack import Credentials, Stack, free_port
 from schemas.api import MessageStatus
 from schemas.db import engine_for
 from schemas.tables import Registration
+from simulators.control import SimulatorControl
 
 REDIS = os.environ.get("PUSHLINE_TEST_REDIS", "redis://127.0.0.1:6379")
 POSTGRES = os.environ.get("PUSHLINE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
@@ -170,3 +175,33 @@ def register_bulk(stack: Stack, app_id: str, n: int) -> list[str]:
         )
         s.commit()
     return tokens
+
+
+@dataclass
+class Sim:
+    """One simulator of a test module's own (`simulator`)."""
+
+    port: int
+    control: SimulatorControl
+    tls: Path
+
+    @property
+    def ca(self) -> str:
+        return str(self.tls / "ca.pem")
+
+
+@contextmanager
+def simulator(kind: str, tls: Path) -> Iterator[Sim]:
+    """`python -m simulators KIND` on a free port, its TLS material in `tls`."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simulators", kind, "--port", str(port)],
+        env={**os.environ, "PUSHLINE_SIMULATOR_TLS_DIR": str(tls)},
+    )
+    control = SimulatorControl(f"http://127.0.0.1:{port}")
+    try:
+        control.wait_ready(30)
+        yield Sim(port, control, tls)
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -7,26 +7,20 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import os
 import re
 import secrets
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import firebase_admin
 import httpx
 import pytest
 from firebase_admin import credentials, messaging
 
-from producer.stack import free_port
 from schemas.settings import Settings
 from schemas.tables import App
-from simulators.control import SimulatorControl
 from simulators.credentials import make_service_account, service_account_json
+from tests.conftest import Sim, simulator
 from worker.fcm import FcmSender, to_message
 from worker.outcomes import ProviderAnswer, classify
 from worker.payloads import build_fcm
@@ -34,32 +28,10 @@ from worker.payloads import build_fcm
 pytestmark = pytest.mark.filterwarnings("ignore:Message.token is deprecated:DeprecationWarning")
 
 
-@dataclass
-class Sim:
-    port: int
-    control: SimulatorControl
-    tls: Path
-
-    @property
-    def ca(self) -> str:
-        return str(self.tls / "ca.pem")
-
-
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
-    tls = tmp_path_factory.mktemp("tls")
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "simulators", "fcm", "--port", str(port)],
-        env={**os.environ, "PUSHLINE_SIMULATOR_TLS_DIR": str(tls)},
-    )
-    control = SimulatorControl(f"http://127.0.0.1:{port}")
-    try:
-        control.wait_ready(30)
-        yield Sim(port, control, tls)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with simulator("fcm", tmp_path_factory.mktemp("tls")) as running:
+        yield running
 
 
 @pytest.fixture

@@ -96,6 +96,8 @@ def _error_schema(document: dict[str, Any], path: str) -> str:
         return "InfobipError"
     if path.startswith("/mobileservices/push/"):
         return "SapError"
+    if path.startswith("/microbizz/"):
+        return "MicrobizzErrorAnswer"
     return "ErrorBody"
 
 

@@ -8,22 +8,18 @@ import datetime as dt
 import json
 import os
 import ssl
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from producer.stack import free_port
 from schemas.settings import Settings
 from schemas.tables import App
 from schemas.webpush import load_vapid_key, new_vapid_pem, public_key_b64
-from simulators.control import SimulatorControl
+from tests.conftest import Sim, simulator
 from worker.outcomes import ProviderAnswer, classify
 from worker.payloads import (
     WEBPUSH_MAX_BYTES,
@@ -36,32 +32,10 @@ from worker.payloads import (
 from worker.webpush import VapidTokens, WebPushSender, encrypt, request_headers, retry_after_s
 
 
-@dataclass
-class Sim:
-    port: int
-    control: SimulatorControl
-    tls: Path
-
-    @property
-    def ca(self) -> str:
-        return str(self.tls / "ca.pem")
-
-
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
-    tls = tmp_path_factory.mktemp("tls")
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "simulators", "webpush", "--port", str(port)],
-        env={**os.environ, "PUSHLINE_SIMULATOR_TLS_DIR": str(tls)},
-    )
-    control = SimulatorControl(f"http://127.0.0.1:{port}")
-    try:
-        control.wait_ready(30)
-        yield Sim(port, control, tls)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with simulator("webpush", tmp_path_factory.mktemp("tls")) as running:
+        yield running
 
 
 @pytest.fixture
