@@ -6,7 +6,8 @@ keep flowing meanwhile.
 A fresh database and Redis db and one Stack (API, worker, scheduler, the simulators). The
 old day is written straight into SQL, 31 days old: `--deliveries` Deliveries in Messages
 of `--per-message`. Then `pushline db prune --older-than 30d` runs (the same function the
-scheduler calls in small rounds) while a thread pushes to one user at `--rate` pushes/s.
+scheduler calls in small rounds) while a thread pushes to one user, one push at a time and
+at most `--rate` a second.
 Prints the rows deleted, the time taken and rows/s, and the pushes answered meanwhile
 with their answer time p50 / p99 and how many ended SENT.
 """
