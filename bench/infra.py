@@ -90,7 +90,8 @@ def truncate_messages(url: str) -> None:
     """Forget earlier runs' Messages and Deliveries: every repeat writes into equal tables."""
     with engine_for(url).begin() as conn:
         if conn.dialect.name == "postgresql":
-            conn.execute(text("TRUNCATE delivery, message"))
+            # CASCADE: tables that point at a Message (inbox entries) go with it.
+            conn.execute(text("TRUNCATE delivery, message CASCADE"))
         else:
             conn.execute(text("DELETE FROM delivery"))
             conn.execute(text("DELETE FROM message"))
