@@ -50,6 +50,7 @@ from bench.infra import (
     start_fake,
     stop_on_sigterm,
     tree_pids,
+    truncate_messages,
 )
 from bench.loadgen import Answer, closed_loop, open_loop, render_post
 from bench.references import bare_apns
@@ -143,8 +144,7 @@ def measure(
     run: Callable[[], Sequence[Answer | None]],
     worker_log: Path,
 ) -> Phase:
-    with engine_for(args.database).begin() as conn:
-        conn.execute(text("TRUNCATE delivery, message"))
+    truncate_messages(args.database)
     tasks_before = deliver_tasks(worker_log)
     with meter:
         answers = [a for a in run() if a is not None]
