@@ -12,8 +12,9 @@ import json
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
+import structlog
 from pydantic import ValidationError
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -169,7 +170,7 @@ def accept_push(
         raise Unavailable(
             f"the queue is unavailable (result code 3); nothing was accepted ({exc})"
         ) from exc
-    announce_accepted(row)
+    announce_accepted(row, structlog.contextvars.get_contextvars())
     return Accepted(message_id=message.id, state=message.state)
 
 
@@ -221,6 +222,12 @@ async def wait_dispatched_async(done: Future[str]) -> str:
         raise Unavailable(TOO_SLOW) from exc
 
 
+class Inline(NamedTuple):
+    id: str  # the Message's
+    done: Future[str]  # its state once written and queued
+    lane: str
+
+
 def submit_inline(
     app_id: str,
     request: PushRequest,
@@ -228,10 +235,12 @@ def submit_inline(
     settings: Settings,
     engine: Engine,
     idempotency_key: str | None = None,
-) -> tuple[str, Future[str]] | None:
+    quiet: bool = False,
+) -> Inline | None:
     """The API's path for a push to one device or one person with no idempotency key and
     no schedule: no I/O here, so the event loop hands it to the dispatcher directly.
-    Returns the Message id and its state to come, or None for `accept_push` to take it."""
+    Returns the Message id and its state to come, or None for `accept_push` to take it.
+    `quiet`: the caller logs the accept line itself (with the request's own fields)."""
     if idempotency_key or request.idempotency_key or request.schedule is not None:
         return None
     if request.payload.inbox_topic is not None:
@@ -239,7 +248,8 @@ def submit_inline(
     row = message_row(app_id, request, None, None, utcnow())
     if not inline(settings, row):
         return None
-    return row["id"], dispatcher_for(settings, engine).submit(row)
+    done = dispatcher_for(settings, engine).submit(row, quiet=quiet)
+    return Inline(row["id"], done, row["lane"])
 
 
 def _withdraw(engine: Engine, message_id: str) -> None:

@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from producer.accept import (
     Accepted,
@@ -83,6 +84,24 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+class PushlineAPI(FastAPI):
+    """FastAPI with a front door for the one call made most: a plain single-device push
+    is answered before FastAPI's own layers and the middleware stack (producer/fastpath.py);
+    everything else, and any push it does not take, goes through them as usual."""
+
+    front: InlinePush | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.front is not None and InlinePush.wants(scope):
+            scope["app"] = self
+            await self.front(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    async def full_stack(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
     settings = settings or get_settings()
     # Each API process (uvicorn spawns them) sets up its own logging: JSON off a terminal.
@@ -90,7 +109,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     engine = engine_for(settings.database_url)
     if migrate:
         upgrade(settings.database_url)
-    api = FastAPI(
+    api = PushlineAPI(
         redirect_slashes=False,  # a trailing slash is another path: 404, not a redirect
         title="Pushline",
         version="1",
@@ -300,8 +319,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
             who.app_id, parsed, settings=settings, engine=engine, idempotency_key=idempotency_key
         )
         if fast is not None:  # one device or one person: no thread, no fan-out task
-            message_id, done = fast
-            accepted = Accepted(message_id, await wait_dispatched_async(done))
+            accepted = Accepted(fast.id, await wait_dispatched_async(fast.done))
         else:
             accepted = await run_in_threadpool(
                 accept_push,
@@ -489,7 +507,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         return doc
 
     api.openapi = openapi  # type: ignore[method-assign]
-    api.add_middleware(InlinePush, settings=settings, engine=engine)
+    api.front = InlinePush(api.full_stack, settings, engine)
     api.add_middleware(RequestGuard, shapes=shapes, routes=routes)
     # Outermost, added last: a request id and the access log for every answer, the guard's
     # included.

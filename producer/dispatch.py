@@ -46,7 +46,7 @@ class Handoff:
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     fan_out: bool = False  # more registrations than inline_max: the fan-out task resolves
     # The submitting request's log context (its request id): the accept line carries it.
-    context: dict[str, Any] = field(default_factory=structlog.contextvars.get_contextvars)
+    context: dict[str, Any] | None = None  # None: the submitter logs the accept line itself
 
 
 class Dispatcher:
@@ -59,8 +59,11 @@ class Dispatcher:
         self._thread = threading.Thread(target=self._run, name="pushline-dispatch", daemon=True)
         self._thread.start()
 
-    def submit(self, message: dict[str, Any]) -> Future[str]:
-        handoff = Handoff(message)
+    def submit(self, message: dict[str, Any], *, quiet: bool = False) -> Future[str]:
+        """`quiet`: the submitter logs the accept line (the fast path, with its request's
+        fields); otherwise the dispatcher logs it with the submitter's log context."""
+        context = None if quiet else structlog.contextvars.get_contextvars()
+        handoff = Handoff(message, context=context)
         self._inbox.put(handoff)
         return handoff.done
 
@@ -234,12 +237,15 @@ _lock = threading.Lock()
 
 
 def announce_accepted(message: dict[str, Any], context: dict[str, Any] | None = None) -> None:
-    """One INFO line and a count per accepted push (logged once it is durable and queued)."""
+    """A count and one INFO line per accepted push (once it is durable and queued); no line
+    for a quiet push (context None), whose submitter logs it."""
     kind = str(message["target"].get("type", "?"))
     MESSAGES_ACCEPTED.labels(message["app_id"], kind, message["lane"]).inc()
+    if context is None:
+        return
     log.info(
         "push accepted",
-        **(context or {}),
+        **context,
         message=message["id"],
         app=message["app_id"],
         target=kind,

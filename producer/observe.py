@@ -95,7 +95,7 @@ class Observe:
                 where=where(exc),
             )
             if not started:
-                await _internal_error(send_with_id)
+                await internal_error(send_with_id)
         finally:
             self._finish(scope, status, time.perf_counter() - t0)
             structlog.contextvars.unbind_contextvars("request_id")
@@ -122,7 +122,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _internal_error(send: Send) -> None:
+async def internal_error(send: Send) -> None:
     body = (
         b'{"error":"internal_error","message":"internal error; the log has it under this'
         b' request id","details":[]}'

@@ -13,6 +13,7 @@ asks the store every time.
 from __future__ import annotations
 
 import contextlib
+import select
 import threading
 import time
 from collections.abc import Iterable
@@ -55,6 +56,8 @@ class Revocations:
         self._lock = threading.Lock()
 
     def drain(self) -> list[str] | None:
+        if self._idle():
+            return []
         # One thread reads the socket at a time; reading never blocks, so waiting is short.
         if not self._lock.acquire(timeout=0.05):
             return None
@@ -65,6 +68,22 @@ class Revocations:
             return self._drain()
         finally:
             self._lock.release()
+
+    def _idle(self) -> bool:
+        """Nothing arrived since the last drain: one poll of the socket, no Redis client
+        machinery (this runs on every request). Each drain reads until no whole message is
+        left, so anything new is on the socket, not in the client's buffer."""
+        pubsub = self._pubsub
+        if pubsub is None or not self._confirmed or pubsub.connection is None:
+            return False
+        sock = getattr(pubsub.connection, "_sock", None)
+        if sock is None:
+            return False
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
 
     def _drain(self) -> list[str] | None:
         try:

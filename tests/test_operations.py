@@ -204,11 +204,13 @@ def test_every_log_line_is_json_and_a_push_is_logged_with_its_request_id(
         for line in lines:
             assert isinstance(json.loads(line), dict), f"{name}: {line}"
     api_lines = [json.loads(x) for x in (bare_stack.state_dir / "api.log").read_text().splitlines()]
+    # The push's one line is its accept line, carrying the access-log fields too.
     accepted = [x for x in api_lines if x["event"] == "push accepted"]
-    assert [(x["request_id"], x["message"], x["target"]) for x in accepted] == [
-        ("req-42", r.json()["id"], "users")
-    ]
-    assert any(x["event"] == "request" and x.get("request_id") == "req-42" for x in api_lines)
+    assert [
+        (x["request_id"], x["message"], x["target"], x["status"], x["path"]) for x in accepted
+    ] == [("req-42", r.json()["id"], "users", 202, "/v1/messages")]
+    assert not any(x["event"] == "request" and x.get("request_id") == "req-42" for x in api_lines)
+    assert any(x["event"] == "request" and x.get("request_id") == made for x in api_lines)
 
 
 def test_a_retried_delivery_keeps_each_attempt_in_order(app: AppHandle) -> None:

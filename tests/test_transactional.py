@@ -171,7 +171,7 @@ def test_a_worker_killed_during_a_batch_of_single_device_pushes_resends_at_most_
     stack = killable_stack
     app = AppHandle(stack, stack.add_app("txkill"))
     # Batches take a while: long enough to die inside.
-    tokens, ids = _push_each_and_wait(app, 300, latency_ms=100, until_accepted=20)
+    tokens, ids = _push_each_and_wait(app, 300, latency_ms=400, until_accepted=20)
     stack.kill("worker")  # SIGKILL to the whole worker process group
     assert stack.apns.stats()["accepted_total"] < 300
     stack.apns.configure(latency_ms=0)
