@@ -163,10 +163,10 @@ class Dispatcher:
 
     def _insert(self, batch: list[Handoff]) -> None:
         with self.engine.begin() as conn:
-            conn.execute(insert(table(Message)), [h.message for h in batch])
+            conn.execute(_many(Message), [h.message for h in batch])
             rows = [d for h in batch for d in h.deliveries]
             if rows:
-                conn.execute(insert(table(Delivery)), rows)
+                conn.execute(_many(Delivery), rows)
             for h in batch:
                 topic = topic_of(h.message["payload"])
                 if topic is not None and h.deliveries:
@@ -183,6 +183,13 @@ class Dispatcher:
         except SQLAlchemyError as exc:
             # The Deliveries stay QUEUED: the recovery sweep sends them after its grace.
             log.error("could not take back unqueued pushes", messages=len(ids), error=str(exc))
+
+
+def _many(model: type[Message] | type[Delivery]) -> Any:
+    """An INSERT that SQLAlchemy sends as one multi-row statement per batch: with RETURNING
+    it uses "insertmanyvalues"; a plain executemany runs one INSERT per row in PostgreSQL."""
+    t = table(model)
+    return insert(t).returning(t.c.id)
 
 
 def resolve_targets(

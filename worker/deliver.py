@@ -161,6 +161,7 @@ class _Chunk:
         # This chunk's Deliveries of each Message not final yet: a Message can only be
         # closed once they are, so earlier writes need not lock and look at it.
         self.unsettled: Counter[str] = Counter(c.message_id for c in claimed)
+        self.held_of = Counter(self.unsettled)  # how many of each Message's this task holds
         self.finals: list[store.Record] = []
         self.retries: list[store.Retry] = []
         self.latency_ms: dict[str, float | None] = {}  # provider latency per delivery
@@ -178,10 +179,21 @@ class _Chunk:
         finals = self.finals
         touched = {self.message_of[f.id] for f in finals}
         done = {m for m in touched if not self.unsettled[m]}
-        store.record(self.engine, finals, self.retries, self.deactivate, done)
+        whole = {m: self.held_of[m] for m in done if self._holds_all(m)}
+        store.record(self.engine, finals, self.retries, self.deactivate, done - whole.keys(), whole)
         self.finals, self.retries, self.deactivate = [], [], []
         outcomes_recorded(self.settings, self.claimed, finals)
         _count_finals(self.claimed_by_id, finals)
+
+    def _holds_all(self, message_id: str) -> bool:
+        """Every Delivery of the Message is in this task (its total is fixed once it is
+        dispatched; a fan-out still running is not dispatched yet)."""
+        msg = self.messages.get(message_id)
+        return (
+            msg is not None
+            and msg.state == MessageState.DISPATCHED
+            and msg.total == self.held_of[message_id]
+        )
 
     @property
     def claimed_by_id(self) -> dict[str, store.ClaimedDelivery]:

@@ -296,15 +296,24 @@ def record(
     retries: Sequence[Retry],
     deactivate: Sequence[tuple[str, int]],
     message_ids: Iterable[str] = (),
+    whole: dict[str, int] | None = None,
 ) -> list[str]:
     """Write outcomes in one transaction, and close the Messages among `message_ids` that
-    have nothing QUEUED left; returns those closed."""
+    have nothing QUEUED left; returns those closed.
+
+    `whole`: Messages all of whose Deliveries this task held and has now settled, with
+    how many that is; each is closed when its total says so, with no lock and no look at
+    its Deliveries (the common case: a single-device push)."""
     now = utcnow()
+    closing = set(message_ids)
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             _record_pg(conn, finals, retries, now)
+            closed = _close_whole(conn, whole or {}, now)
         else:
             _record_rows(conn, finals, retries, now)
+            closing |= set(whole or ())
+            closed = []
         if deactivate:
             r = table(Registration).c
             conn.execute(
@@ -318,7 +327,28 @@ def record(
                 ),
                 [{"b_id": i, "b_code": c} for i, c in deactivate],
             )
-        return _close_done(conn, message_ids, now)
+        return closed + _close_done(conn, closing, now)
+
+
+# A Message whose every Delivery was in one task is done when that task settled them all:
+# its total (fixed once it is dispatched) tells, so no lock and no look at the Deliveries.
+_PG_CLOSE_WHOLE = text(
+    """
+    UPDATE message AS m SET state = 'done', completed_at = CAST(:now AS timestamptz)
+    FROM unnest(CAST(:ids AS text[]), CAST(:totals AS int[])) AS v(id, total)
+    WHERE m.id = v.id AND m.state = 'dispatched' AND m.total = v.total
+    RETURNING m.id
+    """
+)
+
+
+def _close_whole(conn: Connection, whole: dict[str, int], now: datetime) -> list[str]:
+    if not whole:
+        return []
+    found = conn.execute(
+        _PG_CLOSE_WHOLE, {"now": now, "ids": list(whole), "totals": list(whole.values())}
+    )
+    return list(found.scalars())
 
 
 def _record_pg(
@@ -465,8 +495,12 @@ def insert_deliveries(
         ).scalar_one()
         dialect = s.get_bind().dialect.name
         insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        stmt = insert(Delivery).on_conflict_do_nothing(
-            index_elements=["message_id", "registration_id"]
+        # RETURNING makes it one multi-row statement per page ("insertmanyvalues"), not
+        # one INSERT per row.
+        stmt = (
+            insert(Delivery)
+            .on_conflict_do_nothing(index_elements=["message_id", "registration_id"])
+            .returning(col(Delivery.id))
         )
         s.execute(stmt, rows)
         topic = topic_of(message.payload)
