@@ -18,10 +18,9 @@ from sqlalchemy import Engine, func, select, text
 from sqlmodel import Session, col
 
 from schemas import liveness
-from schemas.codes import DeliveryStatus
 from schemas.metrics import registry
 from schemas.settings import Settings
-from schemas.tables import App, Delivery, Schedule, utcnow
+from schemas.tables import QUEUED, App, Delivery, Schedule, utcnow
 
 log = structlog.get_logger("pushline.telemetry")
 
@@ -108,7 +107,7 @@ class StateCollector(Collector):
         with Session(self.engine) as s:
             queued, oldest = s.execute(
                 select(func.count(), func.min(col(Delivery.updated_at))).where(
-                    col(Delivery.status) == DeliveryStatus.QUEUED
+                    col(Delivery.status) == QUEUED
                 )
             ).one()
             due = s.execute(

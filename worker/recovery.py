@@ -28,13 +28,13 @@ import structlog
 from sqlalchemy import ColumnElement, Engine, and_, exists, false, or_, select, true, update
 from sqlmodel import Session, col
 
-from schemas.codes import DeliveryStatus, MessageState
+from schemas.codes import MessageState
 from schemas.db import session_scope
 from schemas.liveness import HOW_TO_CONSUME
 from schemas.metrics import RECOVERED
 from schemas.queueing import queue_for
 from schemas.settings import Settings
-from schemas.tables import Delivery, Message
+from schemas.tables import QUEUED, Delivery, Message
 from worker.fanout import chunks
 
 log = structlog.get_logger("pushline.recovery")
@@ -102,7 +102,7 @@ def sweep(
                 col(Message.state).in_(states),
                 exists().where(
                     col(Delivery.message_id) == col(Message.id),
-                    col(Delivery.status) == DeliveryStatus.QUEUED,
+                    col(Delivery.status) == QUEUED,
                 ),
                 ~recent_work,
             )
@@ -147,7 +147,7 @@ def _requeue(
 ) -> int:
     idle = and_(
         col(Delivery.message_id) == message_id,
-        col(Delivery.status) == DeliveryStatus.QUEUED,
+        col(Delivery.status) == QUEUED,
         or_(col(Delivery.lease_until).is_(None), col(Delivery.lease_until) < now),
         or_(col(Delivery.next_attempt_at).is_(None), col(Delivery.next_attempt_at) < cutoff),
         true() if lost_at is None else col(Delivery.updated_at) < lost_at,

@@ -28,6 +28,7 @@ from schemas.codes import DeliveryStatus, MessageState
 from schemas.db import among, session_scope
 from schemas.inbox import save_to_inbox, topic_of
 from schemas.tables import (
+    QUEUED,
     App,
     Delivery,
     Message,
@@ -462,7 +463,7 @@ def _close_done(conn: Connection, message_ids: Iterable[str], now: datetime) -> 
             .order_by(m.id)
             .with_for_update()
         )
-    pending = exists().where(d.message_id == m.id, d.status == DeliveryStatus.QUEUED)
+    pending = exists().where(d.message_id == m.id, d.status == QUEUED)
     closed = conn.execute(
         update(table(Message))
         .where(among(m.id, ids, dialect), m.state == MessageState.DISPATCHED, ~pending)
