@@ -26,7 +26,7 @@ from schemas.logs import shorten_token
 from schemas.metrics import DELIVERIES, PROVIDER_LATENCY, RATE_LIMIT_WAITS, RETRIES
 from schemas.queueing import cancelled_key
 from schemas.settings import Settings
-from schemas.tables import App, Message, utcnow
+from schemas.tables import App, utcnow
 from worker import store
 from worker.backoff import (
     Scope,
@@ -146,7 +146,7 @@ class _Chunk:
 
     def __init__(
         self,
-        messages: dict[str, Message],
+        messages: dict[str, store.ClaimedMessage],
         settings: Settings,
         report: ChunkReport,
         engine: Engine,
@@ -395,7 +395,7 @@ def _deliver_claimed(
     )
 
 
-def _throttled(msg: Message) -> str | None:
+def _throttled(msg: store.ClaimedMessage) -> str | None:
     """The Message's id when it is throttled; the priority lane never is."""
     return msg.id if msg.max_per_minute and msg.lane != "priority" else None
 
@@ -602,7 +602,7 @@ def _prepare(
     app: App,
     provider: str,
     group: list[store.ClaimedDelivery],
-    messages: dict[str, Message],
+    messages: dict[str, store.ClaimedMessage],
     settings: Settings,
     decided: list[tuple[store.ClaimedDelivery, Answer]],
 ) -> tuple[list[store.ClaimedDelivery], Send]:
@@ -661,7 +661,7 @@ def _prepare(
 def _prepare_webpush(
     app: App,
     group: list[store.ClaimedDelivery],
-    messages: dict[str, Message],
+    messages: dict[str, store.ClaimedMessage],
     settings: Settings,
     decided: list[tuple[store.ClaimedDelivery, Answer]],
 ) -> tuple[list[store.ClaimedDelivery], Send]:
@@ -699,7 +699,7 @@ async def _send_lane(
     app: App,
     provider: str,
     group: list[store.ClaimedDelivery],
-    messages: dict[str, Message],
+    messages: dict[str, store.ClaimedMessage],
     settings: Settings,
     lanes: LaneState,
     budget_s: float,
@@ -808,7 +808,7 @@ async def _watch_cancelled(
         stopped.update(keys[k] for k in await lanes.flagged(list(keys)))
 
 
-def _choose(msg: Message, c: store.ClaimedDelivery) -> tuple[Hashable, Payload]:
+def _choose(msg: store.ClaimedMessage, c: store.ClaimedDelivery) -> tuple[Hashable, Payload]:
     """This device's payload and a cache key for it (one build per distinct payload)."""
     choice, payload = choose_payload(
         msg.payload,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -85,13 +85,32 @@ class Record:
 Retry = tuple[str, int, str, datetime, str]
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimedMessage:
+    """What delivering reads of a Message: read as a plain row, not an ORM object (a task
+    of single-device pushes reads as many Messages as Deliveries)."""
+
+    id: str
+    app_id: str
+    target: dict[str, Any]
+    payload: dict[str, Any]
+    state: str
+    total: int
+    lane: str
+    expires_at: datetime | None
+    max_per_minute: int | None
+
+
+_MESSAGE_COLUMNS = [f.name for f in fields(ClaimedMessage)]
+
+
 @dataclass
 class Claim:
     deliveries: list[ClaimedDelivery]
     # When rows of the chunk are still leased by another task (one that may have died),
     # when that lease ends — so the caller can look again then.
     leased_until: datetime | None
-    messages: dict[str, Message]  # of the claimed Deliveries
+    messages: dict[str, ClaimedMessage]  # of the claimed Deliveries
     apps: dict[str, App]  # of the claimed Deliveries (an app deleted meanwhile is absent)
 
 
@@ -153,13 +172,12 @@ def claim(engine: Engine, ids: Sequence[str], lease_s: int) -> Claim:
                     ~among(d.id, taken, dialect) if taken else true(),
                 )
             ).scalar()
-        messages: dict[str, Message] = {}
+        messages: dict[str, ClaimedMessage] = {}
         apps: dict[str, App] = {}
         if rows:
             message_ids, app_ids = {row[1] for row in rows}, {row[2] for row in rows}
+            messages = _claimed_messages(conn, message_ids)
             with Session(bind=conn) as s:
-                found = s.execute(select(Message).where(among(Message.id, message_ids, dialect)))
-                messages = {m.id: m for m in found.scalars()}
                 owners = s.execute(select(App).where(among(App.id, app_ids, dialect)))
                 apps = {a.id: a for a in owners.scalars()}
                 s.expunge_all()
@@ -167,8 +185,16 @@ def claim(engine: Engine, ids: Sequence[str], lease_s: int) -> Claim:
     return Claim(claimed, leased_until, messages, apps)
 
 
+def _claimed_messages(conn: Connection, ids: set[str]) -> dict[str, ClaimedMessage]:
+    m = table(Message).c
+    found = conn.execute(
+        select(*(m[name] for name in _MESSAGE_COLUMNS)).where(among(m.id, ids, conn.dialect.name))
+    )
+    return {row[0]: ClaimedMessage(*row) for row in found}
+
+
 def _with_history(
-    conn: Connection, claimed: list[ClaimedDelivery], messages: dict[str, Message]
+    conn: Connection, claimed: list[ClaimedDelivery], messages: dict[str, ClaimedMessage]
 ) -> list[ClaimedDelivery]:
     """The claimed Deliveries of bulk Messages with their registrations' former Global
     User IDs: a bulk entry naming an old one must still pick that entry's notification."""
