@@ -70,7 +70,9 @@ def parse_push(body: dict[str, Any] | PushRequest) -> PushRequest:
             details = validation_details(exc)
             first = details[0]
             raise InvalidRequest(f"{first['field']}: {first['rule']}", details) from exc
-    stored_target(request)  # the rules that span payload and target: a 400 here, not later
+    # The rules that span payload and target: a 400 here, not later. What they return is
+    # kept for message_row, which would otherwise dump both models again.
+    request._stored = (stored_target(request), stored(request.payload))
     _throttle_is_for_campaigns(request)
     return request
 
@@ -182,15 +184,16 @@ def message_row(
 ) -> dict[str, Any]:
     """The accepted Message as a row, every column present (a Message model costs ~0.1 ms
     to build; the single-device path inserts rows)."""
+    target, payload = request._stored or (stored_target(request), stored(request.payload))
     return {
         **_MESSAGE_COLUMNS,
         "id": new_id(),
         "app_id": app_id,
-        "target": stored_target(request),
-        "payload": stored(request.payload),
+        "target": target,
+        "payload": payload,
         "state": MessageState.ACCEPTED,
         "total": 0,
-        "lane": lane_for(request.target.model_dump(), request.payload.priority),
+        "lane": lane_for(target, request.payload.priority),
         "idempotency_key": key,
         "request_hash": digest,
         "created_at": now,

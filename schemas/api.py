@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 # The payload lives in schemas/payload.py; re-exported so `from schemas.api import ...` works.
 from schemas.payload import ALERT_MAX as ALERT_MAX
@@ -51,6 +51,9 @@ MAX_DELIVER_OVER_S = 7 * 86_400
 
 
 class PushRequest(Strict):
+    # (target, payload) as stored, once the producer checked them (producer.accept).
+    _stored: tuple[dict[str, Any], dict[str, Any]] | None = PrivateAttr(default=None)
+
     target: Target
     payload: Payload
     schedule: ScheduleSpec | None = None
