@@ -585,9 +585,17 @@ class _Stream:
 Send = Callable[[store.ClaimedDelivery], Awaitable[Answer]]
 
 
+_name: tuple[int, str] | None = None
+
+
 def worker_name() -> str:
-    """Host and process, as kept in each attempt (a prefork child has its own pid)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Host and process, as kept in each attempt (a prefork child has its own pid); asked
+    of the system once per process, not once per attempt."""
+    global _name
+    pid = os.getpid()
+    if _name is None or _name[0] != pid:
+        _name = (pid, f"{socket.gethostname()}:{pid}")
+    return _name[1]
 
 
 def _count_finals(
