@@ -27,6 +27,7 @@ from producer.audience import count_audience, parse_audience
 from producer.auth import CallerDep, KeyResolver
 from producer.bodies import json_body, json_model, read_json, validation_error
 from producer.cancel import cancel_message, target_type
+from producer.console import mount_console
 from producer.docs import TAGS, add_security, mount_docs
 from producer.engagement import report_engagement
 from producer.errors import ErrorShapes, NotFound, PushlineError, Unavailable
@@ -483,6 +484,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     # After the native routes: Starlette matches routes in order, and POST /v1/messages is
     # the call made most, so it should not be tried against every seed route first.
     api.include_router(admin_router(engine, settings))
+    mount_console(api, engine, settings)
     error_docs, surface_routes = mount_surfaces(api, settings, engine, shapes)
     routes.routes.extend(RouteTable([*api.router.routes, *surface_routes]).routes)
 

@@ -23,6 +23,7 @@ TAGS: list[dict[str, str]] = [
     {"name": "schedules", "description": "Delayed and repeating pushes."},
     {"name": "webhooks", "description": "CM-shaped event documents posted to your URL."},
     {"name": "apps and keys (admin)", "description": "Apps, credentials and keys: admin keys."},
+    {"name": "console (admin)", "description": "What /console reads: admin keys only."},
     {"name": "operations", "description": "Liveness, readiness and metrics."},
     {"name": "SAP Mobile Services", "description": "SAP's push API under its own paths."},
     {"name": "Backendless", "description": "Backendless messaging: the key is in the path."},
