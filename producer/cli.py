@@ -192,7 +192,7 @@ def up(
         env_file = stack.state_dir / "env"
         env_file.write_text("\n".join(lines) + "\n")
         env_file.chmod(0o600)  # it holds keys
-        console.print("For a shell or a Python service (also in " f"{env_file}):")
+        console.print(f"For a shell or a Python service (also in {env_file}):")
         typer.echo("\n".join(lines))  # plain: never wrapped or styled
         console.print("Ctrl-C stops everything.")
         stopped = False
