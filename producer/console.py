@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query
 from fastapi.responses import HTMLResponse
+from redis.exceptions import RedisError
 from sqlalchemy import Engine
 
 from producer.auth import AdminDep, Caller
@@ -49,7 +50,7 @@ def console_router(engine: Engine, settings: Settings) -> APIRouter:
         hour = last_hour(engine, scope(who))
         try:
             queues: dict[str, int | None] = dict(queue_depths(settings))
-        except Exception:  # Redis down: the store's figures still help
+        except (RedisError, OSError):  # Redis down: the store's figures still help
             queues = {}
         return ConsoleOverview(
             minutes=hour.minutes, queued=hour.queued, sent=hour.sent, queues=queues

@@ -68,7 +68,8 @@ function bar(m) {
 function counts(m) {
   const parts = ORDER.filter((s) => m.by_status[s]).map((s) => `${s} ${m.by_status[s]}`);
   const codes = Object.entries(m.by_code).map(([c, n]) => `code ${c}: ${n}`);
-  return `${parts.join(" · ") || "nothing yet"}${codes.length ? " (" + codes.join(", ") + ")" : ""} of ${m.total}`;
+  const why = m.code !== null && m.code !== undefined ? ` · code ${m.code}${m.detail ? ": " + m.detail : ""}` : "";
+  return `${parts.join(" · ") || "no deliveries"}${codes.length ? " (" + codes.join(", ") + ")" : ""} of ${m.total}${why}`;
 }
 
 // --- small SVG line charts --------------------------------------------------------------
