@@ -14,6 +14,7 @@ from tests.browser import browser, wait_for
 from tests.conftest import AppHandle
 
 __all__ = ["browser"]  # the fixture, imported for this module
+METHODS = {"get", "put", "post", "delete", "patch", "options", "head"}
 
 
 def test_docs_serves_swagger_ui_from_the_package_not_a_cdn(app: AppHandle) -> None:
@@ -51,6 +52,11 @@ def test_docs_renders_offline_and_try_it_out_pushes_with_the_authorized_key(
     titles = [s.get_attribute("data-tag") for s in sections]
     assert titles[:3] == ["push", "registrations", "schedules"], titles
     assert "SAP Mobile Services" in titles and "Microbizz" in titles
+    doc = httpx.get(f"{app.stack.api_url}/openapi.json", timeout=30).json()
+    operations = sum(len(set(item) & METHODS) for item in doc["paths"].values())
+    rendered = browser.find_elements(By.CSS_SELECTOR, ".opblock")
+    assert len(rendered) == operations  # every operation of every section
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".opblock .authorization__btn")) > 50
 
     # Authorize with the app's key, as X-API-Key.
     browser.find_element(By.CSS_SELECTOR, "button.authorize").click()
