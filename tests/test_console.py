@@ -76,10 +76,17 @@ def test_hour_series_counts_queued_per_lane_at_each_minutes_end_and_sent_per_min
     assert series.sent[3] == 5 and sum(series.sent) == 5
 
 
-def test_console_signs_in_shows_a_broadcast_filling_and_a_deliverys_attempts(
+def test_console_signs_in_shows_schedules_a_broadcast_filling_and_a_deliverys_attempts(
     app: AppHandle, browser: WebDriver
 ) -> None:
     tokens = register_bulk(app.stack, app.creds.app_id, DEVICES)
+    weekly = app.client.push(
+        {
+            "target": {"type": "application"},
+            "payload": {"alert": "weekly"},
+            "schedule": {"cron": "0 9 * * 1", "timezone": "Europe/Copenhagen"},
+        }
+    )
     browser.get(f"{app.stack.api_url}/console")
     browser.find_element(By.ID, "key").send_keys("pl_not_a_key")
     browser.find_element(By.CSS_SELECTOR, "#sign-in button[type=submit]").click()
@@ -91,6 +98,13 @@ def test_console_signs_in_shows_a_broadcast_filling_and_a_deliverys_attempts(
     key.send_keys(operator_key(app))
     browser.find_element(By.CSS_SELECTOR, "#sign-in button[type=submit]").click()
     wait_for(browser, lambda b: b.find_element(By.ID, "main").is_displayed())
+    schedule = wait_for(
+        browser, lambda b: b.find_elements(By.CSS_SELECTOR, f"tr[data-schedule='{weekly.id}']")
+    )
+    assert weekly.next_run_at is not None
+    cells = [c.text for c in schedule[0].find_elements(By.TAG_NAME, "td")]
+    assert cells[2] == "cron 0 9 * * 1 (Europe/Copenhagen)" and cells[3] == "scheduled"
+    assert cells[4] == weekly.next_run_at.strftime("%Y-%m-%d %H:%M:%S")  # UTC, as shown
 
     # A broadcast throttled to 600 a minute: its 40 Deliveries go out over a few seconds.
     accepted = app.client.push(
