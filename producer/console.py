@@ -16,11 +16,11 @@ from sqlalchemy import Engine
 from producer.auth import AdminDep, Caller
 from producer.docs import STATIC_DIR
 from producer.messages import list_messages
-from producer.schedules import list_schedules
+from producer.schedules import upcoming_schedules
 from producer.status import get_delivery, list_deliveries, message_status
 from producer.telemetry import last_hour, queue_depths
 from producer.trace import trace
-from schemas.api import ErrorBody, SchedulePage
+from schemas.api import ErrorBody, ScheduleOut
 from schemas.console import (
     ConsoleDelivery,
     ConsoleMessage,
@@ -97,15 +97,12 @@ def console_router(engine: Engine, settings: Settings) -> APIRouter:
         story = [StoryEvent(**vars(e)) for e in trace(engine, delivery_id, scope(who))]
         return ConsoleDelivery(delivery=found, story=story)
 
-    @r.get("/schedules", response_model=SchedulePage)
+    @r.get("/schedules", response_model=list[ScheduleOut])
     def schedules(
-        who: AdminDep,
-        state: str | None = None,
-        cursor: str | None = None,
-        limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    ) -> SchedulePage:
-        """Schedules with their next runs."""
-        return list_schedules(engine, scope(who), state=state, cursor=cursor, limit=limit)
+        who: AdminDep, limit: Annotated[int, Query(ge=1, le=200)] = 50
+    ) -> list[ScheduleOut]:
+        """Schedules still to run (scheduled or paused), the next run first."""
+        return upcoming_schedules(engine, scope(who), limit)
 
     return r
 

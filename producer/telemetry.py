@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import Engine, case, func, or_, select, text
 from sqlmodel import Session, col
 
-from producer.messages import _as_minute, _minute
+from producer.messages import as_minute, truncate_minute
 from schemas import liveness
 from schemas.codes import ENGAGEMENT_ORDER, DeliveryStatus
 from schemas.metrics import registry
@@ -179,7 +179,7 @@ def last_hour(engine: Engine, app_id: str | None, now: datetime | None = None) -
         else_=col(d.updated_at),
     )
     sent_flag = case((sent, 1), else_=0)
-    q_min, f_min = _minute(col(d.created_at)), _minute(final_at)
+    q_min, f_min = truncate_minute(col(d.created_at)), truncate_minute(final_at)
     q = (
         select(col(Message.lane), q_min, f_min, sent_flag, func.count())
         .join(Message, col(Message.id) == col(d.message_id))
@@ -191,7 +191,7 @@ def last_hour(engine: Engine, app_id: str | None, now: datetime | None = None) -
     with Session(engine) as s:
         rows = s.execute(q).all()
     found: list[HourRow] = [
-        (lane, _as_minute(at), _as_minute(end) if end is not None else None, bool(was), int(n))
+        (lane, as_minute(at), as_minute(end) if end is not None else None, bool(was), int(n))
         for lane, at, end, was, n in rows
         if at is not None
     ]

@@ -147,8 +147,7 @@ async function refreshDelivery() {
 }
 
 async function refreshSchedules() {
-  const page = await api("/v1/console/schedules?limit=50");
-  const items = page.items.slice().sort((a, b) => String(a.next_run_at).localeCompare(String(b.next_run_at)));
+  const items = await api("/v1/console/schedules?limit=50");
   $("schedule-rows").replaceChildren(...items.map((s) =>
     row([s.id, s.app_id, s.cron ? `cron ${s.cron} (${s.timezone || "UTC"})` : s.kind, s.state, when(s.next_run_at), s.runs], { "data-schedule": s.id })));
 }
