@@ -28,6 +28,8 @@ from producer.audience import count_audience, parse_audience
 from producer.auth import CallerDep, KeyResolver
 from producer.bodies import json_body, json_model, read_json, validation_error
 from producer.cancel import cancel_message, target_type
+from producer.console import mount_console
+from producer.docs import TAGS, add_security, mount_docs
 from producer.engagement import report_engagement
 from producer.errors import ErrorShapes, NotFound, PushlineError, Unavailable
 from producer.fastpath import InlinePush
@@ -113,8 +115,12 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         redirect_slashes=False,  # a trailing slash is another path: 404, not a redirect
         title="Pushline",
         version="1",
-        description="Self-hosted push notification delivery through APNs and FCM.",
+        description="Self-hosted push notification delivery through APNs, FCM and Web Push.",
+        openapi_tags=TAGS,
+        docs_url=None,  # producer.docs serves /docs from the package's own assets
+        redoc_url=None,
     )
+    mount_docs(api)
     api.state.keys = KeyResolver(engine, Revocations(settings.redis_url, settings.redis_key_prefix))
     api.state.quota = RequestQuota(settings.redis_url, settings.redis_key_prefix)
     shapes = ErrorShapes()
@@ -496,6 +502,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     # After the native routes: Starlette matches routes in order, and POST /v1/messages is
     # the call made most, so it should not be tried against every seed route first.
     api.include_router(admin_router(engine, settings))
+    mount_console(api, engine, settings)
     error_docs, surface_routes = mount_surfaces(api, settings, engine, shapes)
     routes.routes.extend(RouteTable([*api.router.routes, *surface_routes]).routes)
 
@@ -504,6 +511,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         doc = FastAPI.openapi(api)
         if fresh:
             complete_openapi(doc, error_docs, ErrorBody)
+            add_security(doc)
         return doc
 
     api.openapi = openapi  # type: ignore[method-assign]

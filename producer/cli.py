@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import sys
 import time
@@ -44,7 +45,7 @@ from producer.trace import trace as trace_of
 from schemas import metricsdir
 from schemas.admin import ApnsIn, AppIn, AppUpdate, FcmIn
 from schemas.api import MessageStatus, MessageTimeline
-from schemas.codes import CODE_MEANINGS
+from schemas.codes import CODE_MEANINGS, Role
 from schemas.db import current_revision, engine_for, migration_history, upgrade
 from schemas.queueing import DEFAULT_QUEUE, PRIORITY_QUEUE, WEBHOOK_QUEUE
 from schemas.retention import prune
@@ -157,24 +158,42 @@ def demo(
 def up(
     state_dir: Annotated[Path, typer.Option(help="where the stack keeps its files")] = STATE_DIR,
 ) -> None:
-    """Run the API, a worker and the simulators until Ctrl-C (docs at /docs)."""
+    """Run the API, a worker, a scheduler and the simulators until Ctrl-C (docs at /docs,
+    the operator console at /console). Prints, and writes to STATE_DIR/env, the exports a
+    shell or a Python service needs to use this stack."""
     from producer.stack import Stack
 
     with Stack(
-        state_dir,
+        state_dir.resolve(),
         redis_url=os.environ.get("REDIS_URL"),
         database_url=os.environ.get("DATABASE_URL"),
     ) as stack:
         stack.api_port = get_settings().api_port
         stack.start()
         creds = stack.add_app(f"local-{int(time.time())}")
-        console.print(f"API      {stack.api_url}   docs {stack.api_url}/docs")
+        assert stack.database_url
+        admin_key, _ = create_key(engine_for(stack.database_url), None, [Role.ADMIN.value])
+        url = stack.api_url
+        console.print(f"API      {url}   docs {url}/docs   console {url}/console")
         console.print(f"app id   {creds.app_id}")
         console.print(f"API key  {creds.api_key}   (all roles; shown once)")
+        console.print(f"admin key {admin_key}   (operator: /v1/apps, /console)")
         console.print(f"APNs simulator control http://127.0.0.1:{stack.apns_control_port}")
         console.print(f"FCM simulator          http://127.0.0.1:{stack.fcm_port}")
         console.print(f"Web Push simulator     http://127.0.0.1:{stack.webpush_port}")
         console.print(f"Web Push public key    {creds.webpush_public_key}", soft_wrap=True)
+        exports = {
+            **stack.exports(),
+            "PUSHLINE_APP_ID": creds.app_id,
+            "PUSHLINE_API_KEY": creds.api_key,
+            "PUSHLINE_ADMIN_KEY": admin_key,
+        }
+        lines = [f"export {k}={shlex.quote(v)}" for k, v in exports.items()]
+        env_file = stack.state_dir / "env"
+        env_file.write_text("\n".join(lines) + "\n")
+        env_file.chmod(0o600)  # it holds keys
+        console.print(f"For a shell or a Python service (also in {env_file}):")
+        typer.echo("\n".join(lines))  # plain: never wrapped or styled
         console.print("Ctrl-C stops everything.")
         stopped = False
 

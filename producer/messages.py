@@ -67,7 +67,7 @@ def has_label(label: str) -> ColumnElement[bool]:
     return _has_label(col(Message.labels), wanted, literal(label, String()))
 
 
-class _minute(FunctionElement[Any]):
+class truncate_minute(FunctionElement[Any]):
     """A time truncated to its minute (text on SQLite, a timestamp on PostgreSQL)."""
 
     type = DateTime(timezone=True)
@@ -75,13 +75,13 @@ class _minute(FunctionElement[Any]):
     inherit_cache = True
 
 
-@compiles(_minute, "postgresql")
-def _minute_pg(element: _minute, compiler: SQLCompiler, **kw: Any) -> str:
+@compiles(truncate_minute, "postgresql")
+def _minute_pg(element: truncate_minute, compiler: SQLCompiler, **kw: Any) -> str:
     return f"date_trunc('minute', {compiler.process(element.clauses, **kw)})"
 
 
-@compiles(_minute, "sqlite")
-def _minute_sqlite(element: _minute, compiler: SQLCompiler, **kw: Any) -> str:
+@compiles(truncate_minute, "sqlite")
+def _minute_sqlite(element: truncate_minute, compiler: SQLCompiler, **kw: Any) -> str:
     return f"strftime('%Y-%m-%d %H:%M:00', {compiler.process(element.clauses, **kw)})"
 
 
@@ -170,7 +170,7 @@ def timeline(engine: Engine, app_id: str | None, message_id: str) -> MessageTime
     d = Delivery
     sent = col(d.status).in_(_SENT)
     when = case((sent, col(d.sent_at)), else_=col(d.updated_at))
-    minute = _minute(when)
+    minute = truncate_minute(when)
     q = (
         select(
             minute,
@@ -183,11 +183,11 @@ def timeline(engine: Engine, app_id: str | None, message_id: str) -> MessageTime
     )
     with Session(engine) as s:
         rows = s.execute(q).all()
-    counts = {_as_minute(m): (int(a), int(b), int(c)) for m, a, b, c in rows if m is not None}
+    counts = {as_minute(m): (int(a), int(b), int(c)) for m, a, b, c in rows if m is not None}
     return MessageTimeline(message_id=message_id, minutes=fill_minutes(counts))
 
 
-def _as_minute(value: Any) -> datetime:
+def as_minute(value: Any) -> datetime:
     t = datetime.fromisoformat(value) if isinstance(value, str) else value
     return _utc(t)
 

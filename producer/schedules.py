@@ -72,6 +72,16 @@ def list_schedules(
     return SchedulePage(items=items, next_cursor=rows[limit - 1].id if len(rows) > limit else None)
 
 
+def upcoming_schedules(engine: Engine, app_id: str | None, limit: int) -> list[ScheduleOut]:
+    """Schedules still to run (scheduled or paused), the next run first (the console)."""
+    q = select(Schedule).where(col(Schedule.state).in_(["scheduled", "paused"]))
+    if app_id is not None:
+        q = q.where(col(Schedule.app_id) == app_id)
+    q = q.order_by(col(Schedule.next_run_at), col(Schedule.id)).limit(limit)
+    with Session(engine) as s:
+        return [_out(s, r) for r in s.execute(q).scalars()]
+
+
 def set_state(engine: Engine, app_id: str | None, schedule_id: str, action: str) -> ScheduleOut:
     """pause | resume | cancel. Resuming skips the runs that fell due while paused."""
     now = utcnow()

@@ -115,8 +115,7 @@ class Stack:
         self.apns.wait_ready(30)
         self.fcm.wait_ready(30)
         self.webpush.wait_ready(30)
-        self.env = {
-            **os.environ,
+        self.own_env = {
             "REDIS_URL": self.redis_url,
             "DATABASE_URL": self.database_url,
             "PUSHLINE_APNS_HOST": "127.0.0.1",
@@ -126,8 +125,8 @@ class Stack:
             "PUSHLINE_FCM_URL": f"https://127.0.0.1:{self.fcm_port}/v1/projects/{{0}}/messages:send",
             "PUSHLINE_FCM_CA_FILE": str(tls / "ca.pem"),
             "PUSHLINE_WEBPUSH_CA_FILE": str(tls / "ca.pem"),
-            **self.extra_env,
         }
+        self.env = {**os.environ, **self.own_env, **self.extra_env}
         if api:
             self.start_api()
         if worker:
@@ -135,6 +134,11 @@ class Stack:
         if scheduler:
             self.start_scheduler()
         return self
+
+    def exports(self) -> dict[str, str]:
+        """The settings a process needs to join this stack (the store, the broker, and the
+        simulators standing in for APNs, FCM and Web Push): what `pushline up` prints."""
+        return dict(self.own_env)
 
     @property
     def api_url(self) -> str:

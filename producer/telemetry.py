@@ -14,13 +14,15 @@ from cryptography import x509
 from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, case, func, or_, select, text
 from sqlmodel import Session, col
 
+from producer.messages import as_minute, truncate_minute
 from schemas import liveness
+from schemas.codes import ENGAGEMENT_ORDER
 from schemas.metrics import registry
 from schemas.settings import Settings
-from schemas.tables import QUEUED, App, Delivery, Schedule, utcnow
+from schemas.tables import QUEUED, App, Delivery, Message, Schedule, utcnow
 
 log = structlog.get_logger("pushline.telemetry")
 
@@ -91,8 +93,8 @@ class StateCollector(Collector):
             "pushline_queue_consumers", "Live worker processes per queue", labels=["queue"]
         )
         beats = liveness.live(liveness.read_beats(r, s), time.time())
-        for queue in liveness.expected_queues(s):
-            depth.add_metric([queue], float(r.llen(s.redis_key_prefix + queue)))
+        for queue, waiting in queue_depths(s).items():
+            depth.add_metric([queue], float(waiting))
             consumers.add_metric([queue], float(sum(queue in b.queues for b in beats)))
         paused = GaugeMetricFamily(
             "pushline_lane_paused", "Provider lanes paused now", labels=["app", "provider"]
@@ -147,6 +149,79 @@ class StateCollector(Collector):
             except ValueError:
                 expiry.add_metric([app_id], 0)  # unreadable: as urgent as expired
         yield expiry
+
+
+def queue_depths(settings: Settings) -> dict[str, int]:
+    """Tasks waiting in each queue Pushline writes to (the lanes and the webhooks)."""
+    r = liveness.client(settings)
+    return {
+        q: int(r.llen(settings.redis_key_prefix + q)) for q in liveness.expected_queues(settings)
+    }
+
+
+HOUR_MINUTES = 60
+#: (lane, minute queued, minute final or None while QUEUED, sent or not, how many)
+HourRow = tuple[str, datetime, datetime | None, bool, int]
+
+
+def last_hour(engine: Engine, app_id: str | None, now: datetime | None = None) -> HourSeries:
+    """Deliveries QUEUED per lane at each minute's end, and sent per minute, over the last
+    hour: one grouped query over what is QUEUED now or changed within the hour, every
+    app's for `app_id` None. No index serves "changed within the hour" (one on updated_at
+    would cost every recorded outcome a write), so this reads the Deliveries table: it is
+    for the console's few reads a minute, not for scrapes."""
+    now = now or utcnow()
+    start = now.replace(second=0, microsecond=0) - timedelta(minutes=HOUR_MINUTES - 1)
+    d = Delivery
+    sent = col(d.status).in_([s.value for s in ENGAGEMENT_ORDER])
+    queued = col(d.status) == QUEUED
+    final_at = case(
+        (queued, None),
+        (sent, func.coalesce(col(d.sent_at), col(d.updated_at))),
+        else_=col(d.updated_at),
+    )
+    sent_flag = case((sent, 1), else_=0)
+    q_min, f_min = truncate_minute(col(d.created_at)), truncate_minute(final_at)
+    q = (
+        select(col(Message.lane), q_min, f_min, sent_flag, func.count())
+        .join(Message, col(Message.id) == col(d.message_id))
+        .where(or_(queued, col(d.updated_at) >= start))
+        .group_by(col(Message.lane), q_min, f_min, sent_flag)
+    )
+    if app_id is not None:
+        q = q.where(col(d.app_id) == app_id)
+    with Session(engine) as s:
+        rows = s.execute(q).all()
+    found: list[HourRow] = [
+        (lane, as_minute(at), as_minute(end) if end is not None else None, bool(was), int(n))
+        for lane, at, end, was, n in rows
+        if at is not None
+    ]
+    return hour_series(found, start)
+
+
+@dataclass(frozen=True)
+class HourSeries:
+    minutes: list[datetime]
+    queued: dict[str, list[int]]  # lane -> QUEUED at each minute's end
+    sent: list[int]
+
+
+def hour_series(rows: list[HourRow], start: datetime) -> HourSeries:
+    """The minute-by-minute series from grouped rows; `start` is the first minute (UTC)."""
+    minutes = [start + timedelta(minutes=i) for i in range(HOUR_MINUTES)]
+    queued: dict[str, list[int]] = {"priority": [0] * HOUR_MINUTES, "bulk": [0] * HOUR_MINUTES}
+    sent = [0] * HOUR_MINUTES
+    for lane, at, end, was_sent, n in rows:
+        line = queued.setdefault(lane, [0] * HOUR_MINUTES)
+        for i, minute in enumerate(minutes):
+            if at <= minute and (end is None or end > minute):
+                line[i] += n
+        if was_sent and end is not None and start <= end:
+            i = int((end - start).total_seconds() // 60)
+            if i < HOUR_MINUTES:
+                sent[i] += n
+    return HourSeries(minutes, queued, sent)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -119,7 +119,19 @@ PUSH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or invalid credentials"},
     403: {"description": "The key lacks the route's role"},
     404: {"description": "No registration matched"},
-    422: {"description": "Every target was rejected: see pushResults"},
+    # Not an error body: the push results, every one of them a provider's rejection.
+    422: {
+        "description": "Every target was rejected: see pushResults",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["pushResults"],
+                    "properties": {"pushResults": {"type": "array", "items": {"type": "object"}}},
+                }
+            }
+        },
+    },
     429: {"description": "The key's request quota is used up (Retry-After)"},
 }
 
