@@ -113,7 +113,7 @@ class AppHandle:
         self.client.register({"token": f"android:{token}", "username": username, **kw})
         return token
 
-    def huawei(self, username: str | None = None, **kw: str) -> str:
+    def huawei(self, username: str | None = None, **kw: object) -> str:
         """A Huawei phone registered with a Push Kit token (provider hms); returns the token."""
         token = f"IQAAAACy{secrets.token_urlsafe(48)}"
         self.client.register({"token": token, "provider": "hms", "username": username, **kw})
