@@ -94,7 +94,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         redirect_slashes=False,  # a trailing slash is another path: 404, not a redirect
         title="Pushline",
         version="1",
-        description="Self-hosted push notification delivery through APNs and FCM.",
+        description="Self-hosted push notification delivery through APNs, FCM, Web Push and "
+        "Huawei Push Kit.",
     )
     api.state.keys = KeyResolver(engine, Revocations(settings.redis_url, settings.redis_key_prefix))
     api.state.quota = RequestQuota(settings.redis_url, settings.redis_key_prefix)

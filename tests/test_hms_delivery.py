@@ -236,3 +236,28 @@ def test_a_bad_huawei_registration_is_refused_naming_the_field(
     )
     assert resp.status_code == 400, resp.text
     assert resp.json()["details"][0]["field"] == field
+
+
+def test_the_admin_api_checks_huawei_credentials_and_never_returns_the_secret(
+    app: AppHandle,
+) -> None:
+    api = httpx.Client(
+        base_url=app.stack.api_url, headers={"X-API-Key": app.creds.api_key}, timeout=30
+    )
+    base = f"/v1/apps/{app.creds.app_id}"
+    assert api.get(base).json()["hms"] == {"app_id": app.creds.hms_app_id}
+    wrong = api.patch(base, json={"hms": {"app_id": "123456", "client_secret": "guess"}})
+    assert wrong.status_code == 400 and wrong.json()["details"][0]["field"] == "hms"
+    letters = api.patch(base, json={"hms": {"app_id": "abc", "client_secret": "s"}})
+    assert letters.status_code == 400
+    assert letters.json()["details"][0]["field"] == "hms.app_id"
+    app.stack.hms.register_hms_app("987654321", "new-secret")
+    moved = api.patch(base, json={"hms": {"app_id": "987654321", "client_secret": "new-secret"}})
+    assert moved.status_code == 200 and moved.json()["hms"] == {"app_id": "987654321"}
+    assert "new-secret" not in moved.text
+    # The worker picks the new credentials up: the simulator takes a token only for the app
+    # id in the send's path, so this is sent as app 987654321.
+    token = app.huawei("rex")
+    st = app.push_users("rex")
+    assert st.by_code == {"0": 1}
+    assert accepted(app.stack.hms.stats(), token) == 1

@@ -122,8 +122,9 @@ class AccessTokens:
 
 
 def parse_token_answer(status: int, content: bytes) -> tuple[str, float]:
-    """(access token, seconds it lives) from the token endpoint's answer; TokenRefused when
-    it refused the credentials, httpx.HTTPError-like ValueError for anything unreadable."""
+    """(access token, seconds it lives) from the token endpoint's answer. TokenRefused when
+    it refused the credentials (code 4); ValueError for a 5xx or an unreadable answer
+    (no answer, code -1: tried again)."""
     try:
         body = json.loads(content)
     except ValueError:
