@@ -6,7 +6,8 @@ One payload serves every provider. Its layers, lowest first, for one device:
 2. the default's best locale variant (`localized`, chosen by `pick_locale`);
 3. the user's bulk override (SAP bulk), a partial payload;
 4. that override's own best locale variant;
-5. for one provider, the content fields written in its block (`apns` / `fcm`), which
+5. for one provider, the content fields written in its block (`apns` / `fcm` /
+   `webpush` / `hms`), which
    replace the common ones for that provider only (SAP: "common parameters ... can be
    overridden by provider-specifics").
 

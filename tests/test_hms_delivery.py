@@ -10,6 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from producer.apps import create_app, create_key
+from producer.stack import Credentials, Stack
+from schemas.db import engine_for
 from tests.conftest import AppHandle, accepted
 
 
@@ -261,3 +264,20 @@ def test_the_admin_api_checks_huawei_credentials_and_never_returns_the_secret(
     st = app.push_users("rex")
     assert st.by_code == {"0": 1}
     assert accepted(app.stack.hms.stats(), token) == 1
+
+
+def test_an_app_without_huawei_credentials_ends_its_huawei_deliveries_with_code_4(
+    stack: Stack,
+) -> None:
+    assert stack.database_url
+    engine = engine_for(stack.database_url)
+    bare = create_app(engine, f"no-hms-{time.monotonic_ns()}")
+    key, _ = create_key(engine, bare.id, ["admin", "push_multiple"])
+    handle = AppHandle(stack, Credentials(bare.id, key, "", ""))
+    token = handle.huawei("sid")
+    st = handle.push_users("sid")
+    [d] = handle.client.deliveries(st.id).items
+    assert (d.status, d.code) == ("ERROR", 4)
+    assert "Huawei Push Kit app id" in (d.provider_message or "")
+    assert handle.client.registration(handle.registration_for(token, "sid")).active is True
+    assert stack.hms.requests(token) == []
