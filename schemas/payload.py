@@ -7,9 +7,8 @@ One payload serves every provider. Its layers, lowest first, for one device:
 3. the user's bulk override (SAP bulk), a partial payload;
 4. that override's own best locale variant;
 5. for one provider, the content fields written in its block (`apns` / `fcm` /
-   `webpush` / `hms`), which
-   replace the common ones for that provider only (SAP: "common parameters ... can be
-   overridden by provider-specifics").
+   `webpush` / `hms`), which replace the common ones for that provider only (SAP:
+   "common parameters ... can be overridden by provider-specifics").
 
 Every layer replaces whole fields: a field a layer does not name keeps the value below it,
 a field it names is taken as written (an `alert` is not merged title by title). Message
