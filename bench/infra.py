@@ -18,12 +18,15 @@ from typing import Any, NoReturn
 import psutil
 import psycopg
 import redis
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from psycopg import sql
 from sqlalchemy import insert, make_url, text
 
 from producer.stack import Stack, free_port
 from schemas.db import engine_for, normalise_url, upgrade
 from schemas.tables import Registration, new_id, table, utcnow
+from schemas.webpush import b64url
 
 # --- stores --------------------------------------------------------------------------------
 
@@ -157,15 +160,42 @@ def fcm_token() -> str:
     return f"{secrets.token_urlsafe(16)}:APA91b{secrets.token_urlsafe(96)}"
 
 
-def register_devices(url: str, app_id: str, counts: dict[str, int]) -> dict[str, list[str]]:
-    """Insert Registration rows in bulk (the REST path would only measure the API)."""
+#: (p256dh, auth) of one browser key pair, shared by every benchmark subscription: each
+#: push is still encrypted on its own (a fresh ephemeral key and salt every time).
+_WEB_KEYS: tuple[str, str] | None = None
+
+
+def webpush_keys() -> tuple[str, str]:
+    global _WEB_KEYS
+    if _WEB_KEYS is None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        raw = key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+        _WEB_KEYS = (b64url(raw), b64url(secrets.token_bytes(16)))
+    return _WEB_KEYS
+
+
+def register_devices(
+    url: str, app_id: str, counts: dict[str, int], webpush_origin: str | None = None
+) -> dict[str, list[str]]:
+    """Insert Registration rows in bulk (the REST path would only measure the API).
+    Web Push subscriptions get endpoints under `webpush_origin` (the fake provider)."""
     now = utcnow()
     tokens: dict[str, list[str]] = {}
     rows: list[dict[str, object]] = []
     for provider, n in counts.items():
-        make = apns_token if provider == "apns" else fcm_token
-        platform = "ios" if provider == "apns" else "android"
-        tokens[provider] = [make() for _ in range(n)]
+        # Every row names the same columns: one executemany statement serves them all.
+        extra: dict[str, object] = {"webpush_p256dh": None, "webpush_auth": None}
+        if provider == "webpush":
+            assert webpush_origin, "Web Push subscriptions need the push service's origin"
+            tokens[provider] = [
+                f"{webpush_origin}/wpush/{secrets.token_urlsafe(24)}" for _ in range(n)
+            ]
+            p256dh, auth = webpush_keys()
+            extra = {"webpush_p256dh": p256dh, "webpush_auth": auth}
+        else:
+            make = apns_token if provider == "apns" else fcm_token
+            tokens[provider] = [make() for _ in range(n)]
+        platform = {"apns": "ios", "webpush": "web"}.get(provider, "android")
         rows.extend(
             {
                 "id": new_id(),
@@ -176,6 +206,7 @@ def register_devices(url: str, app_id: str, counts: dict[str, int]) -> dict[str,
                 "active": True,
                 "created_at": now,
                 "updated_at": now,
+                **extra,
             }
             for t in tokens[provider]
         )

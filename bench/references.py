@@ -3,10 +3,12 @@
 - ceiling: the bare provider clients, no Pushline code, in one asyncio loop in this
   process, against the minimal fake provider (bench/fakeprovider.py), the same server
   Pushline sends to in the run: plain aioapns with 100 in flight, stock firebase-admin
-  `send_each_async` 500 messages a call; both at once for a mix. A ceiling measured
-  against the simulators would include what the simulators cost.
+  `send_each_async` 500 messages a call, pywebpush's `send_async` with 100 in flight on one
+  aiohttp session (HTTP/1.1: aiohttp speaks no HTTP/2) and one VAPID token minted up front
+  (as Pushline reuses its own); all at once for a mix. A ceiling measured against the
+  simulators would include what the simulators cost.
 - naive: one Celery task per device, each building its own client (`bench.naive`), stock
-  firebase-admin for FCM, against the same fake.
+  firebase-admin for FCM, pywebpush's `webpush()` for Web Push, against the same fake.
 
 Both are rates of a steady state, so they may be measured on fewer notifications than
 Pushline's runs: that keeps a full benchmark near ten minutes on two cores. The ceiling is
@@ -29,12 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import firebase_admin
 import redis
 from aioapns import APNs, NotificationRequest
 from aioapns.connection import APNsTLSClientProtocol
 from celery import Celery
 from firebase_admin import credentials, messaging
+from py_vapid import Vapid02
+from pywebpush import WebPusher
 
 from bench.infra import flush_redis, wait_until
 from bench.naive import BROKER_ENV, DONE_KEY, OK_KEY, TASK, make_app
@@ -43,7 +48,9 @@ from schemas.tables import App
 from worker.fcm import point_at
 
 APNS_IN_FLIGHT = 100
-# The FCM client runs ~1,000/s here, flat in N, so 4,000 FCM sends suffice.
+WEBPUSH_IN_FLIGHT = 100
+# The FCM client runs ~1,000/s here, flat in N, so 4,000 FCM sends suffice; pywebpush
+# (an ECDH and an AES-GCM per message) is no faster, so the same cut serves it.
 CEILING_FCM_MAX = 4000
 # The naive path runs ~20/s for FCM: a time box, not 2,000 sends, bounds each run.
 NAIVE_BUDGET_S = 8.0
@@ -62,9 +69,10 @@ class RefRun:
 
 
 def ceiling_tokens(tokens: dict[str, list[str]]) -> dict[str, list[str]]:
-    """At most CEILING_FCM_MAX FCM tokens, the other providers cut alike to keep the mix."""
-    fcm = len(tokens.get("fcm", []))
-    keep = min(1.0, CEILING_FCM_MAX / fcm) if fcm else 1.0
+    """At most CEILING_FCM_MAX FCM (or Web Push) tokens, the other providers cut alike to
+    keep the mix."""
+    slow = max(len(tokens.get("fcm", [])), len(tokens.get("webpush", [])))
+    keep = min(1.0, CEILING_FCM_MAX / slow) if slow else 1.0
     return {p: t[: max(1, round(len(t) * keep))] for p, t in tokens.items() if t}
 
 
@@ -135,10 +143,62 @@ async def bare_fcm(fapp: firebase_admin.App, tokens: list[str]) -> float:
     return len(tokens) / (time.perf_counter() - started)
 
 
+async def bare_webpush(
+    app: App,
+    endpoints: list[str],
+    keys: tuple[str, str],
+    ca: Path,
+    in_flight: int = WEBPUSH_IN_FLIGHT,
+) -> float:
+    """pywebpush's `WebPusher.send_async` (aes128gcm per message), `in_flight` at a time on
+    one aiohttp session, one VAPID token for the run: notifications/s."""
+    assert app.webpush_private_key_pem and app.webpush_subject
+    vapid = Vapid02.from_pem(app.webpush_private_key_pem.encode())
+    origin = endpoints[0].split("/wpush/")[0]
+    claims = {"aud": origin, "sub": app.webpush_subject, "exp": int(time.time()) + 12 * 3600}
+    headers = {"authorization": str(vapid.sign(claims)["Authorization"]), "urgency": "high"}
+    data = json.dumps({"title": "t", "body": "b"}).encode()
+    subscription_keys = {"p256dh": keys[0], "auth": keys[1]}
+    ctx = ssl.create_default_context(cafile=str(ca))
+    timeout = aiohttp.ClientTimeout(total=10)
+    bad = 0
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=ctx, limit=in_flight)
+    ) as session:
+
+        async def one(endpoint: str) -> None:
+            nonlocal bad
+            pusher = WebPusher(
+                {"endpoint": endpoint, "keys": subscription_keys}, aiohttp_session=session
+            )
+            resp = await pusher.send_async(data, headers=dict(headers), ttl=60, timeout=timeout)
+            if getattr(resp, "status", 0) != 201:
+                bad += 1
+
+        await one(endpoints[0])  # the connection pool's first connection
+        it = iter(endpoints)
+
+        async def lane() -> None:
+            for endpoint in it:
+                await one(endpoint)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(lane() for _ in range(in_flight)))
+        elapsed = time.perf_counter() - started
+    if bad:
+        raise RuntimeError(f"pywebpush: {bad} of {len(endpoints)} answers were not 201")
+    return len(endpoints) / elapsed
+
+
 def measure_bare(
-    app: App, tokens: dict[str, list[str]], port: int, ca: Path, fcm_url: str
+    app: App,
+    tokens: dict[str, list[str]],
+    port: int,
+    ca: Path,
+    fcm_url: str,
+    webpush_keys: tuple[str, str] | None = None,
 ) -> RefRun:
-    """The bare clients against the fake, both at once for a mix: the mix's rate."""
+    """The bare clients against the fake, all at once for a mix: the mix's rate."""
 
     fapp = firebase_app(app, fcm_url, ca) if tokens.get("fcm") else None
 
@@ -149,6 +209,9 @@ def measure_bare(
             jobs.append(bare_apns(app, tokens["apns"], port, ca))
         if fapp is not None:
             jobs.append(bare_fcm(fapp, tokens["fcm"]))
+        if tokens.get("webpush"):
+            assert webpush_keys is not None
+            jobs.append(bare_webpush(app, tokens["webpush"], webpush_keys, ca))
         await asyncio.gather(*jobs)
         return time.perf_counter() - started
 
@@ -311,4 +374,6 @@ def naive_credentials(app: App) -> dict[str, str]:
         "apns_key_id": app.apns_key_id or "",
         "apns_team_id": app.apns_team_id or "",
         "fcm_service_account": app.fcm_service_account or "",
+        "webpush_private_key_pem": app.webpush_private_key_pem or "",
+        "webpush_subject": app.webpush_subject or "",
     }

@@ -4,9 +4,10 @@
     python -m bench.throughput --quick      # 2,000 devices, one repeat: a smoke run
     python -m bench.throughput --wait-quiet 120   # on a shared machine: hold runs for quiet
 
-For each scenario (all APNs, all FCM, half and half): a fresh Redis db and database, a
-Stack (API, worker with concurrency 2) whose providers are the minimal fake provider
-(bench/fakeprovider.py: HTTP/2 over TLS, answers 200, checks nothing), N registrations
+For each scenario (all APNs, all FCM, half and half, all Web Push): a fresh Redis db and
+database, a Stack (API, worker with concurrency 2) whose providers are the minimal fake
+provider (bench/fakeprovider.py: HTTP/2 over TLS, answers 200, checks nothing; Web Push
+subscriptions have their endpoints there), N registrations
 written in bulk, one broadcast through the API, timed from its 202 to the last Delivery
 recorded SENT, with the CPU each process spent per notification. Beside it, in the same run:
 the bare clients' ceiling and the naive baseline (one Celery task per device), both against
@@ -51,6 +52,7 @@ from bench.infra import (
     stop_on_sigterm,
     tree_pids,
     truncate_messages,
+    webpush_keys,
 )
 from bench.references import (
     NAIVE_BUDGET_S,
@@ -91,17 +93,19 @@ console = Console(width=110)
 class Scenario:
     key: str
     title: str
-    apns_share: float  # of the devices; the rest are FCM
+    apns_share: float  # of the devices; the rest go through `rest`
+    rest: str = "fcm"
 
     def counts(self, n: int) -> dict[str, int]:
         apns = round(n * self.apns_share)
-        return {p: c for p, c in (("apns", apns), ("fcm", n - apns)) if c}
+        return {p: c for p, c in (("apns", apns), (self.rest, n - apns)) if c}
 
 
 SCENARIOS = (
     Scenario("apns", "all APNs", 1.0),
     Scenario("fcm", "all FCM", 0.0),
     Scenario("mixed", "half APNs, half FCM", 0.5),
+    Scenario("webpush", "all Web Push", 0.0, rest="webpush"),
 )
 
 
@@ -151,6 +155,7 @@ def run_pushline(
     n = sum(counts.values())
     stack.apns.reset()
     stack.fcm.reset()
+    stack.webpush.reset()
     warnings: list[str] = []
     timeout_s = max(120.0, n / 50)
     with (
@@ -230,7 +235,8 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace, state_dir: Path) 
     try:
         stack.start()
         creds = stack.add_app(f"bench-{scenario.key}")
-        tokens = register_devices(args.database, creds.app_id, counts)
+        origin = f"https://127.0.0.1:{port}"  # Web Push endpoints: the fake's
+        tokens = register_devices(args.database, creds.app_id, counts, webpush_origin=origin)
         with Session(engine_for(args.database)) as s:
             app = s.get(App, creds.app_id)
         assert app is not None
@@ -266,7 +272,12 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace, state_dir: Path) 
             return ref
 
         naive.start()
-        ncreds = naive_credentials(app)
+        web_keys = webpush_keys()
+        ncreds = {
+            **naive_credentials(app),
+            "webpush_p256dh": web_keys[0],
+            "webpush_auth": web_keys[1],
+        }
         warm_naive(naive, ncreds, naive_jobs[:4], payload)
         # Interleaved per repeat, so slow drift of the machine hits all three alike.
         for rep in range(args.repeat):
@@ -297,7 +308,9 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace, state_dir: Path) 
                 reference(
                     "ceiling",
                     rep,
-                    lambda: measure_bare(app, ref_tokens, port, here / "tls" / "ca.pem", fcm_url),
+                    lambda: measure_bare(
+                        app, ref_tokens, port, here / "tls" / "ca.pem", fcm_url, web_keys
+                    ),
                 )
             )
             if rep < args.naive_repeat:
@@ -335,11 +348,10 @@ def wait_quiet(ours: Callable[[], set[int]], args: argparse.Namespace) -> None:
 
 
 def _interleave(tokens: dict[str, list[str]]) -> list[tuple[str, str]]:
-    apns = [("apns", t) for t in tokens.get("apns", [])]
-    fcm = [("fcm", t) for t in tokens.get("fcm", [])]
+    lists = [[(p, t) for t in ts] for p, ts in tokens.items()]
     out: list[tuple[str, str]] = []
-    for i in range(max(len(apns), len(fcm))):
-        out.extend(x[i] for x in (apns, fcm) if i < len(x))
+    for i in range(max((len(x) for x in lists), default=0)):
+        out.extend(x[i] for x in lists if i < len(x))
     return out
 
 
@@ -491,7 +503,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--scenarios",
         default=",".join(s.key for s in SCENARIOS),
-        help="comma-separated subset of apns,fcm,mixed",
+        help="comma-separated subset of apns,fcm,mixed,webpush",
     )
     p.add_argument("--quick", action="store_true", help="2,000 devices, one repeat")
     p.add_argument(

@@ -115,7 +115,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         redirect_slashes=False,  # a trailing slash is another path: 404, not a redirect
         title="Pushline",
         version="1",
-        description="Self-hosted push notification delivery through APNs, FCM and Web Push.",
+        description="Self-hosted push notification delivery through APNs, FCM, Web Push and "
+        "Huawei Push Kit.",
         openapi_tags=TAGS,
         docs_url=None,  # producer.docs serves /docs from the package's own assets
         redoc_url=None,

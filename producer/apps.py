@@ -12,9 +12,24 @@ from cryptography import x509
 from sqlalchemy import Engine, or_, select, update
 from sqlmodel import Session, col
 
-from producer.credentials import check_apns_certificate, check_apns_key, check_service_account
+from producer.credentials import (
+    check_apns_certificate,
+    check_apns_key,
+    check_hms_client,
+    check_service_account,
+)
 from producer.errors import Conflict, InvalidRequest, NotFound
-from schemas.admin import ApnsIn, ApnsOut, AppIn, AppOut, AppUpdate, FcmIn, FcmOut
+from schemas.admin import (
+    ApnsIn,
+    ApnsOut,
+    AppIn,
+    AppOut,
+    AppUpdate,
+    FcmIn,
+    FcmOut,
+    HmsIn,
+    HmsOut,
+)
 from schemas.codes import Role
 from schemas.db import session_scope
 from schemas.settings import Settings
@@ -84,8 +99,12 @@ def create_app(
     apns: ApnsCredentials | None = None,
     fcm_service_account_json: str | None = None,
     webpush: WebPushCredentials | None = None,
+    hms: HmsIn | None = None,
 ) -> App:
+    """An app stored as given (the stack's and the demo's way: no credential checks)."""
     app = App(name=name)
+    if hms is not None:
+        app.hms_app_id, app.hms_client_secret = hms.app_id, hms.client_secret
     if webpush is not None:
         app.webpush_private_key_pem, app.webpush_subject = webpush_columns(webpush)
     if apns is not None:
@@ -223,6 +242,7 @@ def app_out(app: App) -> AppOut:
         name=app.name,
         apns=apns,
         fcm=fcm,
+        hms=HmsOut(app_id=app.hms_app_id) if app.hms_app_id else None,
         created_at=app.created_at,
         updated_at=app.updated_at,
     )
@@ -258,13 +278,20 @@ def _apply_apns(app: App, given: ApnsIn) -> None:
         )
 
 
-def _apply(app: App, settings: Settings, apns: ApnsIn | None, fcm: FcmIn | None) -> None:
+def _apply(
+    app: App, settings: Settings, apns: ApnsIn | None, fcm: FcmIn | None, hms: HmsIn | None
+) -> None:
     if apns is not None:
         _apply_apns(app, apns)
     if fcm is not None:
         text = json.dumps(fcm.service_account)
         app.fcm_project_id = check_service_account(text, settings.fcm_ca_file)
         app.fcm_service_account = text
+    if hms is not None:
+        check_hms_client(
+            hms.app_id, hms.client_secret, settings.hms_token_url, settings.hms_ca_file
+        )
+        app.hms_app_id, app.hms_client_secret = hms.app_id, hms.client_secret
 
 
 def create_app_checked(
@@ -275,7 +302,7 @@ def create_app_checked(
 ) -> App:
     """A new app whose credentials were checked (the CLI's and the admin API's way in)."""
     app = App(name=given.name)
-    _apply(app, settings, given.apns, given.fcm)
+    _apply(app, settings, given.apns, given.fcm, given.hms)
     if webpush is not None:
         app.webpush_private_key_pem, app.webpush_subject = webpush_columns(webpush)
     with session_scope(engine) as s:
@@ -296,6 +323,6 @@ def update_app(engine: Engine, settings: Settings, app_id: str, given: AppUpdate
             if s.execute(select(App).where(col(App.name) == given.name)).first():
                 raise Conflict(f"app {given.name!r} exists already")
             app.name = given.name
-        _apply(app, settings, given.apns, given.fcm)
+        _apply(app, settings, given.apns, given.fcm, given.hms)
         app.updated_at = utcnow()
     return app

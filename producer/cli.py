@@ -43,7 +43,7 @@ from producer.schedules import get_schedule, list_schedules, set_state
 from producer.status import message_status
 from producer.trace import trace as trace_of
 from schemas import metricsdir
-from schemas.admin import ApnsIn, AppIn, AppUpdate, FcmIn
+from schemas.admin import ApnsIn, AppIn, AppUpdate, FcmIn, HmsIn
 from schemas.api import MessageStatus, MessageTimeline
 from schemas.codes import CODE_MEANINGS, Role
 from schemas.db import current_revision, engine_for, migration_history, upgrade
@@ -68,7 +68,8 @@ messages_cli = typer.Typer(
 )
 cli.add_typer(messages_cli, name="messages")
 simulate_cli = typer.Typer(
-    help="Run a provider simulator (a fake APNs or FCM speaking the real protocol).",
+    help="Run a provider simulator (a fake APNs, FCM, Web Push or Push Kit speaking the real "
+    "protocol).",
     no_args_is_help=True,
 )
 cli.add_typer(simulate_cli, name="simulate")
@@ -274,7 +275,7 @@ def worker(
         str, typer.Option(help="prefork (deliveries), threads (webhooks), solo")
     ] = "prefork",
 ) -> None:
-    """Run a Celery worker: fan-out, delivery to APNs and FCM, webhooks.
+    """Run a Celery worker: fan-out, delivery to APNs, FCM, Web Push and Push Kit, webhooks.
 
     Reads REDIS_URL, DATABASE_URL and the PUSHLINE_* settings; any further option is passed
     to `celery worker` (e.g. --hostname, --loglevel)."""
@@ -380,6 +381,22 @@ def simulate_webpush(
     )
 
 
+@simulate_cli.command("hms")
+def simulate_hms(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port (TLS and plain HTTP); 0: free")] = 2201,
+    log_level: Annotated[
+        str, typer.Option(help="critical, error, warning, info, debug")
+    ] = "warning",
+) -> None:
+    """A fake Huawei Push Kit: OAuth 2.0 token endpoint and messages:send."""
+    from simulators.cli import main as simulators_main
+
+    raise typer.Exit(
+        simulators_main(["--log-level", log_level, "hms", "--host", host, "--port", str(port)])
+    )
+
+
 @db_cli.command("current")
 def db_current() -> None:
     """The revision the database is at."""
@@ -455,6 +472,10 @@ ApnsCertOpt = Annotated[
 ]
 ApnsTopicOpt = Annotated[str | None, typer.Option(help="the app's bundle id")]
 FcmOpt = Annotated[Path | None, typer.Option(help="FCM service account JSON (must mint a token)")]
+HmsAppIdOpt = Annotated[str | None, typer.Option(help="Huawei Push Kit app id (digits)")]
+HmsSecretOpt = Annotated[
+    str | None, typer.Option(help="Huawei Push Kit client secret (must get a token)")
+]
 
 
 def _apns_in(
@@ -488,6 +509,20 @@ def _fcm_in(path: Path | None) -> FcmIn | None:
         raise CliError(f"--fcm-service-account: {path} is not JSON ({exc})") from exc
 
 
+def _hms_in(app_id: str | None, client_secret: str | None) -> HmsIn | None:
+    if app_id is None and client_secret is None:
+        return None
+    if not app_id or not client_secret:
+        raise CliError("--hms-app-id and --hms-client-secret go together")
+    try:
+        return HmsIn(app_id=app_id, client_secret=client_secret)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = "--hms-app-id" if err["loc"][0] == "app_id" else "--hms-client-secret"
+        rule = "digits only" if field == "--hms-app-id" else "no spaces, at most 255 characters"
+        raise CliError(f"{field}: {rule}") from None
+
+
 def _print_app(app: App) -> None:
     out = app_out(app)
     table = Table("field", "value", title=f"app {out.name}", show_header=False)
@@ -503,6 +538,7 @@ def _print_app(app: App) -> None:
     else:
         table.add_row("APNs", "-")
     table.add_row("FCM", f"{out.fcm.project_id} ({out.fcm.client_email})" if out.fcm else "-")
+    table.add_row("Huawei Push Kit", f"app id {out.hms.app_id}" if out.hms else "-")
     table.add_row("updated", out.updated_at.isoformat(timespec="seconds"))
     console.print(table)
 
@@ -526,9 +562,12 @@ def apps_create(
     webpush_subject: Annotated[
         str | None, typer.Option(help="VAPID contact: mailto:<address> or https://<host>")
     ] = None,
+    hms_app_id: HmsAppIdOpt = None,
+    hms_client_secret: HmsSecretOpt = None,
 ) -> None:
-    """Store an app with its APNs, FCM and/or Web Push credentials, checked first: a .p8
-    must be an EC key, a certificate valid now, a service account must mint a token."""
+    """Store an app with its APNs, FCM, Web Push and/or Huawei Push Kit credentials, checked
+    first: a .p8 must be an EC key, a certificate valid now, a service account and a Huawei
+    app id and secret must get a token."""
     vapid = None
     if webpush or webpush_key_file or webpush_subject:
         if not webpush_subject:
@@ -543,7 +582,12 @@ def apps_create(
         apns_topic,
         "sandbox" if apns_sandbox else None,
     )
-    given = AppIn(name=name, apns=apns, fcm=_fcm_in(fcm_service_account))
+    given = AppIn(
+        name=name,
+        apns=apns,
+        fcm=_fcm_in(fcm_service_account),
+        hms=_hms_in(hms_app_id, hms_client_secret),
+    )
     app = create_app_checked(_engine(), get_settings(), given, webpush=vapid)
     console.print(f"app {app.name} created: id {app.id}")
     if app.webpush_private_key_pem:
@@ -557,7 +601,7 @@ def apps_create(
 def apps_list() -> None:
     """List apps and which providers each can reach."""
     table = Table("id", "name")
-    for provider in ("APNs", "FCM", "Web Push"):
+    for provider in ("APNs", "FCM", "Web Push", "Push Kit"):
         table.add_column(provider, no_wrap=True)  # the id wraps first on a narrow terminal
     for a in list_apps(_engine()):
         apns = (
@@ -566,7 +610,7 @@ def apps_list() -> None:
             else "-"
         )
         web = "VAPID" if a.webpush_private_key_pem else "-"
-        table.add_row(a.id, a.name, apns, a.fcm_project_id or "-", web)
+        table.add_row(a.id, a.name, apns, a.fcm_project_id or "-", web, a.hms_app_id or "-")
     console.print(table)
 
 
@@ -587,6 +631,8 @@ def apps_update(
     apns_topic: ApnsTopicOpt = None,
     apns_environment: Annotated[str | None, typer.Option(help="sandbox or production")] = None,
     fcm_service_account: FcmOpt = None,
+    hms_app_id: HmsAppIdOpt = None,
+    hms_client_secret: HmsSecretOpt = None,
 ) -> None:
     """Change an app's name or credentials, checked as on creation; what is not given is
     kept. Nothing is stored unless all of it is valid."""
@@ -595,7 +641,12 @@ def apps_update(
     apns = _apns_in(
         apns_key_file, apns_key_id, apns_team_id, apns_cert_file, apns_topic, apns_environment
     )
-    given = AppUpdate(name=name, apns=apns, fcm=_fcm_in(fcm_service_account))
+    given = AppUpdate(
+        name=name,
+        apns=apns,
+        fcm=_fcm_in(fcm_service_account),
+        hms=_hms_in(hms_app_id, hms_client_secret),
+    )
     _print_app(update_app(engine, get_settings(), record.id, given))
 
 

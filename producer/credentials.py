@@ -5,7 +5,9 @@ not discovered as code 4 on the first push.
 - an APNs certificate PEM must hold a certificate that is valid now, and its private key;
 - an FCM service account must mint an OAuth2 token at its `token_uri` (trusting
   PUSHLINE_FCM_CA_FILE when set, as the worker does): the one check that proves Google
-  (or the simulator) accepts it.
+  (or the simulator) accepts it;
+- a Huawei app id and client secret must get an OAuth 2.0 access token (client
+  credentials) at PUSHLINE_HMS_TOKEN_URL (trusting PUSHLINE_HMS_CA_FILE when set).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 from datetime import datetime
 
 import google.auth.transport.requests
+import httpx
 import requests
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -99,3 +102,26 @@ class _Request(google.auth.transport.requests.Request):
         kwargs.setdefault("verify", self._verify)
         kwargs["timeout"] = MINT_TIMEOUT_S
         return super().__call__(*args, **kwargs)
+
+
+def check_hms_client(
+    app_id: str, client_secret: str, token_url: str, ca_file: str | None, field: str = "hms"
+) -> None:
+    """Gets one Push Kit access token with the app id and secret (and throws it away)."""
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": app_id,
+        "client_secret": client_secret,
+    }
+    try:
+        resp = httpx.post(token_url, data=form, verify=ca_file or True, timeout=MINT_TIMEOUT_S)
+    except httpx.HTTPError as exc:
+        raise _invalid(field, f"could not reach the token endpoint {token_url}: {exc}") from exc
+    try:
+        body = resp.json()
+    except ValueError:
+        body = {}
+    if resp.status_code != 200 or not isinstance(body, dict) or not body.get("access_token"):
+        said = body.get("error_description") if isinstance(body, dict) else None
+        rule = f"Huawei refused the app id and client secret ({said or resp.status_code})"
+        raise _invalid(field, rule)

@@ -27,6 +27,11 @@ UNREGISTERED_FCM = 4
 # unsubscribe before the pushes (410 Gone, code 7).
 WEB_EVERY = 10
 GONE_WEB = 2
+# Every tenth device, the fifth of each ten, is a Huawei phone reached through Push Kit;
+# these many of them uninstalled the app (80300007, code 7).
+HMS_EVERY = 10
+HMS_AT = 5
+UNINSTALLED_HMS = 2
 
 
 def apns_token(i: int) -> str:
@@ -35,6 +40,15 @@ def apns_token(i: int) -> str:
 
 def fcm_token(i: int) -> str:
     return f"demo-fcm-token:{i:012d}-APA91b"
+
+
+def hms_token(i: int) -> str:
+    return f"demo-hms-token{i:012d}AAAA"
+
+
+def _android(i: int) -> bool:
+    """Odd devices that are neither browsers nor Huawei phones go through FCM."""
+    return i % 2 == 1 and i % WEB_EVERY != WEB_EVERY - 1 and i % HMS_EVERY != HMS_AT
 
 
 def run_demo(state_dir: Path, console: Console, timeout_s: float = 120.0) -> int:
@@ -69,13 +83,18 @@ def run_demo(state_dir: Path, console: Console, timeout_s: float = 120.0) -> int
                     sub = stack.webpush.subscribe_webpush(creds.webpush_public_key)
                     body.update(token=sub["endpoint"], keys=sub["keys"])
                     web.append(sub["endpoint"])
+                elif i % HMS_EVERY == HMS_AT:
+                    body.update(token=hms_token(i), provider="hms")
                 else:
                     token = f"iOS:{apns_token(i)}" if i % 2 == 0 else f"android:{fcm_token(i)}"
                     body["token"] = token
                 client.register(body)
                 progress.advance(task)
         ios = [apns_token(i) for i in range(0, DEVICES, 2) if i % WEB_EVERY != WEB_EVERY - 1]
-        android = [fcm_token(i) for i in range(1, DEVICES, 2) if i % WEB_EVERY != WEB_EVERY - 1]
+        android = [fcm_token(i) for i in range(1, DEVICES, 2) if _android(i)]
+        huawei = [hms_token(i) for i in range(HMS_AT, DEVICES, HMS_EVERY)]
+        for t in huawei[-UNINSTALLED_HMS:]:
+            stack.hms.script(token=t, then="INVALID_TOKEN")
         for endpoint in web[-GONE_WEB:]:
             stack.webpush.unsubscribe_webpush(endpoint)
         for t in ios[-UNREGISTERED_APNS:]:
@@ -121,11 +140,17 @@ def run_demo(state_dir: Path, console: Console, timeout_s: float = 120.0) -> int
         console.print(table)
 
         apns_stats, fcm_stats = stack.apns.stats(), stack.fcm.stats()
-        web_stats = stack.webpush.stats()
+        web_stats, hms_stats = stack.webpush.stats(), stack.hms.stats()
         sims = Table(title="What the simulators received")
         for col in ("simulator", "requests", "accepted", "rejected", "duplicates"):
             sims.add_column(col, justify="left" if col == "simulator" else "right")
-        for name, s in (("APNs", apns_stats), ("FCM", fcm_stats), ("Web Push", web_stats)):
+        all_stats = (
+            ("APNs", apns_stats),
+            ("FCM", fcm_stats),
+            ("Web Push", web_stats),
+            ("Push Kit", hms_stats),
+        )
+        for name, s in all_stats:
             rejected = ", ".join(f"{k} {v}" for k, v in s["rejected"].items()) or "0"
             sims.add_row(
                 name,
@@ -137,7 +162,7 @@ def run_demo(state_dir: Path, console: Console, timeout_s: float = 120.0) -> int
         console.print(sims)
 
         sent = sum(n for (status, _), n in by.items() if status == "SENT")
-        accepted = sum(s["accepted_total"] for s in (apns_stats, fcm_stats, web_stats))
+        accepted = sum(s["accepted_total"] for _, s in all_stats)
         all_final = all(status in FINAL_STATUSES for status, _ in by)
         ok = all_final and sent == accepted and all(s.state == "done" for s in statuses)
         verdict = "[green]OK[/]" if ok else "[red]FAILED[/]"

@@ -27,8 +27,19 @@ from schemas.webpush import check_auth, check_endpoint, check_p256dh
 _PREFIXES = {"iOS": ("apns", "ios"), "android": ("fcm", "android")}
 _APNS_TOKEN = re.compile(r"^(?:[0-9a-fA-F]{2}){32,100}$")
 _FCM_TOKEN = re.compile(r"^[A-Za-z0-9_:\-]{20,4096}$")
+#: Push Kit tokens: letters, digits and a few symbols (Huawei documents no exact format).
+_HMS_TOKEN = re.compile(r"^[A-Za-z0-9_:+/=.\-]{20,512}$")
+#: The provider a platform is delivered through unless the registration names another.
 _PLATFORM_PROVIDER = {"ios": "apns", "ipados": "apns", "android": "fcm", "web": "webpush"}
-_PROVIDER_PLATFORM = {"apns": "ios", "fcm": "android", "webpush": "web"}
+#: Every provider that may deliver to a platform (Huawei devices without Google services
+#: are Android devices reached through Push Kit).
+_PLATFORM_PROVIDERS = {
+    "ios": ("apns",),
+    "ipados": ("apns",),
+    "android": ("fcm", "hms"),
+    "web": ("webpush",),
+}
+_PROVIDER_PLATFORM = {"apns": "ios", "fcm": "android", "webpush": "web", "hms": "android"}
 
 
 #: What names an installation: its device id alone (Microbizz: one phone, whoever is
@@ -70,12 +81,14 @@ def normalise_token(
         provider = _PLATFORM_PROVIDER[platform]
     assert provider is not None
     platform = platform or _PROVIDER_PLATFORM[provider]
-    if _PLATFORM_PROVIDER[platform] != provider:
+    if provider not in _PLATFORM_PROVIDERS[platform]:
         raise _bad("platform", f"platform {platform} is not delivered through {provider}")
     if provider == "apns" and not _APNS_TOKEN.match(token):
         raise _bad("token", "an APNs device token is 64 to 200 hexadecimal characters")
     if provider == "fcm" and not _FCM_TOKEN.match(token):
         raise _bad("token", "an FCM registration token is 20+ characters of [A-Za-z0-9_:-]")
+    if provider == "hms" and not _HMS_TOKEN.match(token):
+        raise _bad("token", "a Huawei Push Kit token is 20 to 512 characters of [A-Za-z0-9_:+/=.-]")
     if provider == "apns":
         token = token.lower()
     return NormalisedToken(provider=provider, platform=platform, token=token)
@@ -150,9 +163,9 @@ def normalise_registration(
     provider: str | None = body.provider
     platform: str | None = body.platform
     if platform is not None:
-        if provider is not None and _PLATFORM_PROVIDER[platform] != provider:
+        if provider is not None and provider not in _PLATFORM_PROVIDERS[platform]:
             raise _bad("platform", f"platform {platform} is not delivered through {provider}")
-        provider = _PLATFORM_PROVIDER[platform]
+        provider = provider or _PLATFORM_PROVIDER[platform]
     elif provider is not None:
         platform = _PROVIDER_PLATFORM[provider]
     return None, provider, platform

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 
 from producer.apps import ApnsCredentials, WebPushCredentials, create_app, create_key
+from schemas.admin import HmsIn
 from schemas.codes import Role
 from schemas.db import engine_for, upgrade
 from schemas.webpush import load_vapid_key, public_key_b64
@@ -50,6 +52,7 @@ class Credentials:
     apns_topic: str
     fcm_project: str
     webpush_public_key: str = ""  # applicationServerKey for the Web Push simulator
+    hms_app_id: str = ""  # the Huawei app id the Push Kit simulator knows
 
 
 @dataclass
@@ -80,6 +83,7 @@ class Stack:
             free_port(),
             free_port(),
         )
+        self.hms_port = free_port()
         self._spawn(
             "apns-sim",
             [
@@ -109,12 +113,20 @@ class Stack:
             [sys.executable, "-m", "simulators", "webpush", "--port", str(self.webpush_port)],
             {"PUSHLINE_SIMULATOR_TLS_DIR": str(tls)},
         )
+        # Huawei Push Kit: its OAuth token endpoint and messages:send on one port.
+        self._spawn(
+            "hms-sim",
+            [sys.executable, "-m", "simulators", "hms", "--port", str(self.hms_port)],
+            {"PUSHLINE_SIMULATOR_TLS_DIR": str(tls)},
+        )
         self.apns = SimulatorControl(f"http://127.0.0.1:{self.apns_control_port}")
         self.fcm = SimulatorControl(f"http://127.0.0.1:{self.fcm_port}")
         self.webpush = SimulatorControl(f"http://127.0.0.1:{self.webpush_port}")
         self.apns.wait_ready(30)
         self.fcm.wait_ready(30)
         self.webpush.wait_ready(30)
+        self.hms = SimulatorControl(f"http://127.0.0.1:{self.hms_port}")
+        self.hms.wait_ready(30)
         self.own_env = {
             "REDIS_URL": self.redis_url,
             "DATABASE_URL": self.database_url,
@@ -125,6 +137,9 @@ class Stack:
             "PUSHLINE_FCM_URL": f"https://127.0.0.1:{self.fcm_port}/v1/projects/{{0}}/messages:send",
             "PUSHLINE_FCM_CA_FILE": str(tls / "ca.pem"),
             "PUSHLINE_WEBPUSH_CA_FILE": str(tls / "ca.pem"),
+            "PUSHLINE_HMS_TOKEN_URL": f"https://127.0.0.1:{self.hms_port}/oauth2/v3/token",
+            "PUSHLINE_HMS_PUSH_URL": f"https://127.0.0.1:{self.hms_port}",
+            "PUSHLINE_HMS_CA_FILE": str(tls / "ca.pem"),
         }
         self.env = {**os.environ, **self.own_env, **self.extra_env}
         if api:
@@ -137,7 +152,7 @@ class Stack:
 
     def exports(self) -> dict[str, str]:
         """The settings a process needs to join this stack (the store, the broker, and the
-        simulators standing in for APNs, FCM and Web Push): what `pushline up` prints."""
+        simulators standing in for APNs, FCM, Web Push and Push Kit): what `pushline up` prints."""
         return dict(self.own_env)
 
     @property
@@ -246,8 +261,9 @@ class Stack:
             raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
 
     def add_app(self, name: str, roles: tuple[str, ...] = ALL_ROLES) -> Credentials:
-        """An app with APNs, FCM and Web Push credentials that the simulators know, and an
-        API key. (The Web Push simulator needs no registration: subscriptions name the key.)"""
+        """An app with APNs, FCM, Web Push and Push Kit credentials that the simulators know,
+        and an API key. (The Web Push simulator needs no registration: subscriptions name
+        the key.)"""
         assert self.database_url
         engine = engine_for(self.database_url)
         key = make_apns_key()
@@ -261,6 +277,10 @@ class Stack:
             project,
             private_key_pem=account["private_key"],
         )
+        hms = HmsIn(
+            app_id=str(secrets.randbelow(10**12) + 10**11), client_secret=secrets.token_hex(32)
+        )
+        self.hms.register_hms_app(hms.app_id, hms.client_secret)
         app = create_app(
             engine,
             name,
@@ -269,6 +289,7 @@ class Stack:
             ),
             fcm_service_account_json=service_account_json(account),
             webpush=WebPushCredentials(subject=f"mailto:ops@{topic}"),
+            hms=hms,
         )
         api_key, _ = create_key(engine, app.id, list(roles))
         assert app.webpush_private_key_pem
@@ -278,6 +299,7 @@ class Stack:
             apns_topic=topic,
             fcm_project=project,
             webpush_public_key=public_key_b64(load_vapid_key(app.webpush_private_key_pem)),
+            hms_app_id=hms.app_id,
         )
 
     def stop(self) -> None:

@@ -31,16 +31,26 @@ class FcmIn(_Strict):
     service_account: dict[str, Any]  # the JSON Google issues, as an object
 
 
+class HmsIn(_Strict):
+    """Huawei Push Kit: the app id and client secret from AppGallery Connect (OAuth 2.0
+    client credentials). The secret is stored, never shown again."""
+
+    app_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[0-9]+$")]
+    client_secret: Annotated[str, Field(min_length=1, max_length=255, pattern=r"^\S+$")]
+
+
 class AppIn(_Strict):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     apns: ApnsIn | None = None
     fcm: FcmIn | None = None
+    hms: HmsIn | None = None
 
 
 class AppUpdate(_Strict):
     name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     apns: ApnsIn | None = None
     fcm: FcmIn | None = None
+    hms: HmsIn | None = None
 
 
 class ApnsOut(BaseModel):
@@ -57,11 +67,16 @@ class FcmOut(BaseModel):
     client_email: str | None = None
 
 
+class HmsOut(BaseModel):
+    app_id: str  # the client secret is never shown
+
+
 class AppOut(BaseModel):
     id: str
     name: str
     apns: ApnsOut | None = None
     fcm: FcmOut | None = None
+    hms: HmsOut | None = None
     created_at: datetime
     updated_at: datetime
 

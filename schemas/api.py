@@ -234,10 +234,11 @@ class RegistrationIn(Strict):
     optional, but a registration without a token names its provider or platform (pushes to
     it end with code 5, "push token missing", until a token is registered). A Web Push
     subscription (provider `webpush`, platform `web`) gives its endpoint as the token and
-    its `keys`."""
+    its `keys`. A Huawei device without Google services registers its Push Kit token with
+    provider `hms` (platform `android`)."""
 
     token: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
-    provider: Literal["apns", "fcm", "webpush"] | None = None
+    provider: Literal["apns", "fcm", "webpush", "hms"] | None = None
     platform: Literal["ios", "ipados", "android", "web"] | None = None
     keys: WebPushKeys | None = None  # Web Push only: the subscription's p256dh and auth
     device_id: Short | None = None  # may be an IMEI or a phone number (Microbizz)

@@ -101,6 +101,7 @@ class Provider(StrEnum):
     APNS = "apns"
     FCM = "fcm"
     WEBPUSH = "webpush"  # W3C Push API subscriptions (RFC 8030 / 8291 / 8292)
+    HMS = "hms"  # Huawei Push Kit (Android devices without Google services)
 
 
 class Platform(StrEnum):

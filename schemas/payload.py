@@ -6,9 +6,9 @@ One payload serves every provider. Its layers, lowest first, for one device:
 2. the default's best locale variant (`localized`, chosen by `pick_locale`);
 3. the user's bulk override (SAP bulk), a partial payload;
 4. that override's own best locale variant;
-5. for one provider, the content fields written in its block (`apns` / `fcm`), which
-   replace the common ones for that provider only (SAP: "common parameters ... can be
-   overridden by provider-specifics").
+5. for one provider, the content fields written in its block (`apns` / `fcm` /
+   `webpush` / `hms`), which replace the common ones for that provider only (SAP:
+   "common parameters ... can be overridden by provider-specifics").
 
 Every layer replaces whole fields: a field a layer does not name keeps the value below it,
 a field it names is taken as written (an `alert` is not merged title by title). Message
@@ -53,7 +53,7 @@ RESERVED_DATA_KEYS = frozenset({"aps", "from", "message_type", "notification", P
 RESERVED_DATA_PREFIXES = ("google", "gcm")
 CONTENT_WORDS = "alert, badge, sound, data, content_available, silent"
 #: The per-provider blocks of a payload layer.
-PROVIDER_BLOCKS = ("apns", "fcm", "webpush")
+PROVIDER_BLOCKS = ("apns", "fcm", "webpush", "hms")
 
 
 class Strict(BaseModel):
@@ -302,6 +302,29 @@ class WebPushOptions(Content):
     urgency: Literal["very-low", "low", "normal", "high"] | None = None  # else from priority
 
 
+#: Push Kit keeps a message for an offline device at most 15 days.
+HMS_TTL_MAX_S = 15 * 24 * 3600
+
+
+class HmsOptions(Content):
+    """Huawei Push Kit only: any content field (replacing the common one) and what only
+    Push Kit's `android` block has. `collapse_key` is Push Kit's offline cache group
+    (-1: keep every offline message; 0..100: keep the latest of the group)."""
+
+    ttl: Annotated[int, Field(ge=0, le=HMS_TTL_MAX_S)] | None = None  # seconds
+    urgency: Literal["high", "normal"] | None = None  # else from priority
+    category: Annotated[str, Field(pattern=r"^[A-Z_]{1,32}$")] | None = None  # e.g. IM, WORK
+    collapse_key: Annotated[int, Field(ge=-1, le=100)] | None = None
+    bi_tag: Text | None = None
+    channel_id: Text | None = None
+    icon: Text | None = None
+    color: Annotated[str, Field(pattern=r"^#[0-9a-fA-F]{6}$")] | None = None
+    tag: Text | None = None  # else the collapse id: a newer notification replaces the older
+    importance: Literal["low", "normal", "high"] | None = None
+    click_url: Url | None = None  # tapping opens this URL; else it opens the app
+    click_intent: Annotated[str, Field(min_length=1, max_length=URL_MAX)] | None = None
+
+
 _LOCALE = re.compile(r"^[A-Za-z]{1,8}(?:[-_][A-Za-z0-9]{1,8})*$")
 
 
@@ -341,6 +364,7 @@ class PayloadOverride(Content):
     apns: ApnsOptions | None = None
     fcm: FcmOptions | None = None
     webpush: WebPushOptions | None = None
+    hms: HmsOptions | None = None
     localized: dict[str, Content] | None = None
 
     @field_validator("localized")

@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     # push-service origin until a tenth of that is left.
     webpush_vapid_ttl_s: int = 12 * 3600
 
+    # Huawei Push Kit: the OAuth 2.0 token endpoint and the push API's base URL (sends go to
+    # {hms_push_url}/v1/{app id}/messages:send); Huawei's by default. The CA bundle is
+    # trusted for both instead of the system's (the simulators' CA in the demo and tests).
+    hms_token_url: str = "https://oauth-login.cloud.huawei.com/oauth2/v3/token"
+    hms_push_url: str = "https://push-api.cloud.huawei.com"
+    hms_ca_file: str | None = None
+
     # Delivery shape: see DESIGN.md §5 for why a chunk carries hundreds of deliveries.
     fanout_page_size: int = 2000
     chunk_size: int = 500
@@ -66,6 +73,7 @@ class Settings(BaseSettings):
     fcm_rate_per_minute: int = 600_000  # FCM's default project quota
     apns_rate_per_minute: int | None = None  # Apple publishes no quota
     webpush_rate_per_minute: int | None = None  # push services publish none either
+    hms_rate_per_minute: int | None = None  # Huawei's QPS quota is per app, set by Huawei
     fcm_quota_pause_s: float = 60.0  # Google asks for at least a minute after QUOTA_EXCEEDED
 
     # One-device / one-user pushes at high priority get their own queue (see queueing.py).

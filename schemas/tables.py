@@ -85,10 +85,15 @@ class App(SQLModel, table=True):
     # https:).
     webpush_private_key_pem: str | None = Field(default=None, sa_column=Column(Text))
     webpush_subject: str | None = Field(default=None, max_length=255)
+    # Huawei Push Kit: the app id and client secret from AppGallery Connect (OAuth 2.0
+    # client credentials); the secret is never shown after it is stored.
+    hms_app_id: str | None = Field(default=None, max_length=64)
+    hms_client_secret: str | None = Field(default=None, max_length=255)
     # Sending rate per provider lane, shared by every worker (None: the setting's default).
     apns_rate_per_minute: int | None = None
     fcm_rate_per_minute: int | None = None
     webpush_rate_per_minute: int | None = None
+    hms_rate_per_minute: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m simulators",
-        description="Run a fake APNs, FCM or Web Push service for tests and demos.",
+        description="Run a fake APNs, FCM, Web Push or Huawei Push Kit service (tests, demos).",
     )
     parser.add_argument(
         "--log-level",
@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     webpush.add_argument("--host", default="127.0.0.1")
     webpush.add_argument("--port", type=int, default=2200, help="port (0 = pick a free one)")
     webpush.add_argument("--log-level", dest="sub_log_level", default=None)
+
+    hms = sub.add_parser("hms", help="fake Huawei Push Kit: OAuth token endpoint and messages:send")
+    hms.add_argument("--host", default="127.0.0.1")
+    hms.add_argument("--port", type=int, default=2201, help="port (0 = pick a free one)")
+    hms.add_argument("--log-level", dest="sub_log_level", default=None)
     return parser
 
 
@@ -79,6 +84,15 @@ def main(argv: list[str] | None = None) -> int:
             _announce(f"fcm simulator listening on {host}:{port}")
 
         coro = fcm.serve(host, args.port, level, ready_fcm)
+    elif args.provider == "hms":
+        from simulators import hms
+
+        host = args.host
+
+        def ready_hms(port: int) -> None:
+            _announce(f"hms simulator listening on {host}:{port}")
+
+        coro = hms.serve(host, args.port, level, ready_hms)
     else:
         from simulators import webpush
 

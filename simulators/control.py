@@ -162,6 +162,19 @@ class SimulatorControl:
         """The browser drops the subscription: pushes to it are 410 Gone from now on."""
         self._post("/control/unsubscribe", {"endpoint": endpoint})
 
+    def register_hms_app(
+        self, app_id: str, client_secret: str, *, token_ttl_s: int | None = None
+    ) -> None:
+        """A Huawei app the Push Kit simulator issues access tokens for."""
+        body: dict[str, Any] = {"app_id": app_id, "client_secret": client_secret}
+        if token_ttl_s is not None:
+            body["token_ttl_s"] = token_ttl_s
+        self._post("/control/hms-apps", body)
+
+    def expire_hms_tokens(self) -> None:
+        """Every Push Kit access token issued so far is expired (80200003) from now on."""
+        self._post("/control/access-tokens/expire")
+
     def refuse_tls(self, refuse: bool = True) -> None:
         """Reset every provider connection as it is accepted until called with False (the
         control routes stay up): `refuse_connections()` until lifted."""

@@ -113,6 +113,12 @@ class AppHandle:
         self.client.register({"token": f"android:{token}", "username": username, **kw})
         return token
 
+    def huawei(self, username: str | None = None, **kw: object) -> str:
+        """A Huawei phone registered with a Push Kit token (provider hms); returns the token."""
+        token = f"IQAAAACy{secrets.token_urlsafe(48)}"
+        self.client.register({"token": token, "provider": "hms", "username": username, **kw})
+        return token
+
     def web(self, username: str | None = None, **kw: str) -> str:
         """A browser subscribed at the Web Push simulator with the app's VAPID key,
         registered; returns its endpoint (the token)."""

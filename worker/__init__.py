@@ -1,4 +1,5 @@
-"""How work leaves Pushline: Celery tasks, targeting, payloads, APNs and FCM senders."""
+"""How work leaves Pushline: Celery tasks, targeting, payloads, the APNs, FCM, Web Push and
+Huawei Push Kit senders."""
 
 from schemas import metricsdir
 

@@ -38,6 +38,7 @@ from worker.backoff import (
 )
 from worker.events import outcomes_recorded
 from worker.fcm import fcm_too_large
+from worker.hms import prepare_hms
 from worker.loop import process_loop
 from worker.outcomes import Outcome, ProviderAnswer, classify
 from worker.payloads import (
@@ -64,7 +65,13 @@ from worker.ratelimit import (
     sleep_for_tokens,
     task_wait_budget_s,
 )
-from worker.senders import MissingCredentials, apns_sender, fcm_sender, webpush_sender
+from worker.senders import (
+    MissingCredentials,
+    apns_sender,
+    fcm_sender,
+    hms_sender,
+    webpush_sender,
+)
 
 log = structlog.get_logger("pushline.deliver")
 _config_warned: dict[tuple[str, str], float] = {}
@@ -639,6 +646,8 @@ def _prepare(
         return ready, lambda c: sender.send(c.token, c.id, requests[c.id])
     if provider == "webpush":
         return _prepare_webpush(app, group, messages, settings, decided)
+    if provider == "hms":
+        return prepare_hms(hms_sender(app, settings), group, messages, _choose, decided)
     fsender = fcm_sender(app, settings)
     cache: dict[Hashable, FcmParts] = {}
     parts: dict[str, FcmParts] = {}

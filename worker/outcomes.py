@@ -111,13 +111,48 @@ WEBPUSH_STATUS_CODES: dict[int, ResultCode] = {
     429: ResultCode.TOO_MANY_FOR_DEVICE,
 }
 
+# Huawei Push Kit answers most requests with HTTP 200 and says what happened in the body's
+# `code` (Huawei's "Push Kit server result codes"). One token per request, so a code about
+# "the tokens" is about this device's.
+HMS_SUCCESS = "80000000"
+HMS_REASON_CODES: dict[str, ResultCode] = {
+    "80100000": ResultCode.REGISTRATION_EXPIRED,  # partly failed: this token is listed illegal
+    "80100001": ResultCode.INVALID_DATA,  # some request parameters are incorrect
+    "80100003": ResultCode.INVALID_DATA,  # incorrect message structure
+    "80100004": ResultCode.INVALID_DATA,  # message expiry earlier than now (ttl)
+    "80100013": ResultCode.INVALID_DATA,  # collapse_key incorrect
+    "80100016": ResultCode.NOT_ACCEPTED,  # the message contains sensitive information
+    "80200001": ResultCode.CONFIGURATION_EXPIRED,  # OAuth authentication error
+    "80200003": ResultCode.CONFIGURATION_EXPIRED,  # OAuth token expired (a fresh one failed too)
+    # No permission to send to the token: Push Kit not enabled for the app, or the token of
+    # another app. An app setting, never a reason to retire every device of the app.
+    "80300002": ResultCode.CONFIGURATION_EXPIRED,
+    "80300007": ResultCode.REGISTRATION_EXPIRED,  # all tokens invalid (uninstalled, replaced)
+    "80300008": ResultCode.PAYLOAD_TOO_LARGE,  # message body over the size limit
+    "80300010": ResultCode.INVALID_DATA,  # token count outside 1..1000 in the body
+    "80300011": ResultCode.CONFIGURATION_EXPIRED,  # no permission for high-priority messages
+    "81000001": ResultCode.RECOVERABLE_IO,  # Push Kit internal error
+}
+HMS_STATUS_CODES: dict[int, ResultCode] = {
+    400: ResultCode.INVALID_DATA,
+    401: ResultCode.CONFIGURATION_EXPIRED,
+    403: ResultCode.CONFIGURATION_EXPIRED,
+    404: ResultCode.INVALID_DATA,
+    413: ResultCode.PAYLOAD_TOO_LARGE,
+    # Push Kit's flow control (QPS over the app's quota) is 503, or 429 at the front end:
+    # slow down and try again, whatever the body says.
+    429: ResultCode.TOO_MANY_FOR_DEVICE,
+    503: ResultCode.TOO_MANY_FOR_DEVICE,
+}
+
 #: What each provider answers when it took the notification.
 SUCCESS_STATUSES: dict[str, frozenset[int]] = {
     "apns": frozenset({200}),
     "fcm": frozenset({200}),
     "webpush": frozenset({200, 201, 202}),  # RFC 8030 says 201 Created; some say 200/202
+    "hms": frozenset({200}),  # and the body's code 80000000 (see `_succeeded`)
 }
-LABELS = {"apns": "APNs", "fcm": "FCM", "webpush": "Web Push"}
+LABELS = {"apns": "APNs", "fcm": "FCM", "webpush": "Web Push", "hms": "Huawei Push Kit"}
 
 DEACTIVATING = frozenset({ResultCode.TOKEN_REJECTED, ResultCode.REGISTRATION_EXPIRED})
 
@@ -128,7 +163,7 @@ def classify(provider: str, answer: ProviderAnswer) -> Outcome:
         code = ResultCode.QUEUED_COMMUNICATION_FAILED
         text = f"no answer from {provider}: {answer.detail or answer.reason or 'unknown'}"
         return Outcome(code, DeliveryStatus.QUEUED, retry=True, message=text)
-    if answer.status in SUCCESS_STATUSES.get(provider, frozenset({200})):
+    if _succeeded(provider, answer):
         return Outcome(ResultCode.SENT, DeliveryStatus.SENT, message="sent")
     code = _code_for(provider, answer)
     label = LABELS.get(provider, provider)
@@ -141,9 +176,24 @@ def classify(provider: str, answer: ProviderAnswer) -> Outcome:
     return Outcome(code, DeliveryStatus.ERROR, deactivate=code in DEACTIVATING, message=text[:500])
 
 
+def _succeeded(provider: str, answer: ProviderAnswer) -> bool:
+    if answer.status not in SUCCESS_STATUSES.get(provider, frozenset({200})):
+        return False
+    # Push Kit's HTTP 200 may carry an error code in the body.
+    return provider != "hms" or answer.reason in (None, HMS_SUCCESS)
+
+
 def _code_for(provider: str, answer: ProviderAnswer) -> ResultCode:
     reason = answer.reason or ""
     status = answer.status or 0
+    if provider == "hms":
+        if status in (429, 503):
+            return HMS_STATUS_CODES[status]
+        if reason in HMS_REASON_CODES:
+            return HMS_REASON_CODES[reason]
+        if status >= 500:
+            return ResultCode.RECOVERABLE_IO
+        return HMS_STATUS_CODES.get(status, ResultCode.NOT_ACCEPTED)
     if provider == "webpush":
         if status >= 500:
             return ResultCode.RECOVERABLE_IO

@@ -49,6 +49,8 @@ def lane_rate_per_minute(app: App, provider: str, settings: Settings) -> int | N
         own, default = app.fcm_rate_per_minute, settings.fcm_rate_per_minute
     elif provider == "webpush":
         own, default = app.webpush_rate_per_minute, settings.webpush_rate_per_minute
+    elif provider == "hms":
+        own, default = app.hms_rate_per_minute, settings.hms_rate_per_minute
     else:
         own, default = app.apns_rate_per_minute, settings.apns_rate_per_minute
     rate = own if own is not None else default

@@ -10,11 +10,13 @@ from schemas.settings import Settings
 from schemas.tables import App
 from worker.apns import ApnsSender
 from worker.fcm import FcmSender
+from worker.hms import HmsSender
 from worker.webpush import WebPushSender
 
 _apns: dict[str, tuple[object, ApnsSender]] = {}
 _fcm: dict[str, tuple[object, FcmSender]] = {}
 _webpush: dict[str, tuple[object, WebPushSender]] = {}
+_hms: dict[str, tuple[object, HmsSender]] = {}
 
 
 class MissingCredentials(Exception):
@@ -68,4 +70,18 @@ def webpush_sender(app: App, settings: Settings) -> WebPushSender:
     except ValueError as exc:
         raise MissingCredentials(f"the app's VAPID key does not load: {exc}") from exc
     _webpush[app.id] = (app.updated_at, sender)
+    return sender
+
+
+def hms_sender(app: App, settings: Settings) -> HmsSender:
+    """Must be called on the process loop: the sender's HTTP connections live there."""
+    hit = _hms.get(app.id)
+    if hit is not None and hit[0] == app.updated_at:
+        return hit[1]
+    if not (app.hms_app_id and app.hms_client_secret):
+        raise MissingCredentials("the app has no Huawei Push Kit app id and client secret")
+    if hit is not None:
+        hit[1].close()  # the app changed: its old connections and token go with the old sender
+    sender = HmsSender(app, settings)
+    _hms[app.id] = (app.updated_at, sender)
     return sender

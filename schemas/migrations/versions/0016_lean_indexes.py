@@ -7,7 +7,7 @@ outcome adds entries to three indexes instead of five; on PostgreSQL its pages k
 free, so the claim (lease and attempts, no indexed column) updates rows in place (HOT).
 
 Revision ID: 0016
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-06 09:50:00
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0016"
-down_revision = "0012"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,300 @@
+"""Sending through Huawei Push Kit (HTTP API `POST /v1/{appId}/messages:send`).
+
+Push Kit has no Python library worth the name, and its wire is plain JSON over HTTPS, so
+the wire is ours, as for FCM and Web Push: ONE `httpx.AsyncClient` per app per process on
+the process loop (HTTP/2 where the server offers it), at most `send_concurrency` requests
+in flight, every call bounded by `send_timeout_s`, no library retries (backoff.py owns
+them).
+
+Authentication is OAuth 2.0 client credentials: the app id and client secret are POSTed
+(form-encoded) to Huawei's token endpoint for an access token that lives an hour.
+`AccessTokens` keeps it until a tenth of its life (at most five minutes) is left, then
+starts the next one in the background while sends go on with the current one; a send
+that finds no valid token waits for the one refresh in flight, shared by every waiter.
+The refresh is an async request on the process loop: nothing blocks it (no signing, no
+blocking I/O), so no thread is needed. Push Kit saying the token is invalid or expired
+(80200001 / 80200003) drops it and tries that send once more with a fresh one.
+
+Push Kit answers HTTP 200 for most outcomes and puts its result code in the body (`code`:
+80000000 success, 803xxxxx token problems...); `answer_from_response` reads it into a
+ProviderAnswer whose `reason` is that code, and outcomes.py maps it through the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any
+
+import httpx
+import structlog
+
+from schemas.codes import DeliveryStatus, ResultCode
+from schemas.settings import Settings
+from schemas.tables import App, utcnow
+from worker import store
+from worker.outcomes import HMS_SUCCESS, Outcome, ProviderAnswer
+from worker.payloads import (
+    HmsRequest,
+    Payload,
+    build_hms,
+    hms_body,
+    hms_for_device,
+    hms_too_large,
+    message_ttl,
+)
+from worker.webpush import retry_after_s
+
+log = structlog.get_logger("pushline.hms")
+
+#: Refresh at most this long before the access token expires (Huawei's live an hour).
+REFRESH_MARGIN_S = 300.0
+#: Push Kit's codes for an access token it does not take: mint another and try once more.
+TOKEN_REFUSED = frozenset({"80200001", "80200003"})
+PARTIAL_FAILURE = "80100000"
+
+TOO_LARGE = Outcome(
+    ResultCode.PAYLOAD_TOO_LARGE,
+    DeliveryStatus.ERROR,
+    message="payload exceeds Push Kit's 4096-byte limit; not sent",
+)
+
+
+class TokenRefused(Exception):
+    """The token endpoint refused the app id and secret (a configuration problem)."""
+
+
+class AccessTokens:
+    """One OAuth 2.0 access token per Huawei app, shared by every concurrent send."""
+
+    def __init__(
+        self, client: httpx.AsyncClient, url: str, client_id: str, client_secret: str
+    ) -> None:
+        self._client = client
+        self._url = url
+        self._form = {
+            "grant_type": "client_credentials",
+            "client_id": client_id,
+            "client_secret": client_secret,
+        }
+        self._token: str | None = None
+        self._expires_at = 0.0  # time.time() seconds
+        self._margin = REFRESH_MARGIN_S
+        self._refreshing: asyncio.Task[str] | None = None
+        self.minted = 0
+
+    async def get(self) -> str:
+        """A valid token: the current one, or the one being minted for everybody."""
+        now = time.time()
+        if self._token is not None and now < self._expires_at:
+            if now > self._expires_at - self._margin and self._refreshing is None:
+                self._start_refresh()  # off the hot path: this send keeps the current one
+            return self._token
+        return await asyncio.shield(self._start_refresh())
+
+    def invalidate(self, token: str) -> None:
+        """Push Kit refused `token`: mint another on the next `get` (once, however many saw it)."""
+        if token == self._token:
+            self._token, self._expires_at = None, 0.0
+
+    def _start_refresh(self) -> asyncio.Task[str]:
+        if self._refreshing is None:
+            task = asyncio.get_running_loop().create_task(self._refresh())
+            task.add_done_callback(self._refreshed)
+            self._refreshing = task
+        return self._refreshing
+
+    def _refreshed(self, task: asyncio.Task[str]) -> None:
+        self._refreshing = None
+        if not task.cancelled():
+            task.exception()  # retrieved here; every waiter gets it through its own await
+
+    async def _refresh(self) -> str:
+        resp = await self._client.post(self._url, data=self._form)
+        token, expires_in = parse_token_answer(resp.status_code, resp.content)
+        self._token, self._expires_at = token, time.time() + expires_in
+        self._margin = min(REFRESH_MARGIN_S, expires_in / 10)
+        self.minted += 1
+        return token
+
+
+def parse_token_answer(status: int, content: bytes) -> tuple[str, float]:
+    """(access token, seconds it lives) from the token endpoint's answer. TokenRefused when
+    it refused the credentials (code 4); ValueError for a 5xx or an unreadable answer
+    (no answer, code -1: tried again)."""
+    try:
+        body = json.loads(content)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise ValueError(f"token endpoint answered {status} without JSON")
+    token = body.get("access_token")
+    if status == 200 and isinstance(token, str) and token:
+        expires_in = body.get("expires_in")
+        return token, float(expires_in) if isinstance(expires_in, int | float) else 3600.0
+    if status >= 500:
+        raise ValueError(f"token endpoint answered {status}")
+    what = body.get("error_description") or body.get("error") or status
+    raise TokenRefused(f"OAuth token refused: {what}")
+
+
+class HmsSender:
+    """One app's Push Kit sender for this process; build and use it on the process loop."""
+
+    def __init__(self, app: App, settings: Settings) -> None:
+        if not app.hms_app_id or not app.hms_client_secret:
+            raise ValueError("the app has no Huawei app id and client secret")
+        self.timeout = settings.send_timeout_s
+        self.concurrency = settings.send_concurrency
+        self.url = f"{settings.hms_push_url.rstrip('/')}/v1/{app.hms_app_id}/messages:send"
+        verify: ssl.SSLContext | bool = True
+        if settings.hms_ca_file:
+            verify = ssl.create_default_context(cafile=settings.hms_ca_file)
+        self.client = httpx.AsyncClient(
+            http2=True,
+            verify=verify,
+            timeout=settings.send_timeout_s,
+            limits=httpx.Limits(
+                max_connections=self.concurrency, max_keepalive_connections=self.concurrency
+            ),
+        )
+        self.tokens = AccessTokens(
+            self.client, settings.hms_token_url, app.hms_app_id, app.hms_client_secret
+        )
+        self._slots = asyncio.Semaphore(self.concurrency)
+        self._headers = {"content-type": "application/json; charset=UTF-8"}
+
+    async def send(self, token: str, req: HmsRequest) -> ProviderAnswer:
+        """One message to one device; never raises for what Push Kit or the network did."""
+        body = hms_body(token, req)
+        async with self._slots:
+            try:
+                async with asyncio.timeout(self.timeout):  # token, connection, answer: all of it
+                    return await self._post(token, body)
+            except TimeoutError:
+                return ProviderAnswer(None, "timeout", detail=f"no answer within {self.timeout}s")
+
+    async def _post(self, device: str, body: bytes) -> ProviderAnswer:
+        answer = ProviderAnswer(None, "connection")
+        for attempt in (1, 2):
+            try:
+                access = await self.tokens.get()
+            except TokenRefused as exc:
+                return ProviderAnswer(401, "80200001", detail=str(exc)[:300])
+            except (httpx.HTTPError, ValueError) as exc:
+                return ProviderAnswer(None, "connection", detail=f"token: {exc}"[:300])
+            headers = {**self._headers, "authorization": f"Bearer {access}"}
+            try:
+                resp = await self.client.post(self.url, content=body, headers=headers)
+            except httpx.HTTPError as exc:
+                return ProviderAnswer(None, "connection", detail=type(exc).__name__)
+            answer = answer_from_response(resp, device)
+            if answer.reason in TOKEN_REFUSED and attempt == 1:
+                self.tokens.invalidate(access)
+                continue
+            return answer
+        return answer
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    def close(self) -> None:
+        """Close from the process loop (the connections live there), or drop if none runs."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(self.aclose())
+        _closing.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(_closing.discard)
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+def answer_from_response(resp: httpx.Response, device: str) -> ProviderAnswer:
+    """HTTP status, Push Kit's result code (the reason), its request id and Retry-After."""
+    return read_answer(resp.status_code, resp.content, device, resp.headers.get("retry-after"))
+
+
+def read_answer(
+    status: int, content: bytes, device: str, retry_after: str | None = None
+) -> ProviderAnswer:
+    """Pure: what one messages:send answer says about `device`."""
+    try:
+        body: Any = json.loads(content) if content else {}
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    code = body.get("code")
+    code = str(code) if code is not None else None
+    msg = body.get("msg")
+    ref = body.get("requestId")
+    ref = str(ref)[:255] if ref is not None else None
+    if status == 200 and code == PARTIAL_FAILURE and device not in illegal_tokens(msg):
+        code = HMS_SUCCESS  # some of the tokens failed, not this one
+    if status == 200 and code in (None, HMS_SUCCESS):
+        return ProviderAnswer(200, HMS_SUCCESS, ref=ref)
+    return ProviderAnswer(
+        status,
+        code,
+        ref=ref,
+        retry_after=retry_after_s(retry_after),
+        detail=str(msg)[:300] if msg else None,
+    )
+
+
+def illegal_tokens(msg: Any) -> set[str]:
+    """The tokens an 80100000 answer lists as failed: its `msg` is a JSON text with
+    `illegal_tokens` (or `illegalTokens`, a list or an object of lists by cause)."""
+    try:
+        parsed = json.loads(msg) if isinstance(msg, str) else msg
+    except ValueError:
+        return set()
+    if not isinstance(parsed, dict):
+        return set()
+    listed = parsed.get("illegal_tokens", parsed.get("illegalTokens"))
+    if isinstance(listed, dict):
+        return {t for v in listed.values() if isinstance(v, list) for t in v}
+    return {t for t in listed if isinstance(t, str)} if isinstance(listed, list) else set()
+
+
+Choose = Callable[[store.ClaimedMessage, store.ClaimedDelivery], tuple[Hashable, Payload]]
+Decided = list[tuple[store.ClaimedDelivery, ProviderAnswer | Outcome]]
+Send = Callable[[store.ClaimedDelivery], Awaitable[ProviderAnswer]]
+
+
+def prepare_hms(
+    sender: HmsSender,
+    group: list[store.ClaimedDelivery],
+    messages: dict[str, store.ClaimedMessage],
+    choose: Choose,
+    decided: Decided,
+) -> tuple[list[store.ClaimedDelivery], Send]:
+    """Push Kit requests, one build per distinct payload; those too large are decided here
+    (code 9, no request). Returns the sendable deliveries and how to send one."""
+    now = utcnow()
+    built: dict[Hashable, HmsRequest] = {}
+    requests: dict[str, HmsRequest] = {}
+    ready: list[store.ClaimedDelivery] = []
+    for c in group:
+        msg = messages[c.message_id]
+        choice, payload = choose(msg, c)
+        req = built.get(choice)
+        if req is None:
+            req = built[choice] = build_hms(payload, message_ttl(payload, msg.expires_at, now))
+        req = hms_for_device(req, c.id)
+        if hms_too_large(c.token, req):
+            decided.append((c, TOO_LARGE))
+        else:
+            requests[c.id] = req
+            ready.append(c)
+
+    def send(c: store.ClaimedDelivery) -> Awaitable[ProviderAnswer]:
+        return sender.send(c.token, requests.pop(c.id))
+
+    return ready, send
