@@ -301,6 +301,7 @@ def _accept_schedule(
         repeat_expires_at=p.repeat_expires_at,
         cron=p.cron,
         timezone=p.timezone,
+        local_time=p.local_time,
         next_run_at=p.first_run_at,
         campaign=request.campaign() or None,
         created_at=now,

@@ -10,7 +10,7 @@ import time
 from datetime import timedelta
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import redis
 import typer
@@ -469,6 +469,39 @@ def _fcm_in(path: Path | None) -> FcmIn | None:
         raise CliError(f"--fcm-service-account: {path} is not JSON ({exc})") from exc
 
 
+ZoneOpt = Annotated[
+    str | None,
+    typer.Option(help="time zone (IANA) of devices that name none; UTC unless set"),
+]
+QuietOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="quiet hours for campaigns, local to each device: START-END, e.g. 22:00-08:00 "
+        "(00:00-00:00: none)"
+    ),
+]
+
+
+def _local_settings(timezone: str | None, quiet_hours: str | None) -> dict[str, Any]:
+    """--timezone and --quiet-hours as AppIn/AppUpdate fields."""
+    given: dict[str, Any] = {}
+    if timezone is not None:
+        given["timezone"] = timezone
+    if quiet_hours is not None:
+        start, _, end = quiet_hours.partition("-")
+        given["quiet_hours"] = {"start": start.strip(), "end": end.strip()}
+    return given
+
+
+def _app_model(model: type[AppIn] | type[AppUpdate], **given: Any) -> Any:
+    try:
+        return model(**given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]).replace("_", "-")
+        raise CliError(f"--{field}: {first['msg']}") from exc
+
+
 def _print_app(app: App) -> None:
     out = app_out(app)
     table = Table("field", "value", title=f"app {out.name}", show_header=False)
@@ -484,6 +517,9 @@ def _print_app(app: App) -> None:
     else:
         table.add_row("APNs", "-")
     table.add_row("FCM", f"{out.fcm.project_id} ({out.fcm.client_email})" if out.fcm else "-")
+    table.add_row("time zone", out.timezone)
+    quiet = out.quiet_hours
+    table.add_row("quiet hours", f"{quiet['start']}-{quiet['end']}" if quiet else "-")
     table.add_row("updated", out.updated_at.isoformat(timespec="seconds"))
     console.print(table)
 
@@ -507,6 +543,8 @@ def apps_create(
     webpush_subject: Annotated[
         str | None, typer.Option(help="VAPID contact: mailto:<address> or https://<host>")
     ] = None,
+    timezone: ZoneOpt = None,
+    quiet_hours: QuietOpt = None,
 ) -> None:
     """Store an app with its APNs, FCM and/or Web Push credentials, checked first: a .p8
     must be an EC key, a certificate valid now, a service account must mint a token."""
@@ -524,7 +562,13 @@ def apps_create(
         apns_topic,
         "sandbox" if apns_sandbox else None,
     )
-    given = AppIn(name=name, apns=apns, fcm=_fcm_in(fcm_service_account))
+    given = _app_model(
+        AppIn,
+        name=name,
+        apns=apns,
+        fcm=_fcm_in(fcm_service_account),
+        **_local_settings(timezone, quiet_hours),
+    )
     app = create_app_checked(_engine(), get_settings(), given, webpush=vapid)
     console.print(f"app {app.name} created: id {app.id}")
     if app.webpush_private_key_pem:
@@ -568,15 +612,23 @@ def apps_update(
     apns_topic: ApnsTopicOpt = None,
     apns_environment: Annotated[str | None, typer.Option(help="sandbox or production")] = None,
     fcm_service_account: FcmOpt = None,
+    timezone: ZoneOpt = None,
+    quiet_hours: QuietOpt = None,
 ) -> None:
-    """Change an app's name or credentials, checked as on creation; what is not given is
-    kept. Nothing is stored unless all of it is valid."""
+    """Change an app's name, credentials, default time zone or quiet hours, checked as on
+    creation; what is not given is kept. Nothing is stored unless all of it is valid."""
     engine = _engine()
     record = find_app(engine, app)
     apns = _apns_in(
         apns_key_file, apns_key_id, apns_team_id, apns_cert_file, apns_topic, apns_environment
     )
-    given = AppUpdate(name=name, apns=apns, fcm=_fcm_in(fcm_service_account))
+    given = _app_model(
+        AppUpdate,
+        name=name,
+        apns=apns,
+        fcm=_fcm_in(fcm_service_account),
+        **_local_settings(timezone, quiet_hours),
+    )
     _print_app(update_app(engine, get_settings(), record.id, given))
 
 

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.api import QuietHours, TimeZone
+
 MAX_OVERLAP_S = 30 * 24 * 3600
 
 
@@ -31,16 +33,27 @@ class FcmIn(_Strict):
     service_account: dict[str, Any]  # the JSON Google issues, as an object
 
 
+_ZONE_HELP = "the time zone (IANA) of devices that name none; UTC unless set"
+_QUIET_HELP = (
+    "local hours in which campaign-lane deliveries wait (a push's own quiet_hours win); "
+    "equal start and end: none"
+)
+
+
 class AppIn(_Strict):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     apns: ApnsIn | None = None
     fcm: FcmIn | None = None
+    timezone: TimeZone | None = Field(None, description=_ZONE_HELP)
+    quiet_hours: QuietHours | None = Field(None, description=_QUIET_HELP)
 
 
 class AppUpdate(_Strict):
     name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     apns: ApnsIn | None = None
     fcm: FcmIn | None = None
+    timezone: TimeZone | None = Field(None, description=_ZONE_HELP)
+    quiet_hours: QuietHours | None = Field(None, description=_QUIET_HELP)
 
 
 class ApnsOut(BaseModel):
@@ -62,6 +75,8 @@ class AppOut(BaseModel):
     name: str
     apns: ApnsOut | None = None
     fcm: FcmOut | None = None
+    timezone: str = "UTC"
+    quiet_hours: dict[str, str] | None = None
     created_at: datetime
     updated_at: datetime
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from schemas.localtime import HHMM, check_zone
 
 # The payload lives in schemas/payload.py; re-exported so `from schemas.api import ...` works.
 from schemas.payload import ALERT_MAX as ALERT_MAX
@@ -32,6 +34,12 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: "09:00": a wall-clock time, read in each device's time zone.
+Clock = Annotated[str, Field(pattern=HHMM, examples=["09:00"])]
+#: An IANA time zone name ("Europe/Berlin"), checked against the zone database.
+TimeZone = Annotated[str, Field(max_length=64), AfterValidator(check_zone)]
+
+
 class ScheduleSpec(Strict):
     """When to publish. Times are ISO 8601 or, as Backendless sends them, epoch milliseconds."""
 
@@ -40,6 +48,36 @@ class ScheduleSpec(Strict):
     repeat_expires_at: datetime | int | None = None
     cron: Annotated[str, Field(min_length=1, max_length=120)] | None = None
     timezone: Annotated[str, Field(max_length=64)] = "UTC"
+    local_time: Clock | None = Field(
+        None,
+        description=(
+            "Deliver each run at this time in each device's own time zone (its "
+            "registration's time_zone, else the app's). The run's local date is local_date, "
+            "else the run's date in `timezone`; a run spans up to a day."
+        ),
+    )
+    local_date: date | None = Field(
+        None,
+        description=(
+            "The local date of a once schedule's run (needs local_time). Without publish_at "
+            "the run starts when the first zone on earth reaches local_time that day."
+        ),
+    )
+    local_time_missed: Literal["next_day", "skip"] = Field(
+        "next_day",
+        description=(
+            "Devices whose local_time had passed when the run started: the next day's "
+            "local_time (next_day) or nothing (skip)."
+        ),
+    )
+
+
+class QuietHours(Strict):
+    """Local hours in which campaign-lane deliveries wait (held QUEUED, sent when they end);
+    priority-lane pushes are never held. start after end wraps midnight (22:00-08:00)."""
+
+    start: Clock
+    end: Clock
 
 
 #: A label names a campaign's kind ("spring-sale", "onboarding:day1"): short, no spaces.
@@ -63,6 +101,9 @@ class PushRequest(Strict):
     # many a minute (the app's provider rates still apply; the priority lane never is).
     deliver_over: Annotated[int, Field(ge=1, le=MAX_DELIVER_OVER_S)] | None = None
     max_per_minute: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
+    # Campaign lane only: deliveries inside these local hours wait until they end (the
+    # app's quiet hours apply when the push gives none).
+    quiet_hours: QuietHours | None = None
 
     def campaign(self) -> dict[str, Any]:
         """The campaign options as stored on a Schedule and copied onto each run's Message."""
@@ -70,7 +111,7 @@ class PushRequest(Strict):
 
 
 #: The PushRequest fields every Message of a campaign carries (see `PushRequest.campaign`).
-CAMPAIGN_FIELDS = {"name", "labels", "deliver_over", "max_per_minute"}
+CAMPAIGN_FIELDS = {"name", "labels", "deliver_over", "max_per_minute", "quiet_hours"}
 THROTTLE_FIELDS = ("deliver_over", "max_per_minute")
 
 
@@ -96,6 +137,9 @@ class ScheduleOut(BaseModel):
     repeat_expires_at: datetime | None
     cron: str | None
     timezone: str
+    local_time: str | None = None
+    local_date: date | None = None
+    local_time_missed: str | None = None
     next_run_at: datetime | None
     runs: int
     last_run_at: datetime | None
@@ -253,7 +297,8 @@ class RegistrationIn(Strict):
     preferred_languages: (
         Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=100)] | None
     ) = None
-    time_zone: Annotated[str, Field(max_length=64)] | None = None
+    # IANA name: the device's local time for local_time schedules and quiet hours.
+    time_zone: TimeZone | None = None
     form_factor: Annotated[str, Field(max_length=32)] | None = None
     device_model: Short | None = None
     device_manufacturer: Short | None = None
