@@ -152,6 +152,17 @@ class SchedulePage(BaseModel):
     next_cursor: str | None
 
 
+class LocalRelease(BaseModel):
+    """One group of a local-time run: the devices whose zones reach the run's local time at
+    `release_at` (None: skipped, their time had passed). state: waiting, released (being
+    fanned out), done or skipped. `zones` as registrations name them (null: none)."""
+
+    release_at: datetime | None
+    devices: int  # when the run started
+    state: str
+    zones: list[str | None]
+
+
 class MessageStatus(BaseModel):
     id: str
     app_id: str
@@ -166,6 +177,10 @@ class MessageStatus(BaseModel):
     created_at: datetime
     dispatched_at: datetime | None
     completed_at: datetime | None
+    # A local-time run: {"at", "day", "missed"}, and its groups, soonest first. The Message
+    # stays "accepted" until its last group is released.
+    local_time: dict[str, str] | None = None
+    releases: list[LocalRelease] = []
 
 
 class Attempt(BaseModel):
@@ -238,6 +253,9 @@ class DeliveryOut(BaseModel):
     dismissed_at: datetime | None = None  # CM MessageDismissed (the status is RECEIVED)
     # Each attempt that got an answer, oldest first.
     history: list[Attempt] | None = None
+    # A QUEUED Delivery is not sent before this: a retry's backoff, a throttle, or quiet
+    # hours (then provider_message says "held: quiet hours").
+    next_attempt_at: datetime | None = None
 
 
 class EngagementIn(BaseModel):

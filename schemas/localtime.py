@@ -14,7 +14,8 @@ from functools import lru_cache
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+#: "09:00", or "09:00:30" where a second matters.
+HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$"
 Missed = Literal["next_day", "skip"]
 #: The furthest any zone is ahead of and behind UTC (Pacific/Kiritimati, Etc/GMT+12): a
 #: local time on one date happens somewhere within these bounds of the same UTC time.
@@ -46,9 +47,8 @@ def check_zone(name: str) -> str:
 
 
 def clock(text: str) -> time:
-    """ "09:00" as a time (the request models check the HH:MM form)."""
-    hours, minutes = text.split(":")
-    return time(int(hours), int(minutes))
+    """A clock time, "09:00" or "09:00:30", as a time (the request models check the form)."""
+    return time(*(int(part) for part in text.split(":")))
 
 
 # --- deliver at each device's local time ---------------------------------------------------
