@@ -48,7 +48,8 @@ def check_zone(name: str) -> str:
 
 def clock(text: str) -> time:
     """A clock time, "09:00" or "09:00:30", as a time (the request models check the form)."""
-    return time(*(int(part) for part in text.split(":")))
+    hours, minutes, *seconds = (int(part) for part in text.split(":"))
+    return time(hours, minutes, seconds[0] if seconds else 0)
 
 
 # --- deliver at each device's local time ---------------------------------------------------
