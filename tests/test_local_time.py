@@ -65,7 +65,10 @@ def _wait_sent(app: AppHandle, tokens: list[str], timeout: float = 20) -> None:
 
 
 @pytest.mark.parametrize("missed", ["next_day", "skip"])
-def test_each_device_gets_the_run_at_its_own_local_time_once(app: AppHandle, missed: str) -> None:
+def test_each_device_gets_the_run_at_its_own_local_time_once(
+    any_app: AppHandle, missed: str
+) -> None:
+    app = any_app  # PostgreSQL and SQLite
     _set_default_zone(app, NEAR)
     near = app.ios("near", time_zone=NEAR)
     no_zone = app.ios("no-zone")  # the app's default zone: NEAR
