@@ -961,7 +961,20 @@ def messages_show(message_id: str) -> None:
         console.print(f"[red]{exc.message}[/]")
         raise typer.Exit(2) from exc
     console.print(_status_table(st))
+    if st.releases:
+        console.print(_releases_table(st))
     console.print(_timeline_table(tl))
+
+
+def _releases_table(st: MessageStatus) -> Table:
+    """A local-time run's groups: when each zone group gets it, how many, and its state."""
+    at = (st.local_time or {}).get("at")
+    table = Table("release at (UTC)", "devices", "state", "zones", title=f"local time {at}")
+    for g in st.releases:
+        when = g.release_at.isoformat(timespec="seconds") if g.release_at else "-"
+        zones = ", ".join(z or "(none: app default)" for z in g.zones)
+        table.add_row(when, str(g.devices), g.state, zones)
+    return table
 
 
 @messages_cli.command("timeline")

@@ -101,9 +101,14 @@ class PushRequest(Strict):
     # many a minute (the app's provider rates still apply; the priority lane never is).
     deliver_over: Annotated[int, Field(ge=1, le=MAX_DELIVER_OVER_S)] | None = None
     max_per_minute: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
-    # Campaign lane only: deliveries inside these local hours wait until they end (the
-    # app's quiet hours apply when the push gives none).
-    quiet_hours: QuietHours | None = None
+    quiet_hours: QuietHours | None = Field(
+        None,
+        description=(
+            "Campaign lane only: deliveries falling inside these hours, local to each device "
+            "(its time_zone, else the app's), wait QUEUED until they end. Without it the "
+            "app's quiet hours apply. A 400 on a priority-lane push, which is never held."
+        ),
+    )
 
     def campaign(self) -> dict[str, Any]:
         """The campaign options as stored on a Schedule and copied onto each run's Message."""
@@ -177,10 +182,17 @@ class MessageStatus(BaseModel):
     created_at: datetime
     dispatched_at: datetime | None
     completed_at: datetime | None
-    # A local-time run: {"at", "day", "missed"}, and its groups, soonest first. The Message
-    # stays "accepted" until its last group is released.
-    local_time: dict[str, str] | None = None
-    releases: list[LocalRelease] = []
+    local_time: dict[str, str] | None = Field(
+        None,
+        description='A local-time run: {"at": "09:00", "day": "2030-06-01", "missed": …}.',
+    )
+    releases: list[LocalRelease] = Field(
+        [],
+        description=(
+            "A local-time run's release groups, soonest first; the Message stays accepted "
+            "until the last is released."
+        ),
+    )
 
 
 class Attempt(BaseModel):
@@ -253,9 +265,13 @@ class DeliveryOut(BaseModel):
     dismissed_at: datetime | None = None  # CM MessageDismissed (the status is RECEIVED)
     # Each attempt that got an answer, oldest first.
     history: list[Attempt] | None = None
-    # A QUEUED Delivery is not sent before this: a retry's backoff, a throttle, or quiet
-    # hours (then provider_message says "held: quiet hours").
-    next_attempt_at: datetime | None = None
+    next_attempt_at: datetime | None = Field(
+        None,
+        description=(
+            "A QUEUED Delivery is not sent before this: a retry's backoff, a throttle, or "
+            'quiet hours (then provider_message says "held: quiet hours until …").'
+        ),
+    )
 
 
 class EngagementIn(BaseModel):

@@ -7,6 +7,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import httpx
+
 from producer.apps import update_app
 from schemas.admin import AppUpdate
 from schemas.api import DeliveryOut, QuietHours
@@ -87,6 +89,13 @@ def test_app_quiet_hours_hold_campaigns_but_never_a_priority_push(app: AppHandle
     }
     assert app.wait(app.client.push(urgent).id).by_status == {"SENT": 1}
     assert _sent(app, sleeper) == 1
+    # Quiet hours on the push itself would never hold it: said, not ignored.
+    r = httpx.post(
+        f"{app.stack.api_url}/v1/messages",
+        headers={"X-API-Key": app.creds.api_key},
+        json={**urgent, "quiet_hours": quiet},
+    )
+    assert r.status_code == 400 and r.json()["details"][0]["field"] == "quiet_hours"
     campaign = app.client.push({"target": {"type": "application"}, "payload": ALERT}).id
     held = _delivery(app, campaign, app.registration_for(sleeper, "sleeper"), held=True)
     assert held.status == "QUEUED" and held.next_attempt_at == end
