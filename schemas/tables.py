@@ -298,7 +298,8 @@ class MessageRelease(SQLModel, table=True):
     release_at: datetime | None = None
     zones: list[str | None] = Field(sa_column=Column(JSON, nullable=False))
     devices: int = 0  # when the run started
-    state: str = Field(default="waiting", max_length=10)  # waiting|released|done|skipped
+    # waiting | released (due) | fanning (a fan-out task took it) | done | skipped | cancelled
+    state: str = Field(default="waiting", max_length=10)
     released_at: datetime | None = None
 
 

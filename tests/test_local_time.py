@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from producer.apps import update_app
 from schemas.admin import AppUpdate
@@ -21,6 +22,7 @@ ALERT = {"alert": {"title": "t", "body": "good morning"}}
 NEAR = "Asia/Kathmandu"  # +05:45: the zone whose local time is a few seconds away
 EAST = "Pacific/Auckland"  # ahead of NEAR: that local time passed hours ago there
 WEST = "America/New_York"  # behind NEAR: that local time is hours away there
+LEAD_S = 6  # NEAR reaches the run's local time this long after it is scheduled
 
 
 def _set_default_zone(app: AppHandle, zone: str) -> None:
@@ -30,9 +32,9 @@ def _set_default_zone(app: AppHandle, zone: str) -> None:
 
 
 def _local_run(app: AppHandle, missed: str) -> tuple[str, datetime]:
-    """A schedule for the local time NEAR reaches in 4 s; returns the run's Message id and
+    """A schedule for the local time NEAR reaches in LEAD_S; returns the run's Message id and
     that instant."""
-    soon = datetime.now(UTC) + timedelta(seconds=4)
+    soon = datetime.now(UTC) + timedelta(seconds=LEAD_S)
     at = soon.astimezone(ZoneInfo(NEAR)).strftime("%H:%M:%S")
     body = {
         "target": {"type": "application"},
@@ -148,3 +150,30 @@ def test_quiet_hours_end_on_the_next_day_when_they_wrap_midnight() -> None:
     assert quiet_until(at_7, berlin, night) == datetime(2026, 12, 7, 7, 0, tzinfo=UTC)
     assert quiet_until(datetime(2026, 12, 7, 12, 0, tzinfo=UTC), berlin, night) is None
     assert Quiet.of({"start": "00:00", "end": "00:00"}) is None
+
+
+def test_a_released_group_whose_fan_out_was_lost_is_fanned_out_by_the_sweep(
+    app: AppHandle,
+) -> None:
+    _set_default_zone(app, NEAR)
+    west = app.ios("west", time_zone=WEST)
+    near = app.ios("near", time_zone=NEAR)
+    message_id, _ = _local_run(app, "next_day")
+    _wait_sent(app, [near])
+    # As if the worker fanning out the WEST group died ten minutes ago, before writing any
+    # of its Deliveries (its time has not come: only the sweep can send it now).
+    assert app.stack.database_url
+    with engine_for(app.stack.database_url).begin() as conn:
+        taken = conn.execute(
+            text(
+                "UPDATE message_release SET state = 'fanning', released_at = :at "
+                "WHERE message_id = :m AND state = 'waiting'"
+            ),
+            {"at": datetime.now(UTC) - timedelta(minutes=10), "m": message_id},
+        ).rowcount
+    assert taken == 1
+    _wait_sent(app, [west], timeout=40)  # the sweep runs every 15 s
+    status = app.wait(message_id)
+    assert status.by_status == {"SENT": 2} and status.state == "done"
+    assert [_sent(app, t) for t in (near, west)] == [1, 1]
+    assert {g.state for g in status.releases} == {"done"}

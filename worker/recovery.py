@@ -115,7 +115,7 @@ def sweep(
                 ~recent_work,
             )
         ).all()
-    for message_id, lane in [*stalled_fanouts, *stalled_releases(engine, cutoff)]:
+    for message_id, lane in [*stalled_fanouts, *stalled_releases(engine, cutoff, now)]:
         if readable(lane):
             enqueue_fanout(message_id, lane)
             report.fanouts += 1

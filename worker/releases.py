@@ -4,8 +4,8 @@ When the run starts, its fan-out groups the audience by time zone in one SQL sta
 (`GROUP BY time_zone`, never a registration in Python), works out each zone's release
 instant (schemas/localtime.py) and writes one MessageRelease per instant: zones sharing
 an offset share a row, so a run has a few dozen at most. The scheduler's tick releases a
-row when its instant comes (`release_due`) and the fan-out then writes and enqueues that
-group's Deliveries, walking the audience zone by zone in keyset pages on
+row when its instant comes (`release_due`); one fan-out task takes it and writes and
+enqueues that group's Deliveries, walking the audience zone by zone in keyset pages on
 (app_id, time_zone, id). The Message stays `accepted` until its last group is released,
 then goes `dispatched` as any other.
 
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 import structlog
-from sqlalchemy import Engine, and_, func, select, update
+from sqlalchemy import Engine, and_, func, or_, select, update
 from sqlmodel import Session, col
 
 from schemas.audience import audience, page_audience
@@ -38,7 +38,8 @@ from worker import store
 log = structlog.get_logger("pushline.releases")
 
 ChunkEnqueuer = Callable[[str, list[str], str], None]
-WAITING, RELEASED, DONE, SKIPPED = "waiting", "released", "done", "skipped"
+WAITING, RELEASED, FANNING, DONE = "waiting", "released", "fanning", "done"
+SKIPPED, CANCELLED = "skipped", "cancelled"
 ALL_SKIPPED = "every device's local time had passed when the run started (missed: skip)"
 
 
@@ -109,27 +110,25 @@ def _write_groups(
 
 
 def take_due(engine: Engine, message_id: str, now: datetime) -> list[MessageRelease]:
-    """The run's groups to fan out now: released by the scheduler, or due meanwhile."""
+    """Take the run's groups to fan out now (released by the scheduler, or due meanwhile):
+    each is taken by one fan-out task, which marks it done when its Deliveries are out."""
+    r = MessageRelease
+    due = or_(
+        col(r.state) == RELEASED,
+        and_(col(r.state) == WAITING, col(r.release_at) <= now),
+    )
     with session_scope(engine) as s:
-        s.execute(
-            update(MessageRelease)
-            .where(
-                col(MessageRelease.message_id) == message_id,
-                col(MessageRelease.state) == WAITING,
-                col(MessageRelease.release_at) <= now,
-            )
-            .values(state=RELEASED, released_at=now)
-        )
-        rows = list(
-            s.execute(
-                select(MessageRelease).where(
-                    col(MessageRelease.message_id) == message_id,
-                    col(MessageRelease.state) == RELEASED,
-                )
-            ).scalars()
-        )
-        s.expunge_all()
-    return rows
+        taken = s.execute(
+            update(r)
+            .where(col(r.message_id) == message_id, due)
+            .values(state=FANNING, released_at=func.coalesce(col(r.released_at), now))
+            .returning(col(r.id), col(r.release_at), col(r.zones))
+            .execution_options(synchronize_session=False)
+        ).all()
+    return [
+        MessageRelease(id=i, message_id=message_id, release_at=at, zones=zones, state=FANNING)
+        for i, at, zones in sorted(taken, key=lambda t: t[1])
+    ]
 
 
 def fan_out_group(
@@ -171,20 +170,20 @@ def fan_out_group(
     with session_scope(engine) as s:
         s.execute(
             update(MessageRelease)
-            .where(col(MessageRelease.id) == group.id, col(MessageRelease.state) == RELEASED)
+            .where(col(MessageRelease.id) == group.id, col(MessageRelease.state) == FANNING)
             .values(state=DONE)
         )
     return enqueued
 
 
 def groups_left(engine: Engine, message_id: str) -> int:
-    """Groups of the run not fanned out yet (waiting or being fanned out)."""
+    """Groups of the run not fanned out yet (waiting, released or being fanned out)."""
     with Session(engine) as s:
         return int(
             s.execute(
                 select(func.count()).where(
                     col(MessageRelease.message_id) == message_id,
-                    col(MessageRelease.state).in_([WAITING, RELEASED]),
+                    col(MessageRelease.state).in_([WAITING, RELEASED, FANNING]),
                 )
             ).scalar_one()
         )
@@ -202,7 +201,7 @@ def release_due(
         s.execute(
             update(r)
             .where(due, col(r.message_id).not_in(live))
-            .values(state=DONE, released_at=now)
+            .values(state=CANCELLED)
             .execution_options(synchronize_session=False)
         )
         released = s.execute(
@@ -230,19 +229,25 @@ def release_due(
     return ids
 
 
-def stalled_releases(engine: Engine, cutoff: datetime) -> list[tuple[str, str]]:
+def stalled_releases(engine: Engine, cutoff: datetime, now: datetime) -> list[tuple[str, str]]:
     """(message id, lane) of runs with a group released before `cutoff` and not fanned out
-    since: its fan-out task was lost with the broker's contents."""
+    since (its fan-out task, or the worker running it, was lost), handed back to be
+    taken again."""
     r, m = MessageRelease, Message
-    with Session(engine) as s:
+    with session_scope(engine) as s:
+        ids = s.execute(
+            update(r)
+            .where(col(r.state).in_([RELEASED, FANNING]), col(r.released_at) < cutoff)
+            .values(state=RELEASED, released_at=now)
+            .returning(col(r.message_id))
+            .execution_options(synchronize_session=False)
+        ).scalars()
+        wanted = sorted(set(ids))
+        if not wanted:
+            return []
         rows = s.execute(
             select(col(m.id), col(m.lane)).where(
-                col(m.state) == MessageState.ACCEPTED,
-                col(m.id).in_(
-                    select(col(r.message_id)).where(
-                        col(r.state) == RELEASED, col(r.released_at) < cutoff
-                    )
-                ),
+                col(m.id).in_(wanted), col(m.state) == MessageState.ACCEPTED
             )
         ).tuples()
         return list(rows)
