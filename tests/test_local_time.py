@@ -177,3 +177,21 @@ def test_a_released_group_whose_fan_out_was_lost_is_fanned_out_by_the_sweep(
     assert status.by_status == {"SENT": 2} and status.state == "done"
     assert [_sent(app, t) for t in (near, west)] == [1, 1]
     assert {g.state for g in status.releases} == {"done"}
+
+
+def test_cancelling_a_local_time_run_closes_the_groups_still_to_come(app: AppHandle) -> None:
+    west = app.ios("west", time_zone=WEST)
+    message_id, _ = _local_run(app, "next_day")
+    deadline = time.monotonic() + 10
+    while not app.client.message(message_id).releases:  # planned by its fan-out
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    r = httpx.post(
+        f"{app.stack.api_url}/v1/messages/{message_id}/cancel",
+        headers={"X-API-Key": app.creds.api_key},
+    )
+    assert r.status_code == 200, r.text
+    status = app.client.message(message_id)
+    assert status.state == "cancelled"
+    assert [(g.zones, g.state) for g in status.releases] == [([WEST], "cancelled")]
+    assert _sent(app, west) == 0
