@@ -160,7 +160,8 @@ class SchedulePage(BaseModel):
 class LocalRelease(BaseModel):
     """One group of a local-time run: the devices whose zones reach the run's local time at
     `release_at` (None: skipped, their time had passed). state: waiting, released (due),
-    fanning (being fanned out), done, skipped or cancelled (with the Message). `zones` as registrations name them (null: none)."""
+    fanning (being fanned out), done, skipped or cancelled (with the Message). `zones` as
+    registrations name them (null: none)."""
 
     release_at: datetime | None
     devices: int  # when the run started

@@ -91,6 +91,8 @@ def plan(spec: ScheduleSpec, now: datetime, *, repeat_every_min_s: int) -> Plan:
     else:
         first = start
         kind = "repeat" if spec.repeat_every is not None else "once"
+    if local is not None and first > now + timedelta(seconds=REPEAT_EVERY_MAX_S):
+        raise ScheduleError("schedule", "a local-time schedule's first run must be within 10 years")
     if expires is not None and expires <= first:
         raise ScheduleError(
             "schedule.repeat_expires_at", "Invalid repeatExpiresAt date", INVALID_REPEAT_EXPIRES_AT
@@ -107,6 +109,8 @@ def local_options(spec: ScheduleSpec, now: datetime) -> dict[str, str | None] | 
             raise ScheduleError("schedule.local_date", "needs local_time")
         return None
     if spec.local_date is not None:
+        if spec.local_date > now.date() + timedelta(days=REPEAT_EVERY_MAX_S // 86_400):
+            raise ScheduleError("schedule.local_date", "must be within 10 years")
         if spec.repeat_every is not None or spec.cron is not None:
             raise ScheduleError(
                 "schedule.local_date", "only a once schedule names its date (not repeat or cron)"

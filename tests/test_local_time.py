@@ -116,6 +116,8 @@ def test_time_zones_and_local_times_are_checked_naming_the_field(app: AppHandle)
         ({"local_time": "25:00"}, "schedule.local_time"),
         ({"local_date": "2030-01-01"}, "schedule.local_date"),
         ({"local_time": "09:00", "local_date": "2020-01-01"}, "schedule.local_date"),
+        ({"local_time": "09:00", "local_date": "9999-12-31"}, "schedule.local_date"),
+        ({"local_time": "09:00", "publish_at": "9999-01-01T00:00:00Z"}, "schedule"),
         ({"local_time": "09:00", "local_time_missed": "never"}, "schedule.local_time_missed"),
         (
             {"local_time": "09:00", "local_date": "2030-01-01", "cron": "0 0 * * *"},
