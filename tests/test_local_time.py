@@ -13,8 +13,10 @@ from sqlalchemy import text
 
 from producer.apps import update_app
 from schemas.admin import AppUpdate
+from schemas.api import ScheduleSpec
 from schemas.db import engine_for
-from schemas.localtime import Quiet, quiet_until
+from schemas.localtime import Quiet, local_run, quiet_until, release_groups
+from schemas.scheduling import plan
 from schemas.settings import Settings
 from tests.conftest import AppHandle
 
@@ -197,3 +199,22 @@ def test_cancelling_a_local_time_run_closes_the_groups_still_to_come(app: AppHan
     assert status.state == "cancelled"
     assert [(g.zones, g.state) for g in status.releases] == [([WEST], "cancelled")]
     assert _sent(app, west) == 0
+
+
+def test_a_cron_local_time_run_is_for_the_date_of_its_slot_in_the_schedules_zone() -> None:
+    now = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+    spec = ScheduleSpec(cron="0 0 * * *", timezone="Pacific/Kiritimati", local_time="08:00")
+    p = plan(spec, now, repeat_every_min_s=60)
+    # Midnight at UTC+14 is 10:00 UTC the day before: every zone's 08:00 is still to come.
+    assert p.kind == "cron" and p.first_run_at == datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
+    assert p.local_time == {"at": "08:00", "date": None, "missed": "next_day"}
+    run = local_run(p.local_time, p.first_run_at, spec.timezone)
+    assert run == {"at": "08:00", "day": "2026-12-07", "missed": "next_day"}
+    groups = release_groups(
+        [("Pacific/Kiritimati", 1), ("Europe/Berlin", 2), (None, 3)], "UTC", run, p.first_run_at
+    )
+    assert [(g.release_at, g.zones) for g in groups] == [
+        (datetime(2026, 12, 6, 18, 0, tzinfo=UTC), ["Pacific/Kiritimati"]),
+        (datetime(2026, 12, 7, 7, 0, tzinfo=UTC), ["Europe/Berlin"]),
+        (datetime(2026, 12, 7, 8, 0, tzinfo=UTC), [None]),
+    ]
