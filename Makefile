@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint fuzz bench bench-prune chaos soak clean
+.PHONY: demo test lint fuzz bench bench-prune bench-audience chaos soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -37,6 +37,12 @@ bench: $(STAMP)
 bench-prune: $(STAMP)
 	bash scripts/services.sh
 	$(PY) -m bench.prune
+
+# POST /v1/audience's count over 1,000,000 registrations on PostgreSQL, per target kind
+# (its own database, dropped afterwards; a couple of minutes).
+bench-audience: $(STAMP)
+	bash scripts/services.sh
+	$(PY) -m bench.audience
 
 # A broadcast through a Redis FLUSHALL, an empty Redis restart and a worker SIGKILL, on
 # default settings: time to resume, time to done, re-sends (a few minutes).

@@ -83,6 +83,10 @@ def _throttle_is_for_campaigns(request: PushRequest) -> None:
         if getattr(request, name) is not None and is_transactional(request.target.model_dump()):
             rule = "applies to campaigns, not to a push to one device or one person"
             raise InvalidRequest(f"{name}: {rule}", [{"field": name, "rule": rule}])
+    target = request.target.model_dump()
+    if request.quiet_hours is not None and lane_for(target, request.payload.priority) == "priority":
+        rule = "holds campaign-lane pushes; one device or one person at high priority never waits"
+        raise InvalidRequest(f"quiet_hours: {rule}", [{"field": "quiet_hours", "rule": rule}])
 
 
 def stored_target(request: PushRequest) -> dict[str, Any]:
@@ -314,6 +318,7 @@ def _accept_schedule(
         repeat_expires_at=p.repeat_expires_at,
         cron=p.cron,
         timezone=p.timezone,
+        local_time=p.local_time,
         next_run_at=p.first_run_at,
         campaign=request.campaign() or None,
         created_at=now,

@@ -32,6 +32,7 @@ from schemas.admin import (
 )
 from schemas.codes import Role
 from schemas.db import session_scope
+from schemas.localtime import Quiet
 from schemas.settings import Settings
 from schemas.tables import ApiKey, App, utcnow
 from schemas.webpush import check_subject, load_vapid_key, new_vapid_pem, public_key_b64
@@ -243,6 +244,8 @@ def app_out(app: App) -> AppOut:
         apns=apns,
         fcm=fcm,
         hms=HmsOut(app_id=app.hms_app_id) if app.hms_app_id else None,
+        timezone=app.timezone,
+        quiet_hours=app.quiet_hours,
         created_at=app.created_at,
         updated_at=app.updated_at,
     )
@@ -278,6 +281,15 @@ def _apply_apns(app: App, given: ApnsIn) -> None:
         )
 
 
+def _apply_local(app: App, given: AppIn | AppUpdate) -> None:
+    """The app's default zone and quiet hours (equal start and end clear them)."""
+    if given.timezone is not None:
+        app.timezone = given.timezone
+    if given.quiet_hours is not None:
+        quiet = given.quiet_hours.model_dump()
+        app.quiet_hours = quiet if Quiet.of(quiet) else None
+
+
 def _apply(
     app: App, settings: Settings, apns: ApnsIn | None, fcm: FcmIn | None, hms: HmsIn | None
 ) -> None:
@@ -303,6 +315,7 @@ def create_app_checked(
     """A new app whose credentials were checked (the CLI's and the admin API's way in)."""
     app = App(name=given.name)
     _apply(app, settings, given.apns, given.fcm, given.hms)
+    _apply_local(app, given)
     if webpush is not None:
         app.webpush_private_key_pem, app.webpush_subject = webpush_columns(webpush)
     with session_scope(engine) as s:
@@ -324,5 +337,6 @@ def update_app(engine: Engine, settings: Settings, app_id: str, given: AppUpdate
                 raise Conflict(f"app {given.name!r} exists already")
             app.name = given.name
         _apply(app, settings, given.apns, given.fcm, given.hms)
+        _apply_local(app, given)
         app.updated_at = utcnow()
     return app

@@ -22,7 +22,7 @@ from schemas.campaigns import CANCELLED_TEXT, cancel_deliveries
 from schemas.codes import MessageState
 from schemas.queueing import CANCELLED_FLAG_TTL_S, cancelled_key
 from schemas.settings import Settings
-from schemas.tables import Message, utcnow
+from schemas.tables import Message, MessageRelease, utcnow
 
 CANCELLABLE = (MessageState.ACCEPTED, MessageState.DISPATCHED)
 
@@ -56,6 +56,15 @@ def cancel_message(
         ).rowcount
         if moved:
             conn.execute(cancel_deliveries(message_id, now))
+            # A local-time run's groups still to come never will.
+            conn.execute(
+                update(MessageRelease)
+                .where(
+                    col(MessageRelease.message_id) == message_id,
+                    col(MessageRelease.state).in_(["waiting", "released"]),
+                )
+                .values(state="cancelled")
+            )
     if not moved:  # it finished between the read and the write
         _finished(message_id, message_status(engine, app_id, message_id).state)
     return message_status(engine, app_id, message_id)

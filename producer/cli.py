@@ -11,7 +11,7 @@ import time
 from datetime import timedelta
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import redis
 import typer
@@ -521,6 +521,37 @@ def _hms_in(app_id: str | None, client_secret: str | None) -> HmsIn | None:
         field = "--hms-app-id" if err["loc"][0] == "app_id" else "--hms-client-secret"
         rule = "digits only" if field == "--hms-app-id" else "no spaces, at most 255 characters"
         raise CliError(f"{field}: {rule}") from None
+ZoneOpt = Annotated[
+    str | None,
+    typer.Option(help="time zone (IANA) of devices that name none; UTC unless set"),
+]
+QuietOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="quiet hours for campaigns, local to each device: START-END, e.g. 22:00-08:00 "
+        "(00:00-00:00: none)"
+    ),
+]
+
+
+def _local_settings(timezone: str | None, quiet_hours: str | None) -> dict[str, Any]:
+    """--timezone and --quiet-hours as AppIn/AppUpdate fields."""
+    given: dict[str, Any] = {}
+    if timezone is not None:
+        given["timezone"] = timezone
+    if quiet_hours is not None:
+        start, _, end = quiet_hours.partition("-")
+        given["quiet_hours"] = {"start": start.strip(), "end": end.strip()}
+    return given
+
+
+def _app_model(model: type[AppIn] | type[AppUpdate], **given: Any) -> Any:
+    try:
+        return model(**given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]).replace("_", "-")
+        raise CliError(f"--{field}: {first['msg']}") from exc
 
 
 def _print_app(app: App) -> None:
@@ -539,6 +570,9 @@ def _print_app(app: App) -> None:
         table.add_row("APNs", "-")
     table.add_row("FCM", f"{out.fcm.project_id} ({out.fcm.client_email})" if out.fcm else "-")
     table.add_row("Huawei Push Kit", f"app id {out.hms.app_id}" if out.hms else "-")
+    table.add_row("time zone", out.timezone)
+    quiet = out.quiet_hours
+    table.add_row("quiet hours", f"{quiet['start']}-{quiet['end']}" if quiet else "-")
     table.add_row("updated", out.updated_at.isoformat(timespec="seconds"))
     console.print(table)
 
@@ -564,6 +598,8 @@ def apps_create(
     ] = None,
     hms_app_id: HmsAppIdOpt = None,
     hms_client_secret: HmsSecretOpt = None,
+    timezone: ZoneOpt = None,
+    quiet_hours: QuietOpt = None,
 ) -> None:
     """Store an app with its APNs, FCM, Web Push and/or Huawei Push Kit credentials, checked
     first: a .p8 must be an EC key, a certificate valid now, a service account and a Huawei
@@ -582,11 +618,13 @@ def apps_create(
         apns_topic,
         "sandbox" if apns_sandbox else None,
     )
-    given = AppIn(
+    given = _app_model(
+        AppIn,
         name=name,
         apns=apns,
         fcm=_fcm_in(fcm_service_account),
         hms=_hms_in(hms_app_id, hms_client_secret),
+        **_local_settings(timezone, quiet_hours),
     )
     app = create_app_checked(_engine(), get_settings(), given, webpush=vapid)
     console.print(f"app {app.name} created: id {app.id}")
@@ -633,19 +671,23 @@ def apps_update(
     fcm_service_account: FcmOpt = None,
     hms_app_id: HmsAppIdOpt = None,
     hms_client_secret: HmsSecretOpt = None,
+    timezone: ZoneOpt = None,
+    quiet_hours: QuietOpt = None,
 ) -> None:
-    """Change an app's name or credentials, checked as on creation; what is not given is
-    kept. Nothing is stored unless all of it is valid."""
+    """Change an app's name, credentials, default time zone or quiet hours, checked as on
+    creation; what is not given is kept. Nothing is stored unless all of it is valid."""
     engine = _engine()
     record = find_app(engine, app)
     apns = _apns_in(
         apns_key_file, apns_key_id, apns_team_id, apns_cert_file, apns_topic, apns_environment
     )
-    given = AppUpdate(
+    given = _app_model(
+        AppUpdate,
         name=name,
         apns=apns,
         fcm=_fcm_in(fcm_service_account),
         hms=_hms_in(hms_app_id, hms_client_secret),
+        **_local_settings(timezone, quiet_hours),
     )
     _print_app(update_app(engine, get_settings(), record.id, given))
 
@@ -979,7 +1021,20 @@ def messages_show(message_id: str) -> None:
         console.print(f"[red]{exc.message}[/]")
         raise typer.Exit(2) from exc
     console.print(_status_table(st))
+    if st.releases:
+        console.print(_releases_table(st))
     console.print(_timeline_table(tl))
+
+
+def _releases_table(st: MessageStatus) -> Table:
+    """A local-time run's groups: when each zone group gets it, how many, and its state."""
+    at = (st.local_time or {}).get("at")
+    table = Table("release at (UTC)", "devices", "state", "zones", title=f"local time {at}")
+    for g in st.releases:
+        when = g.release_at.isoformat(timespec="seconds") if g.release_at else "-"
+        zones = ", ".join(z or "(none: app default)" for z in g.zones)
+        table.add_row(when, str(g.devices), g.state, zones)
+    return table
 
 
 @messages_cli.command("timeline")

@@ -6,8 +6,8 @@ from sqlalchemy import Engine, func, select
 from sqlmodel import Session, col
 
 from producer.errors import NotFound
-from schemas.api import DeliveryOut, DeliveryPage, MessageStatus
-from schemas.tables import Delivery, Message
+from schemas.api import DeliveryOut, DeliveryPage, LocalRelease, MessageStatus
+from schemas.tables import Delivery, Message, MessageRelease
 
 
 def message_status(engine: Engine, app_id: str | None, message_id: str) -> MessageStatus:
@@ -21,6 +21,19 @@ def message_status(engine: Engine, app_id: str | None, message_id: str) -> Messa
             .where(col(Delivery.message_id) == message_id)
             .group_by(col(Delivery.status), col(Delivery.code))
         ).all()
+        groups: list[MessageRelease] = []
+        if msg.local_time:
+            groups = list(
+                s.execute(
+                    select(MessageRelease)
+                    .where(col(MessageRelease.message_id) == message_id)
+                    .order_by(col(MessageRelease.release_at))
+                ).scalars()
+            )
+        releases = [
+            LocalRelease(release_at=g.release_at, devices=g.devices, state=g.state, zones=g.zones)
+            for g in groups
+        ]
     by_status: dict[str, int] = {}
     by_code: dict[str, int] = {}
     for status, code, n in rows:
@@ -41,6 +54,8 @@ def message_status(engine: Engine, app_id: str | None, message_id: str) -> Messa
         created_at=msg.created_at,
         dispatched_at=msg.dispatched_at,
         completed_at=msg.completed_at,
+        local_time=msg.local_time,
+        releases=releases,
     )
 
 

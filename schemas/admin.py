@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.api import QuietHours, TimeZone
+
 MAX_OVERLAP_S = 30 * 24 * 3600
 
 
@@ -37,6 +39,11 @@ class HmsIn(_Strict):
 
     app_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[0-9]+$")]
     client_secret: Annotated[str, Field(min_length=1, max_length=255, pattern=r"^\S+$")]
+_ZONE_HELP = "the time zone (IANA) of devices that name none; UTC unless set"
+_QUIET_HELP = (
+    "local hours in which campaign-lane deliveries wait (a push's own quiet_hours win); "
+    "equal start and end: none"
+)
 
 
 class AppIn(_Strict):
@@ -44,6 +51,8 @@ class AppIn(_Strict):
     apns: ApnsIn | None = None
     fcm: FcmIn | None = None
     hms: HmsIn | None = None
+    timezone: TimeZone | None = Field(None, description=_ZONE_HELP)
+    quiet_hours: QuietHours | None = Field(None, description=_QUIET_HELP)
 
 
 class AppUpdate(_Strict):
@@ -51,6 +60,8 @@ class AppUpdate(_Strict):
     apns: ApnsIn | None = None
     fcm: FcmIn | None = None
     hms: HmsIn | None = None
+    timezone: TimeZone | None = Field(None, description=_ZONE_HELP)
+    quiet_hours: QuietHours | None = Field(None, description=_QUIET_HELP)
 
 
 class ApnsOut(BaseModel):
@@ -77,6 +88,8 @@ class AppOut(BaseModel):
     apns: ApnsOut | None = None
     fcm: FcmOut | None = None
     hms: HmsOut | None = None
+    timezone: str = "UTC"
+    quiet_hours: dict[str, str] | None = None
     created_at: datetime
     updated_at: datetime
 

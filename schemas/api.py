@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
+
+from schemas.localtime import HHMM, check_zone
 
 # The payload lives in schemas/payload.py; re-exported so `from schemas.api import ...` works.
 from schemas.payload import ALERT_MAX as ALERT_MAX
@@ -32,6 +34,12 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: "09:00": a wall-clock time, read in each device's time zone.
+Clock = Annotated[str, Field(pattern=HHMM, examples=["09:00"])]
+#: An IANA time zone name ("Europe/Berlin"), checked against the zone database.
+TimeZone = Annotated[str, Field(max_length=64), AfterValidator(check_zone)]
+
+
 class ScheduleSpec(Strict):
     """When to publish. Times are ISO 8601 or, as Backendless sends them, epoch milliseconds."""
 
@@ -40,6 +48,36 @@ class ScheduleSpec(Strict):
     repeat_expires_at: datetime | int | None = None
     cron: Annotated[str, Field(min_length=1, max_length=120)] | None = None
     timezone: Annotated[str, Field(max_length=64)] = "UTC"
+    local_time: Clock | None = Field(
+        None,
+        description=(
+            "Deliver each run at this time in each device's own time zone (its "
+            "registration's time_zone, else the app's). The run's local date is local_date, "
+            "else the run's date in `timezone`; a run spans up to a day."
+        ),
+    )
+    local_date: date | None = Field(
+        None,
+        description=(
+            "The local date of a once schedule's run (needs local_time). Without publish_at "
+            "the run starts when the first zone on earth reaches local_time that day."
+        ),
+    )
+    local_time_missed: Literal["next_day", "skip"] = Field(
+        "next_day",
+        description=(
+            "Devices whose local_time had passed when the run started: the next day's "
+            "local_time (next_day) or nothing (skip)."
+        ),
+    )
+
+
+class QuietHours(Strict):
+    """Local hours in which campaign-lane deliveries wait (held QUEUED, sent when they end);
+    priority-lane pushes are never held. start after end wraps midnight (22:00-08:00)."""
+
+    start: Clock
+    end: Clock
 
 
 #: A label names a campaign's kind ("spring-sale", "onboarding:day1"): short, no spaces.
@@ -66,6 +104,14 @@ class PushRequest(Strict):
     # many a minute (the app's provider rates still apply; the priority lane never is).
     deliver_over: Annotated[int, Field(ge=1, le=MAX_DELIVER_OVER_S)] | None = None
     max_per_minute: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
+    quiet_hours: QuietHours | None = Field(
+        None,
+        description=(
+            "Campaign lane only: deliveries falling inside these hours, local to each device "
+            "(its time_zone, else the app's), wait QUEUED until they end. Without it the "
+            "app's quiet hours apply. A 400 on a priority-lane push, which is never held."
+        ),
+    )
 
     def campaign(self) -> dict[str, Any]:
         """The campaign options as stored on a Schedule and copied onto each run's Message."""
@@ -73,7 +119,7 @@ class PushRequest(Strict):
 
 
 #: The PushRequest fields every Message of a campaign carries (see `PushRequest.campaign`).
-CAMPAIGN_FIELDS = {"name", "labels", "deliver_over", "max_per_minute"}
+CAMPAIGN_FIELDS = {"name", "labels", "deliver_over", "max_per_minute", "quiet_hours"}
 THROTTLE_FIELDS = ("deliver_over", "max_per_minute")
 
 
@@ -99,6 +145,9 @@ class ScheduleOut(BaseModel):
     repeat_expires_at: datetime | None
     cron: str | None
     timezone: str
+    local_time: str | None = None
+    local_date: date | None = None
+    local_time_missed: str | None = None
     next_run_at: datetime | None
     runs: int
     last_run_at: datetime | None
@@ -109,6 +158,18 @@ class ScheduleOut(BaseModel):
 class SchedulePage(BaseModel):
     items: list[ScheduleOut]
     next_cursor: str | None
+
+
+class LocalRelease(BaseModel):
+    """One group of a local-time run: the devices whose zones reach the run's local time at
+    `release_at` (None: skipped, their time had passed). state: waiting, released (due),
+    fanning (being fanned out), done, skipped or cancelled (with the Message). `zones` as
+    registrations name them (null: none)."""
+
+    release_at: datetime | None
+    devices: int  # when the run started
+    state: str
+    zones: list[str | None]
 
 
 class MessageStatus(BaseModel):
@@ -125,6 +186,17 @@ class MessageStatus(BaseModel):
     created_at: datetime
     dispatched_at: datetime | None
     completed_at: datetime | None
+    local_time: dict[str, str] | None = Field(
+        None,
+        description='A local-time run: {"at": "09:00", "day": "2030-06-01", "missed": …}.',
+    )
+    releases: list[LocalRelease] = Field(
+        [],
+        description=(
+            "A local-time run's release groups, soonest first; the Message stays accepted "
+            "until the last is released."
+        ),
+    )
 
 
 class Attempt(BaseModel):
@@ -197,6 +269,13 @@ class DeliveryOut(BaseModel):
     dismissed_at: datetime | None = None  # CM MessageDismissed (the status is RECEIVED)
     # Each attempt that got an answer, oldest first.
     history: list[Attempt] | None = None
+    next_attempt_at: datetime | None = Field(
+        None,
+        description=(
+            "A QUEUED Delivery is not sent before this: a retry's backoff, a throttle, or "
+            'quiet hours (then provider_message says "held: quiet hours until …").'
+        ),
+    )
 
 
 class EngagementIn(BaseModel):
@@ -257,7 +336,8 @@ class RegistrationIn(Strict):
     preferred_languages: (
         Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=100)] | None
     ) = None
-    time_zone: Annotated[str, Field(max_length=64)] | None = None
+    # IANA name: the device's local time for local_time schedules and quiet hours.
+    time_zone: TimeZone | None = None
     form_factor: Annotated[str, Field(max_length=32)] | None = None
     device_model: Short | None = None
     device_manufacturer: Short | None = None

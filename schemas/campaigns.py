@@ -24,6 +24,7 @@ def campaign_columns(campaign: dict[str, Any]) -> dict[str, Any]:
         "labels": campaign.get("labels"),
         "deliver_over_s": campaign.get("deliver_over"),
         "max_per_minute": campaign.get("max_per_minute"),
+        "quiet_hours": campaign.get("quiet_hours"),
     }
 
 

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 
 from schemas.api import ScheduleSpec
+from schemas.localtime import clock, earliest_start, last_chance
 
 INVALID_PUBLISH_AT = 5030  # Backendless: "Invalid publishAt date"
 INVALID_REPEAT_EXPIRES_AT = 5003  # Backendless: "Invalid repeatExpiresAt date"
@@ -36,6 +37,7 @@ class Plan:
     repeat_expires_at: datetime | None
     cron: str | None
     timezone: str
+    local_time: dict[str, str | None] | None = None  # {"at", "date", "missed"}, see localtime
 
 
 def as_instant(value: datetime | int | None, field: str, code: int) -> datetime | None:
@@ -77,19 +79,51 @@ def plan(spec: ScheduleSpec, now: datetime, *, repeat_every_min_s: int) -> Plan:
         raise ScheduleError("schedule.cron", f"not a valid cron expression: {spec.cron!r}")
     if expires is not None and spec.repeat_every is None and spec.cron is None:
         raise ScheduleError("schedule.repeat_expires_at", "needs repeat_every or cron")
+    local = local_options(spec, now)
 
     start = publish_at or now
+    if spec.local_date is not None and spec.local_time is not None and publish_at is None:
+        # Start when the first zone reaches the time that day, so every zone gets that date.
+        start = max(now, earliest_start(spec.local_date, clock(spec.local_time)))
     if spec.cron is not None:
         first = cron_next(spec.cron, zone, start - timedelta(microseconds=1))
         kind = "cron"
     else:
         first = start
         kind = "repeat" if spec.repeat_every is not None else "once"
+    if local is not None and first > now + timedelta(seconds=REPEAT_EVERY_MAX_S):
+        raise ScheduleError("schedule", "a local-time schedule's first run must be within 10 years")
     if expires is not None and expires <= first:
         raise ScheduleError(
             "schedule.repeat_expires_at", "Invalid repeatExpiresAt date", INVALID_REPEAT_EXPIRES_AT
         )
-    return Plan(kind, first, publish_at, spec.repeat_every, expires, spec.cron, spec.timezone)
+    return Plan(
+        kind, first, publish_at, spec.repeat_every, expires, spec.cron, spec.timezone, local
+    )
+
+
+def local_options(spec: ScheduleSpec, now: datetime) -> dict[str, str | None] | None:
+    """The local-time options as a Schedule keeps them, or None; ScheduleError if invalid."""
+    if spec.local_time is None:
+        if spec.local_date is not None:
+            raise ScheduleError("schedule.local_date", "needs local_time")
+        return None
+    if spec.local_date is not None:
+        if spec.local_date > now.date() + timedelta(days=REPEAT_EVERY_MAX_S // 86_400):
+            raise ScheduleError("schedule.local_date", "must be within 10 years")
+        if spec.repeat_every is not None or spec.cron is not None:
+            raise ScheduleError(
+                "schedule.local_date", "only a once schedule names its date (not repeat or cron)"
+            )
+        if last_chance(spec.local_date, clock(spec.local_time)) < now:
+            raise ScheduleError(
+                "schedule.local_date", f"{spec.local_time} on it has passed in every time zone"
+            )
+    return {
+        "at": spec.local_time,
+        "date": spec.local_date.isoformat() if spec.local_date else None,
+        "missed": spec.local_time_missed,
+    }
 
 
 def cron_next(expr: str, zone: ZoneInfo, after: datetime) -> datetime:

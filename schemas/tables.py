@@ -94,6 +94,10 @@ class App(SQLModel, table=True):
     fcm_rate_per_minute: int | None = None
     webpush_rate_per_minute: int | None = None
     hms_rate_per_minute: int | None = None
+    # The zone of devices that name none (IANA), and quiet hours for its campaigns
+    # ({"start": "22:00", "end": "08:00"}, local to each device), see schemas/localtime.py.
+    timezone: str = Field(default="UTC", max_length=64)
+    quiet_hours: dict[str, str] | None = Field(default=None, sa_column=Column(JSON))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -133,6 +137,7 @@ class Registration(SQLModel, table=True):
         Index("ix_registration_app_phone", "app_id", "phone_number"),
         Index("ix_registration_app_email", "app_id", "email"),
         Index("ix_registration_app_group", "app_id", "push_group"),
+        Index("ix_registration_app_zone", "app_id", "time_zone", "id"),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
@@ -267,6 +272,11 @@ class Message(SQLModel, table=True):
     # fan-out turns deliver_over_s into max_per_minute once it has counted the audience).
     deliver_over_s: int | None = None
     max_per_minute: int | None = None
+    # Campaign lane: local hours its deliveries wait out (else the app's quiet hours).
+    quiet_hours: dict[str, str] | None = Field(default=None, sa_column=Column(JSON))
+    # A local-time run: {"at": "09:00", "day": "2026-12-24", "missed": "next_day"}; its
+    # devices are fanned out per MessageRelease, each when its zone reaches `at`.
+    local_time: dict[str, str] | None = Field(default=None, sa_column=Column(JSON))
     created_at: datetime = Field(default_factory=utcnow)
     dispatched_at: datetime | None = None
     completed_at: datetime | None = None
@@ -291,12 +301,35 @@ class Schedule(SQLModel, table=True):
     timezone: str = Field(default="UTC", max_length=64)
     # The campaign options each run's Message carries (name, labels…), as the request gave them.
     campaign: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    # Each run at this local time per device: {"at": "09:00", "date": None, "missed": …}.
+    local_time: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     state: str = Field(default="scheduled", max_length=12)  # scheduled|paused|cancelled|finished
     next_run_at: datetime | None = None
     runs: int = 0
     last_run_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class MessageRelease(SQLModel, table=True):
+    """One group of a local-time run's devices: the zones (as registrations store them;
+    null: none) whose local time falls at `release_at`. The scheduler releases a due group
+    and the fan-out writes its Deliveries then; `skipped` groups (their time had passed,
+    missed "skip") never are."""
+
+    __tablename__ = "message_release"
+    __table_args__ = (Index("ix_message_release_due", "state", "release_at"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    message_id: str = Field(
+        foreign_key="message.id", index=True, max_length=36, ondelete="CASCADE"
+    )
+    release_at: datetime | None = None
+    zones: list[str | None] = Field(sa_column=Column(JSON, nullable=False))
+    devices: int = 0  # when the run started
+    # waiting | released (due) | fanning (a fan-out task took it) | done | skipped | cancelled
+    state: str = Field(default="waiting", max_length=10)
+    released_at: datetime | None = None
 
 
 class Delivery(SQLModel, table=True):

@@ -59,3 +59,22 @@ def test_credentials_are_checked_on_the_way_in_and_never_returned(
     assert api.get("/v1/apps/some-other-app").status_code == 404  # an app key: its own app
     assert [a["id"] for a in api.get("/v1/apps").json()] == [app.creds.app_id]
     assert api.post("/v1/apps", json={"name": "x"}).status_code == 403
+
+
+def test_an_apps_default_zone_and_quiet_hours_are_set_over_the_admin_api(
+    stack: Stack, app: AppHandle
+) -> None:
+    assert stack.database_url
+    operator, _ = create_key(engine_for(stack.database_url), None, ["admin"])
+    api = httpx.Client(base_url=stack.api_url, headers={"X-API-Key": operator}, timeout=30)
+    base = f"/v1/apps/{app.creds.app_id}"
+    assert api.get(base).json()["timezone"] == "UTC"
+    quiet = {"start": "22:00", "end": "07:30"}
+    changed = api.patch(base, json={"timezone": "Asia/Tokyo", "quiet_hours": quiet})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["timezone"] == "Asia/Tokyo" and changed.json()["quiet_hours"] == quiet
+    bad = api.patch(base, json={"timezone": "Asia/Atlantis"})
+    assert bad.status_code == 400 and bad.json()["details"][0]["field"] == "timezone"
+    bad = api.patch(base, json={"quiet_hours": {"start": "22:00"}})
+    assert bad.status_code == 400 and bad.json()["details"][0]["field"] == "quiet_hours.end"
+    assert api.get(base).json()["timezone"] == "Asia/Tokyo"  # nothing half-written

@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from producer.stack import Stack
 from schemas.db import engine_for
-from schemas.tables import ApiKey
+from schemas.tables import ApiKey, App
 from simulators.credentials import make_apns_key, make_service_account
 from tests.conftest import AppHandle
 
@@ -197,3 +197,28 @@ def test_send_pushes_to_a_token_and_prints_the_outcome(stack: Stack, app: AppHan
     both = run("send", app.creds.app_id, "--user", "sender", "--alert", "hi", env=env)
     assert both.returncode == 1 and "code 7: registration expired" in both.stdout
     assert stack.apns.stats()["accepted"].get(token) == 2
+
+
+def test_apps_take_a_default_time_zone_and_quiet_hours_checked_on_the_way_in(
+    tmp_path: Path,
+) -> None:
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "PUSHLINE_LOG_JSON": "false"}
+    assert run("db", "upgrade", env=env).returncode == 0
+    made = run("apps", "create", "shop", "--timezone", "Europe/Berlin", env=env)
+    assert made.returncode == 0, made.stderr
+    changed = run("apps", "update", "shop", "--quiet-hours", "22:00-08:00", env=env)
+    assert changed.returncode == 0, changed.stderr
+    assert "Europe/Berlin" in changed.stdout and "22:00-08:00" in changed.stdout
+    with Session(engine_for(env["DATABASE_URL"])) as s:
+        [app] = s.execute(select(App)).scalars()
+    assert app.timezone == "Europe/Berlin"
+    assert app.quiet_hours == {"start": "22:00", "end": "08:00"}
+    bad_zone = run("apps", "update", "shop", "--timezone", "Mars/Olympus", env=env)
+    assert bad_zone.returncode == 2 and "--timezone" in bad_zone.stderr
+    bad_hours = run("apps", "update", "shop", "--quiet-hours", "late", env=env)
+    assert bad_hours.returncode == 2 and "--quiet-hours" in bad_hours.stderr
+    cleared = run("apps", "update", "shop", "--quiet-hours", "00:00-00:00", env=env)
+    assert cleared.returncode == 0
+    with Session(engine_for(env["DATABASE_URL"])) as s:
+        [app] = s.execute(select(App)).scalars()
+    assert app.quiet_hours is None and app.timezone == "Europe/Berlin"

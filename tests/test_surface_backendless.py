@@ -229,6 +229,35 @@ def test_delayed_publish_is_published_by_the_scheduler(app: AppHandle) -> None:
     assert apns_seen(app, apple)[1] == {"aps": {"alert": {"body": "Soon"}}}
 
 
+def test_repeat_every_until_repeat_expires_at_is_a_pushline_schedule(app: AppHandle) -> None:
+    apple, _ = register(app, "IOS", ["daily"])
+    first = now_ms() + 1000
+    body = {
+        "message": "Again",
+        "publishAt": first,
+        "repeatEvery": 1,
+        "repeatExpiresAt": first + 1500,  # runs at publishAt and a second later: two
+    }
+    r = publish(app, "daily", body)
+    assert r.status_code == 200 and r.json()["status"] == "scheduled"
+    message_id = r.json()["messageId"]
+    schedule = native(app, "GET", f"/v1/schedules/{message_id}")  # the messageId names it
+    assert schedule["kind"] == "repeat" and schedule["repeat_every"] == 1
+    assert schedule["publish_at"] is not None and schedule["repeat_expires_at"] is not None
+    deadline = time.monotonic() + 30
+    while native(app, "GET", f"/v1/schedules/{message_id}")["state"] != "finished":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    schedule = native(app, "GET", f"/v1/schedules/{message_id}")
+    assert schedule["runs"] == 2 and len(schedule["message_ids"]) == 2
+    for run in schedule["message_ids"]:
+        while native(app, "GET", f"/v1/messages/{run}")["state"] not in ("done", "failed"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    assert len(app.stack.apns.requests(apple)) == 2  # once per run
+    assert status(app, message_id)["status"] == "published"
+
+
 @pytest.mark.parametrize("publish_at", ["a minute ago", "tomorrow", True])
 def test_publish_at_in_the_past_or_not_a_number_is_5030(app: AppHandle, publish_at: Any) -> None:
     when = now_ms() - 60_000 if publish_at == "a minute ago" else publish_at

@@ -57,6 +57,8 @@ from worker.payloads import (
     webpush_for_device,
     webpush_too_large,
 )
+from worker.quiet import QuietHold, recheck_s
+from worker.quiet import note as quiet_note
 from worker.ratelimit import (
     Grant,
     LaneState,
@@ -94,6 +96,12 @@ NO_KEYS = Outcome(
     ResultCode.TOKEN_MISSING,
     DeliveryStatus.ERROR,
     message="Web Push subscription without its keys (p256dh, auth); register it again",
+)
+
+QUIET_EXPIRED = Outcome(
+    ResultCode.COMMUNICATION_FAILED,
+    DeliveryStatus.ERROR,
+    message="expired: time to live ends within the device's quiet hours",
 )
 
 #: The Message was cancelled before this Delivery was sent: recorded CANCELLED, no code.
@@ -347,6 +355,7 @@ def _deliver_claimed(
 
     # Per (app, provider, throttled Message or None): a throttled Message sends on its own.
     sendable: dict[tuple[str, str, str | None], list[store.ClaimedDelivery]] = defaultdict(list)
+    quiet = QuietHold(got.apps, now)
     for c in claimed:
         msg = messages.get(c.message_id)
         code = ResultCode.TARGET_NOT_FOUND
@@ -367,11 +376,14 @@ def _deliver_claimed(
             # A retry planned within the time to live may still start just after it.
             when = f"attempt {c.attempts}" if c.attempts > 1 else "delivery"
             text = f"expired: time to live passed before {when}"
+        elif quiet.holds(c, msg):
+            continue
         else:
             sendable[(c.app_id, c.provider, _throttled(msg))].append(c)
             continue
         chunk.final(c, Outcome(code, DeliveryStatus.ERROR, message=text))
 
+    _hold_quiet(chunk, quiet, enqueue_retry)
     chunk.flush()
     lanes = lane_state(settings)
     for (app_id, provider, throttled), group in sendable.items():
@@ -400,6 +412,24 @@ def _deliver_claimed(
         codes={str(k): v for k, v in report.codes.items() if k != 0},
         ms=round((time.monotonic() - started) * 1000),
     )
+
+
+def _hold_quiet(chunk: _Chunk, quiet: QuietHold, enqueue_retry: RetryEnqueuer) -> None:
+    """Hand back the deliveries inside quiet hours, QUEUED until they end (those whose time
+    to live ends first are over now, as for any hold)."""
+    now = utcnow()
+    for end, group in quiet.until.items():
+        ids = []
+        for c in group:
+            msg = chunk.messages[c.message_id]
+            if msg.expires_at is not None and msg.expires_at < end:
+                chunk.final(c, QUIET_EXPIRED)
+            else:
+                ids.append(c.id)
+        if ids:
+            store.release(chunk.engine, ids, end, note=quiet_note(end))
+            enqueue_retry(ids, recheck_s(end, now))
+            chunk.report.held += len(ids)
 
 
 def _throttled(msg: store.ClaimedMessage) -> str | None:

@@ -34,8 +34,9 @@ from schemas.liveness import HOW_TO_CONSUME
 from schemas.metrics import RECOVERED
 from schemas.queueing import queue_for
 from schemas.settings import Settings
-from schemas.tables import QUEUED, Delivery, Message
+from schemas.tables import QUEUED, Delivery, Message, MessageRelease
 from worker.fanout import chunks
+from worker.releases import stalled_releases
 
 log = structlog.get_logger("pushline.recovery")
 
@@ -90,16 +91,23 @@ def sweep(
             if lost_at is None
             else [MessageState.ACCEPTED, MessageState.DISPATCHED]
         )
+        # A local-time run waits for its zones on purpose; its released groups whose
+        # fan-out was lost are found by stalled_releases.
+        planned = exists().where(col(MessageRelease.message_id) == col(Message.id))
         stalled_fanouts = s.execute(
             select(col(Message.id), col(Message.lane)).where(
                 col(Message.state) == MessageState.ACCEPTED,
                 col(Message.created_at) < cutoff,
                 ~recent_work,
+                ~planned,
             )
         ).all()
         stalled = s.execute(
             select(col(Message.id), col(Message.lane)).where(
-                col(Message.state).in_(states),
+                or_(
+                    col(Message.state).in_(states),
+                    and_(col(Message.state) == MessageState.ACCEPTED, planned),
+                ),
                 exists().where(
                     col(Delivery.message_id) == col(Message.id),
                     col(Delivery.status) == QUEUED,
@@ -107,7 +115,7 @@ def sweep(
                 ~recent_work,
             )
         ).all()
-    for message_id, lane in stalled_fanouts:
+    for message_id, lane in [*stalled_fanouts, *stalled_releases(engine, cutoff, now)]:
         if readable(lane):
             enqueue_fanout(message_id, lane)
             report.fanouts += 1

@@ -29,12 +29,14 @@ from sqlmodel import Session, col
 
 from schemas.campaigns import campaign_columns
 from schemas.codes import MessageState
+from schemas.localtime import latest_release, local_run
 from schemas.metrics import SCHEDULE_RUNS
 from schemas.retention import prune_some
 from schemas.scheduling import next_run
 from schemas.settings import Settings
 from schemas.tables import Message, Schedule, utcnow
 from worker.liveness import BrokerWatch, Heartbeat, serve
+from worker.releases import release_due
 
 log = structlog.get_logger("pushline.scheduler")
 
@@ -105,6 +107,10 @@ def publish_due(
                 **campaign_columns(sch.campaign or {}),
             )
             message.expires_at = run_expiry(sch.payload, now)
+            if sch.local_time:
+                message.local_time = local_run(sch.local_time, due, sch.timezone)
+                # A run spans its zones' day: a time to live counts from its last release.
+                message.expires_at = run_expiry(sch.payload, latest_release(message.local_time))
             s.add(message)
             s.flush()
             published.append((message.id, sch.lane))
@@ -140,6 +146,7 @@ def run(
         try:
             published = publish_due(engine, utcnow(), enqueue_fanout)
             SCHEDULE_RUNS.inc(len(published))
+            release_due(engine, utcnow(), enqueue_fanout)  # local-time runs' zone groups
             lost_at = None
             if watch is not None:
                 watch.look()

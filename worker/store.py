@@ -58,6 +58,7 @@ class ClaimedDelivery:
     locale: str | None = None
     preferred_languages: list[str] | None = None
     webpush_keys: tuple[str, str] | None = None  # (p256dh, auth) of a Web Push subscription
+    time_zone: str | None = None  # the registration's own, for quiet hours (worker/quiet.py)
     # The Global User IDs it had before (read only for bulk Messages, whose entries may
     # name an old one).
     former_global_user_ids: tuple[str, ...] = ()
@@ -99,6 +100,7 @@ class ClaimedMessage:
     lane: str
     expires_at: datetime | None
     max_per_minute: int | None
+    quiet_hours: dict[str, str] | None  # its own; else its app's (worker/quiet.py)
 
 
 _MESSAGE_COLUMNS = [f.name for f in fields(ClaimedMessage)]
@@ -126,6 +128,7 @@ _REGISTRATION_COLUMNS = (
     "preferred_languages",
     "webpush_p256dh",
     "webpush_auth",
+    "time_zone",
 )
 # The claim and the registrations it needs in one round trip on PostgreSQL.
 _PG_CLAIM = text(
@@ -256,7 +259,7 @@ def _claimed(row: Any) -> ClaimedDelivery:
     (did, message_id, app_id, provider, attempts, _, rid, token, active, code, *rest) = row
     if rid is None:  # the registration was deleted after fan-out
         return ClaimedDelivery(did, message_id, app_id, provider, attempts, "", "", False, None)
-    platform, username, global_user_id, locale, preferred_languages, p256dh, auth = rest
+    platform, username, global_user_id, locale, preferred_languages, p256dh, auth, zone = rest
     return ClaimedDelivery(
         id=did,
         message_id=message_id,
@@ -273,6 +276,7 @@ def _claimed(row: Any) -> ClaimedDelivery:
         locale=locale,
         preferred_languages=preferred_languages,
         webpush_keys=(p256dh, auth) if p256dh and auth else None,
+        time_zone=zone,
     )
 
 
@@ -605,9 +609,13 @@ def set_message_state(
         )
 
 
-def release(engine: Engine, ids: Sequence[str], next_attempt_at: datetime) -> int:
+def release(
+    engine: Engine, ids: Sequence[str], next_attempt_at: datetime, note: str | None = None
+) -> int:
     """Hand claimed rows back unsent: a task held back by its lane (a pause, no tokens yet)
-    made no attempt, so the attempt its claim counted is taken back."""
+    or by quiet hours made no attempt, so the attempt its claim counted is taken back.
+    `note` (why it waits) is kept as the Delivery's provider_message."""
+    extra = {"provider_message": note} if note is not None else {}
     if not ids:
         return 0
     with session_scope(engine) as s:
@@ -624,6 +632,7 @@ def release(engine: Engine, ids: Sequence[str], next_attempt_at: datetime) -> in
                 # Tells the recovery sweep these rows wait on purpose, and until when.
                 next_attempt_at=next_attempt_at,
                 updated_at=utcnow(),
+                **extra,
             )
             .execution_options(synchronize_session=False)
         )

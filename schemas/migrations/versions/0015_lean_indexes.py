@@ -6,8 +6,8 @@ Messages only. Delivery: the two status indexes hold QUEUED rows only, so record
 outcome adds entries to three indexes instead of five; on PostgreSQL its pages keep 15 %
 free, so the claim (lease and attempts, no indexed column) updates rows in place (HOT).
 
-Revision ID: 0016
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-06 09:50:00
 """
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0016"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
