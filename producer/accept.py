@@ -20,7 +20,7 @@ from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col
 
-from producer.dispatch import announce_accepted, dispatcher_for
+from producer.dispatch import announce_accepted, dispatcher_for, log_accepted
 from producer.enqueue import enqueue_fanout
 from producer.errors import Conflict, InvalidRequest, Unavailable
 from schemas.api import THROTTLE_FIELDS, PushRequest
@@ -156,8 +156,12 @@ def accept_push(
         row = message_row(app_id, request, key, digest, now)
         try:
             if inline(settings, row):
-                done = dispatcher_for(settings, engine).submit(row)
-                return Accepted(row["id"], wait_dispatched(done))
+                # The accept line is logged here, in the caller's thread, once accepted: a
+                # caller's own output after this returns never races it.
+                done = dispatcher_for(settings, engine).submit(row, quiet=True)
+                accepted = Accepted(row["id"], wait_dispatched(done))
+                log_accepted(row, structlog.contextvars.get_contextvars())
+                return accepted
             message = Message(**row)
             with session_scope(engine) as s:
                 s.add(message)

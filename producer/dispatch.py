@@ -248,8 +248,12 @@ def announce_accepted(message: dict[str, Any], context: dict[str, Any] | None = 
     for a quiet push (context None), whose submitter logs it."""
     kind = str(message["target"].get("type", "?"))
     MESSAGES_ACCEPTED.labels(message["app_id"], kind, message["lane"]).inc()
-    if context is None:
-        return
+    if context is not None:
+        log_accepted(message, context)
+
+
+def log_accepted(message: dict[str, Any], context: dict[str, Any]) -> None:
+    kind = str(message["target"].get("type", "?"))
     log.info(
         "push accepted",
         **context,

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
 
-from schemas.localtime import HHMM, check_zone
+from schemas.localtime import HHMM, check_device_zone, check_zone
 
 # The payload lives in schemas/payload.py; re-exported so `from schemas.api import ...` works.
 from schemas.payload import ALERT_MAX as ALERT_MAX
@@ -38,6 +38,7 @@ class Strict(BaseModel):
 Clock = Annotated[str, Field(pattern=HHMM, examples=["09:00"])]
 #: An IANA time zone name ("Europe/Berlin"), checked against the zone database.
 TimeZone = Annotated[str, Field(max_length=64), AfterValidator(check_zone)]
+DeviceZone = Annotated[str, Field(max_length=64), AfterValidator(check_device_zone)]
 
 
 class ScheduleSpec(Strict):
@@ -336,8 +337,9 @@ class RegistrationIn(Strict):
     preferred_languages: (
         Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=100)] | None
     ) = None
-    # IANA name: the device's local time for local_time schedules and quiet hours.
-    time_zone: TimeZone | None = None
+    # The device's zone for local_time schedules and quiet hours: an IANA name (SAP's own
+    # example says "MESZ": kept, read as no zone, so the app's default applies).
+    time_zone: DeviceZone | None = None
     form_factor: Annotated[str, Field(max_length=32)] | None = None
     device_model: Short | None = None
     device_manufacturer: Short | None = None

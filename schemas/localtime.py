@@ -46,6 +46,15 @@ def check_zone(name: str) -> str:
     return name
 
 
+def check_device_zone(name: str) -> str:
+    """A registration's zone: an IANA name, or a name with no "/" such as SAP's "MESZ",
+    which the seed's own example registers (kept as given, read as no zone). A name shaped
+    like an IANA one that is none ("Europe/Berln") is refused: it is a typo."""
+    if "/" in name:
+        return check_zone(name)
+    return name
+
+
 def clock(text: str) -> time:
     """A clock time, "09:00" or "09:00:30", as a time (the request models check the form)."""
     hours, minutes, *seconds = (int(part) for part in text.split(":"))

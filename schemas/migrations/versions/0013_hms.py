@@ -17,10 +17,9 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("app", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("hms_app_id", sa.String(length=64), nullable=True))
-        batch_op.add_column(sa.Column("hms_client_secret", sa.String(length=255), nullable=True))
-        batch_op.add_column(sa.Column("hms_rate_per_minute", sa.Integer(), nullable=True))
+    op.add_column("app", sa.Column("hms_app_id", sa.String(length=64), nullable=True))
+    op.add_column("app", sa.Column("hms_client_secret", sa.String(length=255), nullable=True))
+    op.add_column("app", sa.Column("hms_rate_per_minute", sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:

@@ -18,16 +18,13 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("app", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("timezone", sa.String(length=64), nullable=False, server_default="UTC")
-        )
-        batch_op.add_column(sa.Column("quiet_hours", sa.JSON(), nullable=True))
-    with op.batch_alter_table("message", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("quiet_hours", sa.JSON(), nullable=True))
-        batch_op.add_column(sa.Column("local_time", sa.JSON(), nullable=True))
-    with op.batch_alter_table("schedule", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("local_time", sa.JSON(), nullable=True))
+    op.add_column(
+        "app", sa.Column("timezone", sa.String(length=64), nullable=False, server_default="UTC")
+    )
+    op.add_column("app", sa.Column("quiet_hours", sa.JSON(), nullable=True))
+    op.add_column("message", sa.Column("quiet_hours", sa.JSON(), nullable=True))
+    op.add_column("message", sa.Column("local_time", sa.JSON(), nullable=True))
+    op.add_column("schedule", sa.Column("local_time", sa.JSON(), nullable=True))
     op.create_table(
         "message_release",
         sa.Column("id", sa.String(length=36), primary_key=True),
@@ -56,11 +53,10 @@ def downgrade() -> None:
     op.drop_index("ix_message_release_due", table_name="message_release")
     op.drop_index("ix_message_release_message_id", table_name="message_release")
     op.drop_table("message_release")
-    with op.batch_alter_table("schedule", schema=None) as batch_op:
-        batch_op.drop_column("local_time")
-    with op.batch_alter_table("message", schema=None) as batch_op:
-        batch_op.drop_column("local_time")
-        batch_op.drop_column("quiet_hours")
-    with op.batch_alter_table("app", schema=None) as batch_op:
-        batch_op.drop_column("quiet_hours")
-        batch_op.drop_column("timezone")
+    # Plain ADD / DROP COLUMN (as 0007 and 0013): batch mode would copy and drop `app`,
+    # `message` and `schedule` on SQLite, which their foreign keys refuse.
+    op.drop_column("schedule", "local_time")
+    op.drop_column("message", "local_time")
+    op.drop_column("message", "quiet_hours")
+    op.drop_column("app", "quiet_hours")
+    op.drop_column("app", "timezone")
