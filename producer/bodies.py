@@ -26,9 +26,13 @@ MAX_BODY = 1 << 20
 MAX_DEPTH = 32
 MAX_INT = 2**53 - 1
 # What might break a rule, looked for in the raw bytes: a NUL or surrogate escape, a run of
-# digits too long for MAX_INT, an exponent too large for a float.
+# digits too long for MAX_INT, an exponent too large for a float. The exponent only where a
+# number can start (not inside an id such as a UUID's "-3e45"), so a plain push is not
+# walked.
 M = TypeVar("M", bound=BaseModel)
-_SUSPECT = re.compile(rb"\\u0000|\\u[dD][89a-fA-F]|[0-9]{16}|[eE][+-]?[0-9]{3}")
+_SUSPECT = re.compile(
+    rb"\\u0000|\\u[dD][89a-fA-F]|[0-9]{16}|(?<![\w.\"-])-?[0-9]+(?:\.[0-9]+)?[eE][+-]?[0-9]{3}"
+)
 
 
 def inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
