@@ -60,7 +60,19 @@ def validation_details(exc: ValidationError) -> list[dict[str, str]]:
     ]
 
 
+class Checked(NamedTuple):
+    request: PushRequest
+    target: dict[str, Any]  # as stored
+    payload: dict[str, Any]  # as stored
+
+
 def parse_push(body: dict[str, Any] | PushRequest) -> PushRequest:
+    return parse_checked(body).request
+
+
+def parse_checked(body: dict[str, Any] | PushRequest) -> Checked:
+    """The request, validated, with its target and payload as stored (what the checks
+    return is kept, so a row need not dump both models again)."""
     if isinstance(body, PushRequest):
         request = body
     else:
@@ -70,11 +82,10 @@ def parse_push(body: dict[str, Any] | PushRequest) -> PushRequest:
             details = validation_details(exc)
             first = details[0]
             raise InvalidRequest(f"{first['field']}: {first['rule']}", details) from exc
-    # The rules that span payload and target: a 400 here, not later. What they return is
-    # kept for message_row, which would otherwise dump both models again.
-    request._stored = (stored_target(request), stored(request.payload))
+    # The rules that span payload and target: a 400 here, not later.
+    checked = Checked(request, stored_target(request), stored(request.payload))
     _throttle_is_for_campaigns(request)
-    return request
+    return checked
 
 
 def _throttle_is_for_campaigns(request: PushRequest) -> None:
@@ -188,11 +199,16 @@ _MESSAGE_COLUMNS = dict.fromkeys(c.name for c in table(Message).columns)
 
 
 def message_row(
-    app_id: str, request: PushRequest, key: str | None, digest: str | None, now: datetime
+    app_id: str,
+    request: PushRequest,
+    key: str | None,
+    digest: str | None,
+    now: datetime,
+    stored_as: tuple[dict[str, Any], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The accepted Message as a row, every column present (a Message model costs ~0.1 ms
     to build; the single-device path inserts rows)."""
-    target, payload = request._stored or (stored_target(request), stored(request.payload))
+    target, payload = stored_as or (stored_target(request), stored(request.payload))
     return {
         **_MESSAGE_COLUMNS,
         "id": new_id(),
@@ -247,6 +263,7 @@ def submit_inline(
     engine: Engine,
     idempotency_key: str | None = None,
     quiet: bool = False,
+    stored_as: tuple[dict[str, Any], dict[str, Any]] | None = None,
 ) -> Inline | None:
     """The API's path for a push to one device or one person with no idempotency key and
     no schedule: no I/O here, so the event loop hands it to the dispatcher directly.
@@ -256,7 +273,7 @@ def submit_inline(
         return None
     if request.payload.inbox_topic is not None:
         return None  # the topic is checked in SQL: accept_push does it
-    row = message_row(app_id, request, None, None, utcnow())
+    row = message_row(app_id, request, None, None, utcnow(), stored_as)
     if not inline(settings, row):
         return None
     done = dispatcher_for(settings, engine).submit(row, quiet=quiet)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, Engine, delete, insert, select
+from sqlalchemy import Connection, Engine, delete, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import col
 
@@ -30,7 +30,7 @@ from producer.enqueue import enqueue_deliveries, enqueue_fanout
 from producer.errors import Unavailable
 from schemas.audience import audience
 from schemas.codes import MessageState, ResultCode
-from schemas.db import among
+from schemas.db import among, insert_rows
 from schemas.inbox import save_to_inbox, topic_of
 from schemas.metrics import MESSAGES_ACCEPTED
 from schemas.settings import Settings
@@ -163,10 +163,8 @@ class Dispatcher:
 
     def _insert(self, batch: list[Handoff]) -> None:
         with self.engine.begin() as conn:
-            conn.execute(_many(Message), [h.message for h in batch])
-            rows = [d for h in batch for d in h.deliveries]
-            if rows:
-                conn.execute(_many(Delivery), rows)
+            insert_rows(conn, table(Message), [h.message for h in batch])
+            insert_rows(conn, table(Delivery), [d for h in batch for d in h.deliveries])
             for h in batch:
                 topic = topic_of(h.message["payload"])
                 if topic is not None and h.deliveries:
@@ -183,13 +181,6 @@ class Dispatcher:
         except SQLAlchemyError as exc:
             # The Deliveries stay QUEUED: the recovery sweep sends them after its grace.
             log.error("could not take back unqueued pushes", messages=len(ids), error=str(exc))
-
-
-def _many(model: type[Message] | type[Delivery]) -> Any:
-    """An INSERT that SQLAlchemy sends as one multi-row statement per batch: with RETURNING
-    it uses "insertmanyvalues"; a plain executemany runs one INSERT per row in PostgreSQL."""
-    t = table(model)
-    return insert(t).returning(t.c.id)
 
 
 def resolve_targets(

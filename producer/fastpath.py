@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from producer.accept import Inline, parse_push, submit_inline, wait_dispatched_async
+from producer.accept import Inline, parse_checked, submit_inline, wait_dispatched_async
 from producer.auth import KeyResolver, credentials_from
 from producer.bodies import MAX_BODY, loads
 from producer.errors import PushlineError, native_response
@@ -92,12 +92,18 @@ class InlinePush:
             who = resolver.cached(creds.key, creds.alias)
             if who is None or who.requests_per_minute or who.operator:
                 return None  # the routed path counts the quota, or refuses the operator key
-            request = parse_push(loads(body, headers.get("content-type")))
+            checked = parse_checked(loads(body, headers.get("content-type")))
+            request = checked.request
             who.require(TARGET_ROLE[request.target.type])
         except (PushlineError, ValueError, TypeError, KeyError):
             return None  # the app answers it, with the same rules (producer.bodies.loads)
         got = submit_inline(
-            who.app_id, request, settings=self.settings, engine=self.engine, quiet=True
+            who.app_id,
+            request,
+            settings=self.settings,
+            engine=self.engine,
+            quiet=True,
+            stored_as=(checked.target, checked.payload),
         )
         return None if got is None else (got, who.app_id, request.target.type)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from schemas.localtime import HHMM, check_device_zone, check_zone
 
@@ -90,9 +90,6 @@ MAX_DELIVER_OVER_S = 7 * 86_400
 
 
 class PushRequest(Strict):
-    # (target, payload) as stored, once the producer checked them (producer.accept).
-    _stored: tuple[dict[str, Any], dict[str, Any]] | None = PrivateAttr(default=None)
-
     target: Target
     payload: Payload
     schedule: ScheduleSpec | None = None

@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import fcntl
+import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from functools import lru_cache
+from enum import Enum
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Engine, String, any_, bindparam, create_engine, event, text
+from sqlalchemy import (
+    JSON,
+    Column,
+    ColumnElement,
+    Connection,
+    Engine,
+    String,
+    Table,
+    TextClause,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    insert,
+    text,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session
@@ -73,6 +91,39 @@ def among(column: Any, ids: Iterable[str], dialect: str) -> ColumnElement[bool]:
     if dialect == "postgresql":
         return cast(ColumnElement[bool], column == any_(bindparam(None, values, ARRAY(String))))
     return cast(ColumnElement[bool], column.in_(values))
+
+
+def insert_rows(conn: Connection, target: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert rows (each with the same columns) in one statement. On PostgreSQL the text
+    is the same whatever the count (INSERT ... SELECT FROM unnest of one array per column),
+    so it is parsed and planned once; elsewhere SQLAlchemy's multi-row VALUES."""
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        conn.execute(insert(target).returning(*target.primary_key.columns), rows)
+        return
+    statement, columns = _unnest_insert(target, tuple(rows[0]))
+    params = {c.name: [_pg_value(c, row[c.name]) for row in rows] for c in columns}
+    conn.execute(statement, params)
+
+
+@cache
+def _unnest_insert(target: Table, names: tuple[str, ...]) -> tuple[TextClause, list[Column[Any]]]:
+    pg = postgresql.dialect()
+    columns = [target.c[name] for name in names]
+    listed = ", ".join(f'"{c.name}"' for c in columns)
+    arrays = ", ".join(f"CAST(:{c.name} AS {c.type.compile(dialect=pg)}[])" for c in columns)
+    return text(f"INSERT INTO {target.name} ({listed}) SELECT * FROM unnest({arrays})"), columns
+
+
+def _pg_value(column: Column[Any], value: Any) -> Any:
+    """JSON columns go as text (cast to json[] in SQL), enums as their values; the rest as
+    psycopg adapts them."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(column.type, JSON) and (value is not None or not column.type.none_as_null):
+        return json.dumps(value)  # None as JSON null, as SQLAlchemy writes it by default
+    return value
 
 
 @lru_cache(maxsize=8)
