@@ -24,11 +24,11 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     event,
-    insert,
     text,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session
 
@@ -93,27 +93,41 @@ def among(column: Any, ids: Iterable[str], dialect: str) -> ColumnElement[bool]:
     return cast(ColumnElement[bool], column.in_(values))
 
 
-def insert_rows(conn: Connection, target: Table, rows: list[dict[str, Any]]) -> None:
+def insert_rows(
+    conn: Connection,
+    target: Table,
+    rows: list[dict[str, Any]],
+    skip_existing: tuple[str, ...] | None = None,
+) -> None:
     """Insert rows (each with the same columns) in one statement. On PostgreSQL the text
     is the same whatever the count (INSERT ... SELECT FROM unnest of one array per column),
-    so it is parsed and planned once; elsewhere SQLAlchemy's multi-row VALUES."""
+    so it is parsed and planned once; elsewhere SQLAlchemy's multi-row VALUES.
+    `skip_existing`: the unique columns on which a row already there is left alone."""
     if not rows:
         return
     if conn.dialect.name != "postgresql":
-        conn.execute(insert(target).returning(*target.primary_key.columns), rows)
+        stmt = sqlite_insert(target)
+        if skip_existing:
+            stmt = stmt.on_conflict_do_nothing(index_elements=list(skip_existing))
+        conn.execute(stmt.returning(*target.primary_key.columns), rows)
         return
-    statement, columns = _unnest_insert(target, tuple(rows[0]))
+    statement, columns = _unnest_insert(target, tuple(rows[0]), skip_existing)
     params = {c.name: [_pg_value(c, row[c.name]) for row in rows] for c in columns}
     conn.execute(statement, params)
 
 
 @cache
-def _unnest_insert(target: Table, names: tuple[str, ...]) -> tuple[TextClause, list[Column[Any]]]:
+def _unnest_insert(
+    target: Table, names: tuple[str, ...], skip_existing: tuple[str, ...] | None
+) -> tuple[TextClause, list[Column[Any]]]:
     pg = postgresql.dialect()
     columns = [target.c[name] for name in names]
     listed = ", ".join(f'"{c.name}"' for c in columns)
     arrays = ", ".join(f"CAST(:{c.name} AS {c.type.compile(dialect=pg)}[])" for c in columns)
-    return text(f"INSERT INTO {target.name} ({listed}) SELECT * FROM unnest({arrays})"), columns
+    sql = f"INSERT INTO {target.name} ({listed}) SELECT * FROM unnest({arrays})"
+    if skip_existing:
+        sql += f" ON CONFLICT ({', '.join(skip_existing)}) DO NOTHING"
+    return text(sql), columns
 
 
 def _pg_value(column: Column[Any], value: Any) -> Any:

@@ -19,13 +19,11 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
 
 from schemas.campaigns import cancel_deliveries
 from schemas.codes import DeliveryStatus, MessageState
-from schemas.db import among, session_scope
+from schemas.db import among, insert_rows, session_scope
 from schemas.inbox import save_to_inbox, topic_of
 from schemas.tables import (
     QUEUED,
@@ -506,6 +504,9 @@ def _close_done(conn: Connection, message_ids: Iterable[str], now: datetime) -> 
 # --- fan-out -------------------------------------------------------------------------------
 
 
+_DELIVERY_KEY = ("message_id", "registration_id")
+
+
 def insert_deliveries(
     engine: Engine, message: Message, page: Sequence[tuple[str, str]], cursor: str
 ) -> list[tuple[str, str]] | None:
@@ -524,16 +525,8 @@ def insert_deliveries(
                 col(Delivery.registration_id).in_(page_ids),
             )
         ).scalar_one()
-        dialect = s.get_bind().dialect.name
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        # RETURNING makes it one multi-row statement per page ("insertmanyvalues"), not
-        # one INSERT per row.
-        stmt = (
-            insert(Delivery)
-            .on_conflict_do_nothing(index_elements=["message_id", "registration_id"])
-            .returning(col(Delivery.id))
-        )
-        s.execute(stmt, rows)
+        # One statement per page, skipping rows a redelivered fan-out already wrote.
+        insert_rows(s.connection(), table(Delivery), rows, skip_existing=_DELIVERY_KEY)
         topic = topic_of(message.payload)
         if topic is not None:
             save_to_inbox(s.connection(), message.id, message.app_id, topic, page_ids, utcnow())
