@@ -443,3 +443,23 @@ def load_public_key_pem(data: Mapping[str, Any]) -> bytes:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     raise ControlError("public_key_pem or private_key_pem required")
+
+
+class OAuthH2State(SimState):
+    """SimState plus what the OAuth providers over HTTP/2 (FCM, Push Kit) count: tokens
+    issued, connections and requests, so a test can prove a client reused one token and one
+    connection."""
+
+    def reset(self) -> None:
+        super().reset()
+        self.tokens_issued = 0
+        self.h2_connections = 0
+        self.h2_requests = 0
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            **super().stats(),
+            "tokens_issued": self.tokens_issued,
+            "h2_connections": self.h2_connections,
+            "h2_requests": self.h2_requests,
+        }

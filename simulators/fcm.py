@@ -42,7 +42,7 @@ from simulators.certs import ensure_tls
 from simulators.core import (
     REDACTED,
     ControlError,
-    SimState,
+    OAuthH2State,
     control_routes,
     load_public_key_pem,
     reset_connection,
@@ -202,23 +202,8 @@ def validate_message(message: Any) -> str:
     return f"{target}:{value}"
 
 
-class FcmState(SimState):
-    """SimState plus what only FCM has: OAuth grants, and HTTP/2 connections and requests
-    (so a test can prove a client reused one token and one connection)."""
-
-    def reset(self) -> None:
-        super().reset()
-        self.tokens_issued = 0
-        self.h2_connections = 0
-        self.h2_requests = 0
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            **super().stats(),
-            "tokens_issued": self.tokens_issued,
-            "h2_connections": self.h2_connections,
-            "h2_requests": self.h2_requests,
-        }
+class FcmState(OAuthH2State):
+    """The fake FCM's state and counts (tokens, HTTP/2 connections, requests)."""
 
 
 class FCMSimulator:

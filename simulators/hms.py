@@ -41,7 +41,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulators.core import REDACTED, ControlError, SimState, control_routes
+from simulators.core import REDACTED, ControlError, OAuthH2State, control_routes
 from simulators.fcm import DEFAULT_TLS_DIR, TLS_DIR_ENV, FcmServer
 from simulators.h2server import H2ServerProtocol, H2Stream, capture_headers
 
@@ -197,22 +197,8 @@ def _check_android(android: dict[str, Any]) -> None:
         raise InvalidMessage("MESSAGE_STRUCTURE_ERROR", "click_action type 2 needs an https url.")
 
 
-class HmsState(SimState):
-    """SimState plus what only Push Kit has: OAuth grants, HTTP/2 connections and requests."""
-
-    def reset(self) -> None:
-        super().reset()
-        self.tokens_issued = 0
-        self.h2_connections = 0
-        self.h2_requests = 0
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            **super().stats(),
-            "tokens_issued": self.tokens_issued,
-            "h2_connections": self.h2_connections,
-            "h2_requests": self.h2_requests,
-        }
+class HmsState(OAuthH2State):
+    """The fake Push Kit's state and counts (tokens, HTTP/2 connections, requests)."""
 
 
 class HmsSimulator:

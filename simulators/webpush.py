@@ -176,9 +176,7 @@ class WebPushSimulator:
 
     # -- the push service's side ---------------------------------------------------------
 
-    def push(
-        self, sub_id: str, endpoint: str, headers: dict[str, str], body: bytes
-    ) -> Answer:
+    def push(self, sub_id: str, endpoint: str, headers: dict[str, str], body: bytes) -> Answer:
         """One push message (RFC 8030 §5). `headers` are lower-case, as sent."""
         state = self.state
         sub = self.subscriptions.get(sub_id)
@@ -343,9 +341,7 @@ def create_app(sim: WebPushSimulator) -> Starlette:
     routes = [
         Route("/wpush/{sub}", sim.push_endpoint, methods=["POST"]),
         Route("/control/subscriptions", subscribe, methods=["POST"]),
-        *control_routes(
-            sim.state, {"/control/unsubscribe": unsubscribe}
-        ),
+        *control_routes(sim.state, {"/control/unsubscribe": unsubscribe}),
     ]
     app = Starlette(routes=routes)
     app.state.sim = sim

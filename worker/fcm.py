@@ -57,6 +57,7 @@ from schemas.settings import Settings
 from schemas.tables import App
 from worker.outcomes import ProviderAnswer
 from worker.payloads import FCM_MAX_BYTES, FcmParts, fcm_message_size
+from worker.tokens import SharedToken
 
 #: Refresh this long before the access token expires (Google's tokens live an hour).
 REFRESH_MARGIN_S = 300.0
@@ -83,7 +84,7 @@ class _TokenRequest(google.auth.transport.requests.Request):
         return super().__call__(*args, **kwargs)
 
 
-class AccessTokens:
+class AccessTokens(SharedToken):
     """One OAuth2 access token per service account, shared by every concurrent send."""
 
     def __init__(
@@ -92,47 +93,15 @@ class AccessTokens:
         session: requests.Session,
         verify: str | bool = True,
     ) -> None:
+        super().__init__(REFRESH_MARGIN_S)
         self._credential = credential
         self._request = _TokenRequest(session, verify)
-        self._token: str | None = None
-        self._expires_at = 0.0  # time.time() seconds
-        self._refreshing: asyncio.Task[str] | None = None
-        self.minted = 0
 
-    async def get(self) -> str:
-        """A valid token: the current one, or the one being minted for everybody."""
-        now = time.time()
-        if self._token is not None and now < self._expires_at:
-            if now > self._expires_at - REFRESH_MARGIN_S and self._refreshing is None:
-                self._start_refresh()  # off the hot path: this send keeps the current one
-            return self._token
-        return await asyncio.shield(self._start_refresh())
-
-    def invalidate(self, token: str) -> None:
-        """FCM refused `token`: mint another on the next `get` (once, however many saw it)."""
-        if token == self._token:
-            self._token, self._expires_at = None, 0.0
-
-    def _start_refresh(self) -> asyncio.Task[str]:
-        if self._refreshing is None:
-            task = asyncio.get_running_loop().create_task(self._refresh())
-            task.add_done_callback(self._refreshed)
-            self._refreshing = task
-        return self._refreshing
-
-    def _refreshed(self, task: asyncio.Task[str]) -> None:
-        self._refreshing = None
-        if not task.cancelled():
-            task.exception()  # retrieved here; every waiter gets it through its own await
-
-    async def _refresh(self) -> str:
+    async def _mint(self) -> tuple[str, float]:
         # google-auth's refresh signs (RSA) and blocks on HTTP: in a thread, not on the loop.
-        token, expiry = await asyncio.to_thread(self._mint)
-        self._token, self._expires_at = token, expiry
-        self.minted += 1
-        return token
+        return await asyncio.to_thread(self._mint_now)
 
-    def _mint(self) -> tuple[str, float]:
+    def _mint_now(self) -> tuple[str, float]:
         cred = self._credential
         cred.refresh(self._request)
         token = cred.token

@@ -46,6 +46,7 @@ from worker.payloads import (
     hms_too_large,
     message_ttl,
 )
+from worker.tokens import SharedToken
 from worker.webpush import retry_after_s
 
 log = structlog.get_logger("pushline.hms")
@@ -67,12 +68,13 @@ class TokenRefused(Exception):
     """The token endpoint refused the app id and secret (a configuration problem)."""
 
 
-class AccessTokens:
+class AccessTokens(SharedToken):
     """One OAuth 2.0 access token per Huawei app, shared by every concurrent send."""
 
     def __init__(
         self, client: httpx.AsyncClient, url: str, client_id: str, client_secret: str
     ) -> None:
+        super().__init__(REFRESH_MARGIN_S)
         self._client = client
         self._url = url
         self._form = {
@@ -80,45 +82,12 @@ class AccessTokens:
             "client_id": client_id,
             "client_secret": client_secret,
         }
-        self._token: str | None = None
-        self._expires_at = 0.0  # time.time() seconds
-        self._margin = REFRESH_MARGIN_S
-        self._refreshing: asyncio.Task[str] | None = None
-        self.minted = 0
 
-    async def get(self) -> str:
-        """A valid token: the current one, or the one being minted for everybody."""
-        now = time.time()
-        if self._token is not None and now < self._expires_at:
-            if now > self._expires_at - self._margin and self._refreshing is None:
-                self._start_refresh()  # off the hot path: this send keeps the current one
-            return self._token
-        return await asyncio.shield(self._start_refresh())
-
-    def invalidate(self, token: str) -> None:
-        """Push Kit refused `token`: mint another on the next `get` (once, however many saw it)."""
-        if token == self._token:
-            self._token, self._expires_at = None, 0.0
-
-    def _start_refresh(self) -> asyncio.Task[str]:
-        if self._refreshing is None:
-            task = asyncio.get_running_loop().create_task(self._refresh())
-            task.add_done_callback(self._refreshed)
-            self._refreshing = task
-        return self._refreshing
-
-    def _refreshed(self, task: asyncio.Task[str]) -> None:
-        self._refreshing = None
-        if not task.cancelled():
-            task.exception()  # retrieved here; every waiter gets it through its own await
-
-    async def _refresh(self) -> str:
+    async def _mint(self) -> tuple[str, float]:
         resp = await self._client.post(self._url, data=self._form)
         token, expires_in = parse_token_answer(resp.status_code, resp.content)
-        self._token, self._expires_at = token, time.time() + expires_in
         self._margin = min(REFRESH_MARGIN_S, expires_in / 10)
-        self.minted += 1
-        return token
+        return token, time.time() + expires_in
 
 
 def parse_token_answer(status: int, content: bytes) -> tuple[str, float]:
