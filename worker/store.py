@@ -519,12 +519,12 @@ def insert_deliveries(
     rows = delivery_rows(message.id, message.app_id, page, utcnow())
     page_ids = [rid for rid, _ in page]
     with session_scope(engine) as s:
-        existing = s.execute(
-            select(func.count()).where(
-                col(Delivery.message_id) == message.id,
-                col(Delivery.registration_id).in_(page_ids),
-            )
-        ).scalar_one()
+        dialect = s.get_bind().dialect.name
+        of_page = (
+            col(Delivery.message_id) == message.id,
+            among(col(Delivery.registration_id), page_ids, dialect),
+        )
+        existing = s.execute(select(func.count()).where(*of_page)).scalar_one()
         # One statement per page, skipping rows a redelivered fan-out already wrote.
         insert_rows(s.connection(), table(Delivery), rows, skip_existing=_DELIVERY_KEY)
         topic = topic_of(message.payload)
@@ -542,11 +542,11 @@ def insert_deliveries(
         if state == MessageState.CANCELLED:
             s.execute(cancel_deliveries(message.id, utcnow()))
             return None
+        if not existing:  # a first pass over the page: what it wrote is what is QUEUED
+            return [(row["id"], row["provider"]) for row in rows]
         queued = s.execute(
             select(col(Delivery.id), col(Delivery.provider)).where(
-                col(Delivery.message_id) == message.id,
-                col(Delivery.registration_id).in_(page_ids),
-                col(Delivery.status) == DeliveryStatus.QUEUED,
+                *of_page, col(Delivery.status) == DeliveryStatus.QUEUED
             )
         ).all()
     return [(i, p) for i, p in queued]
