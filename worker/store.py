@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
@@ -284,8 +285,9 @@ def load_messages(engine: Engine, ids: Iterable[str]) -> dict[str, Message]:
         return {m.id: m for m in rows}
 
 
-# One statement for a whole batch of outcomes on PostgreSQL: arrays in, one UPDATE ... FROM
-# unnest, a constant text psycopg prepares once (an executemany runs one UPDATE per row).
+# One statement for a whole batch of outcomes on PostgreSQL: the batch goes in as one JSON
+# document (json.dumps is C; psycopg adapts a Python list element by element in Python),
+# one UPDATE ... FROM jsonb_to_recordset, a constant text psycopg prepares once.
 _PG_FINALS = text(
     """
     UPDATE delivery AS d
@@ -293,10 +295,8 @@ _PG_FINALS = text(
         sent_at = CASE WHEN v.sent THEN CAST(:now AS timestamptz) END,
         lease_until = NULL, updated_at = CAST(:now AS timestamptz),
         history = COALESCE(d.history, '[]'::jsonb) || jsonb_build_array(CAST(v.att AS jsonb))
-    FROM unnest(CAST(:ids AS text[]), CAST(:statuses AS text[]), CAST(:codes AS int[]),
-                CAST(:msgs AS text[]), CAST(:refs AS text[]), CAST(:sent AS bool[]),
-                CAST(:atts AS text[]))
-         AS v(id, status, code, msg, ref, sent, att)
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+         AS v(id text, status text, code int, msg text, ref text, sent bool, att text)
     WHERE d.id = v.id AND d.status = 'QUEUED'
     """
 )
@@ -306,8 +306,8 @@ _PG_RETRIES = text(
     SET code = v.code, provider_message = v.msg, next_attempt_at = v.next,
         lease_until = NULL, updated_at = CAST(:now AS timestamptz),
         history = COALESCE(d.history, '[]'::jsonb) || jsonb_build_array(CAST(v.att AS jsonb))
-    FROM unnest(CAST(:ids AS text[]), CAST(:codes AS int[]), CAST(:msgs AS text[]),
-                CAST(:nexts AS timestamptz[]), CAST(:atts AS text[])) AS v(id, code, msg, next, att)
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+         AS v(id text, code int, msg text, next timestamptz, att text)
     WHERE d.id = v.id AND d.status = 'QUEUED'
     """
 )
@@ -387,31 +387,25 @@ def _record_pg(
     now: datetime,
 ) -> None:
     if finals:
-        conn.execute(
-            _PG_FINALS,
+        rows = [
             {
-                "now": now,
-                "ids": [f.id for f in finals],
-                "statuses": [f.status for f in finals],
-                "codes": [f.code for f in finals],
-                "msgs": [f.provider_message for f in finals],
-                "refs": [f.provider_ref for f in finals],
-                "sent": [f.sent for f in finals],
-                "atts": [f.attempt for f in finals],
-            },
-        )
+                "id": f.id,
+                "status": f.status,
+                "code": f.code,
+                "msg": f.provider_message,
+                "ref": f.provider_ref,
+                "sent": f.sent,
+                "att": f.attempt,
+            }
+            for f in finals
+        ]
+        conn.execute(_PG_FINALS, {"now": now, "rows": json.dumps(rows)})
     if retries:
-        conn.execute(
-            _PG_RETRIES,
-            {
-                "now": now,
-                "ids": [r[0] for r in retries],
-                "codes": [r[1] for r in retries],
-                "msgs": [r[2] for r in retries],
-                "nexts": [r[3] for r in retries],
-                "atts": [r[4] for r in retries],
-            },
-        )
+        rows = [
+            {"id": i, "code": c, "msg": m, "next": t.isoformat(), "att": a}
+            for i, c, m, t, a in retries
+        ]
+        conn.execute(_PG_RETRIES, {"now": now, "rows": json.dumps(rows)})
 
 
 def _record_rows(
