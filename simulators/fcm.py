@@ -32,7 +32,6 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from h2.exceptions import H2Error
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -431,24 +430,14 @@ class FcmH2Protocol(H2ServerProtocol):
         self._respond(stream_id, answer, False)
 
     def _respond(self, stream_id: int, answer: FcmAnswer, flush: bool) -> None:
-        if self.closed:
-            return
-        body = answer.encoded()
-        headers = [
-            (b":status", str(answer.status).encode()),
-            (b"content-type", b"application/json; charset=UTF-8"),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        headers.extend((k.encode(), v.encode()) for k, v in answer.headers.items())
-        try:
-            self.conn.send_headers(stream_id, headers)
-            self.pending[stream_id] = body
-            self._send_pending()
-        except H2Error:
-            self.pending.pop(stream_id, None)
-            return  # stream reset or connection gone meanwhile: nothing to answer
-        if flush:
-            self._flush()
+        self.respond(
+            stream_id,
+            answer.status,
+            answer.encoded(),
+            answer.headers,
+            flush,
+            b"application/json; charset=UTF-8",
+        )
 
 
 def server_ssl_context(tls_dir: Path) -> ssl.SSLContext:

@@ -178,6 +178,36 @@ class H2ServerProtocol(asyncio.Protocol, ABC):
             body = body[n:]
         return body
 
+    def respond(
+        self,
+        stream_id: int,
+        status: int,
+        body: bytes,
+        headers: dict[str, str],
+        flush: bool,
+        content_type: bytes = b"application/json",
+    ) -> None:
+        """Answer a stream: the status, a content type and length, the extra headers, and
+        the body as far as the windows allow. `flush` when not inside data_received (which
+        flushes once for its whole batch of answers)."""
+        if self.closed:
+            return
+        head = [(b":status", str(status).encode())]
+        if body:
+            head.append((b"content-type", content_type))
+        head.append((b"content-length", str(len(body)).encode()))
+        head.extend((k.encode(), v.encode()) for k, v in headers.items())
+        try:
+            self.conn.send_headers(stream_id, head, end_stream=not body)
+            if body:
+                self.pending[stream_id] = body
+                self._send_pending()
+        except H2Error:
+            self.pending.pop(stream_id, None)
+            return  # stream reset or connection gone meanwhile: nothing to answer
+        if flush:
+            self._flush()
+
     def _send_body(self, stream_id: int, body: bytes) -> None:
         """Send this stream's body as far as the windows allow; the rest waits in pending."""
         rest = self._send_allowed(stream_id, body)

@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from h2.exceptions import H2Error
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -418,24 +417,14 @@ class HmsH2Protocol(H2ServerProtocol):
         self._respond(stream_id, answer, False)
 
     def _respond(self, stream_id: int, answer: HmsAnswer, flush: bool) -> None:
-        if self.closed:
-            return
-        body = answer.encoded()
-        headers = [
-            (b":status", str(answer.status).encode()),
-            (b"content-type", b"application/json;charset=UTF-8"),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        headers.extend((k.encode(), v.encode()) for k, v in answer.headers.items())
-        try:
-            self.conn.send_headers(stream_id, headers)
-            self.pending[stream_id] = body
-            self._send_pending()
-        except H2Error:
-            self.pending.pop(stream_id, None)
-            return  # stream reset or connection gone meanwhile: nothing to answer
-        if flush:
-            self._flush()
+        self.respond(
+            stream_id,
+            answer.status,
+            answer.encoded(),
+            answer.headers,
+            flush,
+            b"application/json;charset=UTF-8",
+        )
 
 
 def build_server(tls_dir: Path, log_level: str = "warning") -> tuple[HmsSimulator, FcmServer]:

@@ -41,7 +41,6 @@ import http_ece
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from h2.exceptions import H2Error
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -380,24 +379,7 @@ class WebPushH2Protocol(H2ServerProtocol):
         self._respond(stream_id, answer, False)
 
     def _respond(self, stream_id: int, answer: Answer, flush: bool) -> None:
-        if self.closed:
-            return
-        body = answer.encoded()
-        headers = [(b":status", str(answer.status).encode())]
-        if body:
-            headers.append((b"content-type", b"application/json"))
-        headers.append((b"content-length", str(len(body)).encode()))
-        headers.extend((k.encode(), v.encode()) for k, v in answer.headers.items())
-        try:
-            self.conn.send_headers(stream_id, headers, end_stream=not body)
-            if body:
-                self.pending[stream_id] = body
-                self._send_pending()
-        except H2Error:
-            self.pending.pop(stream_id, None)
-            return
-        if flush:
-            self._flush()
+        self.respond(stream_id, answer.status, answer.encoded(), answer.headers, flush)
 
 
 def build_server(tls_dir: Path, log_level: str = "warning") -> tuple[WebPushSimulator, FcmServer]:
