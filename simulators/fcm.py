@@ -585,8 +585,22 @@ async def serve(
     .simulators/tls, created on the first TLS connection, so a run that only ever speaks
     plain HTTP leaves no files behind.
     """
+    await run_server(
+        lambda tls: FcmServer(FCMSimulator(), tls, log_level), host, port, ready, tls_dir
+    )
+
+
+async def run_server(
+    build: Callable[[Path], FcmServer],
+    host: str,
+    port: int,
+    ready: Callable[[int], None] | None,
+    tls_dir: Path | None,
+) -> None:
+    """Serve what `build` makes for the TLS directory, on this port machinery (FCM, and the
+    Web Push and Push Kit simulators that share it), until cancelled."""
     configured = tls_dir or os.environ.get(TLS_DIR_ENV)
-    server = FcmServer(FCMSimulator(), Path(configured or DEFAULT_TLS_DIR), log_level)
+    server = build(Path(configured or DEFAULT_TLS_DIR))
     if configured:
         await server.ssl_context()
     listener = socket.create_server((host, port), backlog=1024)

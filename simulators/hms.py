@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import secrets
-import socket
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -41,7 +39,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from simulators.core import REDACTED, ControlError, OAuthH2State, control_routes
-from simulators.fcm import DEFAULT_TLS_DIR, TLS_DIR_ENV, FcmServer
+from simulators.fcm import FcmServer, run_server
 from simulators.h2server import H2ServerProtocol, H2Stream, capture_headers
 
 #: Scriptable reasons -> (HTTP status, Push Kit result code or None, message).
@@ -448,14 +446,4 @@ async def serve(
     tls_dir: Path | None = None,
 ) -> None:
     """Run the Push Kit simulator until cancelled. TLS material as for the FCM simulator."""
-    configured = tls_dir or os.environ.get(TLS_DIR_ENV)
-    _, server = build_server(Path(configured or DEFAULT_TLS_DIR), log_level)
-    if configured:
-        await server.ssl_context()
-    listener = socket.create_server((host, port), backlog=1024)
-    try:
-        if ready is not None:
-            ready(int(listener.getsockname()[1]))
-        await server.serve(listener)
-    finally:
-        listener.close()
+    await run_server(lambda tls: build_server(tls, log_level)[1], host, port, ready, tls_dir)

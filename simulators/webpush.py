@@ -29,7 +29,6 @@ import json
 import os
 import re
 import secrets
-import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -47,7 +46,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from simulators.core import REDACTED, ControlError, SimState, control_routes
-from simulators.fcm import DEFAULT_TLS_DIR, TLS_DIR_ENV, FcmServer
+from simulators.fcm import FcmServer, run_server
 from simulators.h2server import H2ServerProtocol, H2Stream
 
 #: Scriptable outcomes and their statuses (RFC 8030 §5 and what push services answer).
@@ -403,14 +402,4 @@ async def serve(
     tls_dir: Path | None = None,
 ) -> None:
     """Run the Web Push simulator until cancelled. TLS material as for the FCM simulator."""
-    configured = tls_dir or os.environ.get(TLS_DIR_ENV)
-    _, server = build_server(Path(configured or DEFAULT_TLS_DIR), log_level)
-    if configured:
-        await server.ssl_context()
-    listener = socket.create_server((host, port), backlog=1024)
-    try:
-        if ready is not None:
-            ready(int(listener.getsockname()[1]))
-        await server.serve(listener)
-    finally:
-        listener.close()
+    await run_server(lambda tls: build_server(tls, log_level)[1], host, port, ready, tls_dir)
