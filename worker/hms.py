@@ -36,6 +36,7 @@ from schemas.codes import DeliveryStatus, ResultCode
 from schemas.settings import Settings
 from schemas.tables import App, utcnow
 from worker import store
+from worker.httpsender import LoopClient
 from worker.outcomes import HMS_SUCCESS, Outcome, ProviderAnswer
 from worker.payloads import (
     HmsRequest,
@@ -110,7 +111,7 @@ def parse_token_answer(status: int, content: bytes) -> tuple[str, float]:
     raise TokenRefused(f"OAuth token refused: {what}")
 
 
-class HmsSender:
+class HmsSender(LoopClient):
     """One app's Push Kit sender for this process; build and use it on the process loop."""
 
     def __init__(self, app: App, settings: Settings) -> None:
@@ -166,22 +167,6 @@ class HmsSender:
                 continue
             return answer
         return answer
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
-
-    def close(self) -> None:
-        """Close from the process loop (the connections live there), or drop if none runs."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        task = loop.create_task(self.aclose())
-        _closing.add(task)  # the loop keeps only a weak reference to a task
-        task.add_done_callback(_closing.discard)
-
-
-_closing: set[asyncio.Task[None]] = set()
 
 
 def answer_from_response(resp: httpx.Response, device: str) -> ProviderAnswer:

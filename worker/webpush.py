@@ -30,6 +30,7 @@ from py_vapid import Vapid02
 from schemas.settings import Settings
 from schemas.tables import App
 from schemas.webpush import b64url_decode, load_vapid_key, origin
+from worker.httpsender import LoopClient
 from worker.outcomes import ProviderAnswer
 from worker.payloads import WEBPUSH_MAX_BYTES, WebPushRequest, webpush_plaintext
 
@@ -91,7 +92,7 @@ def request_headers(req: WebPushRequest, authorization: str) -> dict[str, str]:
     return headers
 
 
-class WebPushSender:
+class WebPushSender(LoopClient):
     """One app's Web Push sender for this process; build and use it on the process loop."""
 
     def __init__(self, app: App, settings: Settings) -> None:
@@ -136,22 +137,6 @@ class WebPushSender:
             except httpx.HTTPError as exc:
                 return ProviderAnswer(None, "connection", detail=type(exc).__name__)
         return answer_from_response(resp)
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
-
-    def close(self) -> None:
-        """Close from the process loop (the connections live there), or drop if none runs."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        task = loop.create_task(self.aclose())
-        _closing.add(task)  # the loop keeps only a weak reference to a task
-        task.add_done_callback(_closing.discard)
-
-
-_closing: set[asyncio.Task[None]] = set()
 
 
 def answer_from_response(resp: httpx.Response) -> ProviderAnswer:
