@@ -41,6 +41,8 @@ class FuzzRun:
     statuses: Counter[int] = field(default_factory=Counter)
     failed_checks: Counter[str] = field(default_factory=Counter)
     server_errors: list[str] = field(default_factory=list)  # "METHOD uri -> status"
+    # schemathesis's own errors (its "Runtime Error"): "phase label: what was raised"
+    errors: list[str] = field(default_factory=list)
 
     @property
     def requests(self) -> int:
@@ -55,6 +57,7 @@ class FuzzRun:
             f"5xx answers: {len(self.server_errors)}",
             "failed checks: "
             + (", ".join(f"{k} {v}" for k, v in sorted(self.failed_checks.items())) or "none"),
+            "runtime errors: " + ("; ".join(self.errors) or "none"),
         ]
         return "\n".join(lines)
 
@@ -131,7 +134,12 @@ def run(
 def _count(events: Path, result: FuzzRun) -> None:
     with events.open() as lines:
         for line in lines:
-            event = json.loads(line).get("ScenarioFinished")
+            record = json.loads(line)
+            if "NonFatalError" in record:
+                error = record["NonFatalError"]
+                raised = json.dumps(error.get("value"))[:300]
+                result.errors.append(f"{error.get('phase')} {error.get('label')}: {raised}")
+            event = record.get("ScenarioFinished")
             if not event:
                 continue
             recorder = event["recorder"]
