@@ -265,7 +265,7 @@ def dispatcher_for(settings: Settings, engine: Engine) -> Dispatcher:
         settings.priority_lane,
         settings.inline_max_deliveries,
         settings.publish_linger_ms,
-        str(engine.url),
+        engine,  # the engine itself: its URL as text costs more than this lookup should
     )
     found = _dispatchers.get(key)
     if found is None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
@@ -117,20 +116,8 @@ class HmsSender(LoopClient):
     def __init__(self, app: App, settings: Settings) -> None:
         if not app.hms_app_id or not app.hms_client_secret:
             raise ValueError("the app has no Huawei app id and client secret")
-        self.timeout = settings.send_timeout_s
-        self.concurrency = settings.send_concurrency
         self.url = f"{settings.hms_push_url.rstrip('/')}/v1/{app.hms_app_id}/messages:send"
-        verify: ssl.SSLContext | bool = True
-        if settings.hms_ca_file:
-            verify = ssl.create_default_context(cafile=settings.hms_ca_file)
-        self.client = httpx.AsyncClient(
-            http2=True,
-            verify=verify,
-            timeout=settings.send_timeout_s,
-            limits=httpx.Limits(
-                max_connections=self.concurrency, max_keepalive_connections=self.concurrency
-            ),
-        )
+        self.open_client(settings, settings.hms_ca_file)
         self.tokens = AccessTokens(
             self.client, settings.hms_token_url, app.hms_app_id, app.hms_client_secret
         )

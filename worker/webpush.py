@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import ssl
 import time
 from email.utils import parsedate_to_datetime
 
@@ -101,19 +100,7 @@ class WebPushSender(LoopClient):
         self.vapid = VapidTokens(
             app.webpush_private_key_pem, app.webpush_subject, settings.webpush_vapid_ttl_s
         )
-        self.timeout = settings.send_timeout_s
-        self.concurrency = settings.send_concurrency
-        verify: ssl.SSLContext | bool = True
-        if settings.webpush_ca_file:
-            verify = ssl.create_default_context(cafile=settings.webpush_ca_file)
-        self.client = httpx.AsyncClient(
-            http2=True,
-            verify=verify,
-            timeout=settings.send_timeout_s,
-            limits=httpx.Limits(
-                max_connections=self.concurrency, max_keepalive_connections=self.concurrency
-            ),
-        )
+        self.open_client(settings, settings.webpush_ca_file)
         self._slots = asyncio.Semaphore(self.concurrency)
 
     async def send(
