@@ -6,6 +6,7 @@ import fcntl
 import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from enum import Enum
 from functools import cache, lru_cache
 from pathlib import Path
@@ -99,10 +100,12 @@ def insert_rows(
     rows: list[dict[str, Any]],
     skip_existing: tuple[str, ...] | None = None,
 ) -> None:
-    """Insert rows (each with the same columns) in one statement. On PostgreSQL the text
-    is the same whatever the count (INSERT ... SELECT FROM unnest of one array per column),
-    so it is parsed and planned once; elsewhere SQLAlchemy's multi-row VALUES.
-    `skip_existing`: the unique columns on which a row already there is left alone."""
+    """Insert rows (each with the same columns) in one statement. On PostgreSQL the rows
+    go in as one JSON document (INSERT ... SELECT FROM json_to_recordset): json.dumps is C,
+    where psycopg would adapt array parameters element by element in Python, and the text
+    is the same whatever the count, so it is parsed and planned once. Elsewhere
+    SQLAlchemy's multi-row VALUES. `skip_existing`: the unique columns on which a row
+    already there is left alone."""
     if not rows:
         return
     if conn.dialect.name != "postgresql":
@@ -111,33 +114,51 @@ def insert_rows(
             stmt = stmt.on_conflict_do_nothing(index_elements=list(skip_existing))
         conn.execute(stmt.returning(*target.primary_key.columns), rows)
         return
-    statement, columns = _unnest_insert(target, tuple(rows[0]), skip_existing)
-    params = {c.name: [_pg_value(c, row[c.name]) for row in rows] for c in columns}
-    conn.execute(statement, params)
+    statement = _recordset_insert(target, tuple(rows[0]), skip_existing)
+    conn.execute(statement, {"rows": json.dumps(rows, default=_json_value)})
 
 
 @cache
-def _unnest_insert(
+def _recordset_insert(
     target: Table, names: tuple[str, ...], skip_existing: tuple[str, ...] | None
-) -> tuple[TextClause, list[Column[Any]]]:
+) -> TextClause:
     pg = postgresql.dialect()
     columns = [target.c[name] for name in names]
     listed = ", ".join(f'"{c.name}"' for c in columns)
-    arrays = ", ".join(f"CAST(:{c.name} AS {c.type.compile(dialect=pg)}[])" for c in columns)
-    sql = f"INSERT INTO {target.name} ({listed}) SELECT * FROM unnest({arrays})"
+    picked = ", ".join(_picked(c) for c in columns)
+    shape = ", ".join(f'"{c.name}" {_record_type(c, pg)}' for c in columns)
+    sql = (
+        f"INSERT INTO {target.name} ({listed}) SELECT {picked} "
+        f"FROM json_to_recordset(CAST(:rows AS json)) AS v({shape})"
+    )
     if skip_existing:
         sql += f" ON CONFLICT ({', '.join(skip_existing)}) DO NOTHING"
-    return text(sql), columns
+    return text(sql)
 
 
-def _pg_value(column: Column[Any], value: Any) -> Any:
-    """JSON columns go as text (cast to json[] in SQL), enums as their values; the rest as
-    psycopg adapts them."""
+def _record_type(column: Column[Any], pg: Any) -> str:
+    # A JSON column is read as json, so the document's own text is stored as it came.
+    return "json" if isinstance(column.type, JSON) else str(column.type.compile(dialect=pg))
+
+
+def _picked(column: Column[Any]) -> str:
+    name = f'v."{column.name}"'
+    if isinstance(column.type, JSON):
+        # json_to_recordset reads a JSON null as SQL NULL; SQLAlchemy writes None as JSON
+        # null unless the column says none_as_null: keep what the ORM would have written.
+        if not column.type.none_as_null:
+            name = f"COALESCE({name}, 'null'::json)"
+        return f"CAST({name} AS {column.type.compile(dialect=postgresql.dialect())})"
+    return name
+
+
+def _json_value(value: Any) -> Any:
+    """Datetimes as ISO 8601 (PostgreSQL reads the offset), enums as their values."""
+    if isinstance(value, datetime):
+        return value.isoformat()
     if isinstance(value, Enum):
         return value.value
-    if isinstance(column.type, JSON) and (value is not None or not column.type.none_as_null):
-        return json.dumps(value)  # None as JSON null, as SQLAlchemy writes it by default
-    return value
+    raise TypeError(f"cannot write {type(value).__name__} as a column value")
 
 
 @lru_cache(maxsize=8)
