@@ -16,6 +16,9 @@ from aioapns.common import NotificationResult
 from aioapns.connection import APNsTLSClientProtocol, AuthorizationHeaderProvider
 from aioapns.exceptions import ConnectionClosed, ConnectionError, MaxAttemptsExceeded
 from h2.utilities import SizeLimitDict
+from hpack import Encoder
+from hpack.hpack import INDEX_NONE
+from hpack.table import HeaderTable
 
 from schemas.settings import Settings
 from schemas.tables import App
@@ -77,6 +80,33 @@ class ProviderToken(AuthorizationHeaderProvider):
         self.generation += 1
 
 
+class LeanEncoder(Encoder):
+    """HPACK for APNs requests: the values new on every request are sent as they are.
+
+    `:path` (the device token), `apns-id` and `apns-expiration` change with each
+    notification. hpack Huffman-codes each one in Python and adds it to the dynamic
+    table, which it then searches entry by entry for every later header while these
+    entries push the ones that do repeat (topic, token, push type) out of it. Sent as
+    literals without indexing and without Huffman coding, they cost a few bytes more on
+    the wire and a fraction of the CPU; the table keeps only what repeats.
+    """
+
+    ONCE = frozenset({b":path", b"apns-id", b"apns-expiration"})
+    _STATIC = {
+        name: index + 1
+        for index, (name, _) in reversed(list(enumerate(HeaderTable.STATIC_TABLE)))
+    }
+
+    def add(self, to_add: tuple[bytes, bytes], sensitive: bool, huffman: bool = False) -> bytes:
+        name, value = to_add
+        if name not in self.ONCE:
+            return super().add(to_add, sensitive, huffman)
+        index = self._STATIC.get(name)
+        if index is None:
+            return self._encode_literal(name, value, INDEX_NONE, False)
+        return self._encode_indexed_literal(index, value, INDEX_NONE, False)
+
+
 class GuardedProtocol(APNsTLSClientProtocol):
     """aioapns 4.0's protocol with four measured defects mended (DESIGN.md §4).
 
@@ -96,6 +126,8 @@ class GuardedProtocol(APNsTLSClientProtocol):
        aioapns builds lower-case, valid headers, so h2's outbound normalisation (which
        does the never-indexing) and validation are skipped.
 
+    5. Per-notification header values are not indexed or Huffman-coded (LeanEncoder).
+
     Also: h2 remembers up to 65,536 closed streams per connection (~6 MB); a client that
     opens millions of short streams needs only the recent ones.
     """
@@ -108,6 +140,7 @@ class GuardedProtocol(APNsTLSClientProtocol):
         self.conn._closed_streams = SizeLimitDict(size_limit=self.CLOSED_STREAMS_KEPT)
         self.conn.config.normalize_outbound_headers = False
         self.conn.config.validate_outbound_headers = False
+        self.conn.encoder = LeanEncoder()
         if self.auth_provider is not None and self.PROVIDER_TOKEN is not None:
             # The app's shared token replaces the per-connection one aioapns made.
             self.auth_provider = self.PROVIDER_TOKEN
