@@ -103,6 +103,13 @@ class ClaimedMessage:
 
 
 _MESSAGE_COLUMNS = [f.name for f in fields(ClaimedMessage)]
+# Constant texts psycopg prepares once; it parses the JSON columns itself.
+_PG_MESSAGES = text(
+    f"SELECT {', '.join(_MESSAGE_COLUMNS)} FROM message WHERE id = ANY(CAST(:ids AS text[]))"
+)
+_PG_APPS = text(
+    f"SELECT {', '.join(table(App).c.keys())} FROM app WHERE id = ANY(CAST(:ids AS text[]))"
+)
 
 
 @dataclass
@@ -179,20 +186,39 @@ def claim(engine: Engine, ids: Sequence[str], lease_s: int) -> Claim:
         if rows:
             message_ids, app_ids = {row[1] for row in rows}, {row[2] for row in rows}
             messages = _claimed_messages(conn, message_ids)
-            with Session(bind=conn) as s:
-                owners = s.execute(select(App).where(among(App.id, app_ids, dialect)))
-                apps = {a.id: a for a in owners.scalars()}
-                s.expunge_all()
+            apps = _claimed_apps(conn, app_ids)
         claimed = _with_history(conn, [_claimed(row) for row in rows], messages)
     return Claim(claimed, leased_until, messages, apps)
 
 
 def _claimed_messages(conn: Connection, ids: set[str]) -> dict[str, ClaimedMessage]:
-    m = table(Message).c
-    found = conn.execute(
-        select(*(m[name] for name in _MESSAGE_COLUMNS)).where(among(m.id, ids, conn.dialect.name))
-    )
+    if conn.dialect.name == "postgresql":
+        found = conn.execute(_PG_MESSAGES, {"ids": list(ids)})
+    else:
+        m = table(Message).c
+        columns = (m[name] for name in _MESSAGE_COLUMNS)
+        found = conn.execute(select(*columns).where(among(m.id, ids, conn.dialect.name)))
     return {row[0]: ClaimedMessage(*row) for row in found}
+
+
+def _claimed_apps(conn: Connection, ids: set[str]) -> dict[str, App]:
+    """The apps by id, read as plain rows. Building an App object costs more than the
+    rest of a claim, so one built from exactly the same row is reused (never mutated)."""
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute(_PG_APPS, {"ids": list(ids)})
+    else:
+        rows = conn.execute(select(table(App)).where(among(table(App).c.id, ids, "sqlite")))
+    apps = {}
+    for row in rows:
+        values = tuple(row)
+        known = _apps_seen.get(values[0])
+        if known is None or known[0] != values:
+            known = _apps_seen[values[0]] = (values, App(**row._mapping))
+        apps[values[0]] = known[1]
+    return apps
+
+
+_apps_seen: dict[str, tuple[tuple[Any, ...], App]] = {}
 
 
 def _with_history(
