@@ -30,7 +30,7 @@ from producer.enqueue import enqueue_deliveries, enqueue_fanout
 from producer.errors import Unavailable
 from schemas.audience import audience
 from schemas.codes import MessageState, ResultCode
-from schemas.db import among, insert_rows
+from schemas.db import Rows, among, direct, insert_together
 from schemas.inbox import save_to_inbox, topic_of
 from schemas.metrics import MESSAGES_ACCEPTED
 from schemas.settings import Settings
@@ -89,11 +89,14 @@ class Dispatcher:
 
     def _dispatch(self, batch: list[Handoff]) -> None:
         try:
-            self._resolve(batch)
-        except SQLAlchemyError as exc:
+            # One connection for the batch, each statement committing alone: resolving
+            # and writing a batch are two round trips.
+            with direct(self.engine).connect() as conn:
+                self._resolve(conn, batch)
+                written = self._write(conn, batch)
+        except SQLAlchemyError as exc:  # the store is unreachable
             self._fail(batch, exc)
             return
-        written = self._write(batch)
         by_lane: dict[str, list[Handoff]] = defaultdict(list)
         for h in written:
             if h.fan_out:
@@ -107,12 +110,11 @@ class Dispatcher:
             ids = [d["id"] for h in handoffs for d in h.deliveries]
             self._publish(handoffs, enqueue_deliveries, ids, lane)
 
-    def _resolve(self, batch: list[Handoff]) -> None:
-        """Resolve every target of the batch on one connection: registration ids in one
-        query, other targets (one person, a device by user and device id) one each."""
+    def _resolve(self, conn: Connection, batch: list[Handoff]) -> None:
+        """Resolve every target of the batch: registration ids in one query, other targets
+        (one person, a device by user and device id) one each."""
         limit = self.settings.inline_max_deliveries
-        with self.engine.connect() as conn:
-            pages = resolve_targets(conn, [h.message for h in batch], limit)
+        pages = resolve_targets(conn, [h.message for h in batch], limit)
         for h, page in zip(batch, pages, strict=True):
             if page is None:
                 h.fan_out = True
@@ -139,13 +141,14 @@ class Dispatcher:
     def _fail(self, batch: list[Handoff], exc: Exception) -> None:
         failure = Unavailable(f"the store is unavailable; nothing was accepted ({exc})")
         for h in batch:
-            h.done.set_exception(failure)
+            if not h.done.done():
+                h.done.set_exception(failure)
 
-    def _write(self, batch: list[Handoff]) -> list[Handoff]:
-        """Write the batch in one transaction; returns the handoffs written (the others
-        have their error set: an idempotency key taken meanwhile, an app deleted)."""
+    def _write(self, conn: Connection, batch: list[Handoff]) -> list[Handoff]:
+        """Write the batch at once; returns the handoffs written (the others have their
+        error set: an idempotency key taken meanwhile, an app deleted)."""
         try:
-            self._insert(batch)
+            self._insert(conn, batch)
             return batch
         except IntegrityError:
             pass  # find which one is refused
@@ -155,22 +158,29 @@ class Dispatcher:
         written = []
         for h in batch:
             try:
-                self._insert([h])
+                self._insert(conn, [h])
                 written.append(h)
             except SQLAlchemyError as exc:
                 h.done.set_exception(exc)
         return written
 
-    def _insert(self, batch: list[Handoff]) -> None:
-        with self.engine.begin() as conn:
-            insert_rows(conn, table(Message), [h.message for h in batch])
-            insert_rows(conn, table(Delivery), [d for h in batch for d in h.deliveries])
-            for h in batch:
-                topic = topic_of(h.message["payload"])
-                if topic is not None and h.deliveries:
-                    rids = [d["registration_id"] for d in h.deliveries]
-                    m = h.message
-                    save_to_inbox(conn, m["id"], m["app_id"], topic, rids, m["created_at"])
+    def _insert(self, conn: Connection, batch: list[Handoff]) -> None:
+        """All or nothing: on PostgreSQL one statement, which commits alone on `conn`;
+        with inbox entries to save too (or on SQLite), one transaction of several."""
+        parts: list[Rows] = [
+            (table(Message), [h.message for h in batch], None),
+            (table(Delivery), [d for h in batch for d in h.deliveries], None),
+        ]
+        inbox = [(h, t) for h in batch if h.deliveries and (t := topic_of(h.message["payload"]))]
+        if not inbox and conn.dialect.name == "postgresql":
+            insert_together(conn, parts)
+            return
+        with self.engine.begin() as tx:
+            insert_together(tx, parts)
+            for h, topic in inbox:
+                rids = [d["registration_id"] for d in h.deliveries]
+                m = h.message
+                save_to_inbox(tx, m["id"], m["app_id"], topic, rids, m["created_at"])
 
     def _withdraw(self, handoffs: list[Handoff]) -> None:
         ids = [h.message["id"] for h in handoffs]

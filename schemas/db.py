@@ -100,28 +100,54 @@ def insert_rows(
     rows: list[dict[str, Any]],
     skip_existing: tuple[str, ...] | None = None,
 ) -> None:
-    """Insert rows (each with the same columns) in one statement. On PostgreSQL the rows
-    go in as one JSON document (INSERT ... SELECT FROM json_to_recordset): json.dumps is C,
-    where psycopg would adapt array parameters element by element in Python, and the text
-    is the same whatever the count, so it is parsed and planned once. Elsewhere
-    SQLAlchemy's multi-row VALUES. `skip_existing`: the unique columns on which a row
-    already there is left alone."""
-    if not rows:
+    """Insert rows (each with the same columns) in one statement. `skip_existing`: the
+    unique columns on which a row already there is left alone."""
+    insert_together(conn, [(target, rows, skip_existing)])
+
+
+Rows = tuple[Table, list[dict[str, Any]], tuple[str, ...] | None]
+
+
+def insert_together(conn: Connection, parts: list[Rows]) -> None:
+    """Insert rows into several tables, in order (parents first).
+
+    On PostgreSQL this is one statement whatever the counts: each table's rows go in as
+    one JSON document (INSERT ... SELECT FROM json_to_recordset; json.dumps is C, where
+    psycopg would adapt array parameters element by element in Python), the earlier
+    tables' inserts as WITH clauses of the last. Its text is the same for every batch, so
+    it is parsed and planned once, and outside a transaction it commits alone: one round
+    trip. Elsewhere SQLAlchemy's multi-row VALUES, one statement per table."""
+    parts = [part for part in parts if part[1]]
+    if not parts:
         return
     if conn.dialect.name != "postgresql":
-        stmt = sqlite_insert(target)
-        if skip_existing:
-            stmt = stmt.on_conflict_do_nothing(index_elements=list(skip_existing))
-        conn.execute(stmt.returning(*target.primary_key.columns), rows)
+        for target, rows, skip_existing in parts:
+            stmt = sqlite_insert(target)
+            if skip_existing:
+                stmt = stmt.on_conflict_do_nothing(index_elements=list(skip_existing))
+            conn.execute(stmt.returning(*target.primary_key.columns), rows)
         return
-    statement = _recordset_insert(target, tuple(rows[0]), skip_existing)
-    conn.execute(statement, {"rows": json.dumps(rows, default=_json_value)})
+    shape = tuple((target, tuple(rows[0]), skip) for target, rows, skip in parts)
+    documents = {
+        f"rows{i}": json.dumps(rows, default=_json_value) for i, (_, rows, _) in enumerate(parts)
+    }
+    conn.execute(_recordset_insert(shape), documents)
 
 
 @cache
 def _recordset_insert(
-    target: Table, names: tuple[str, ...], skip_existing: tuple[str, ...] | None
+    shape: tuple[tuple[Table, tuple[str, ...], tuple[str, ...] | None], ...],
 ) -> TextClause:
+    inserts = [_one_insert(i, *part) for i, part in enumerate(shape)]
+    if len(inserts) == 1:
+        return text(inserts[0])
+    ctes = ", ".join(f"i{i} AS ({sql})" for i, sql in enumerate(inserts[:-1]))
+    return text(f"WITH {ctes} {inserts[-1]}")
+
+
+def _one_insert(
+    i: int, target: Table, names: tuple[str, ...], skip_existing: tuple[str, ...] | None
+) -> str:
     pg = postgresql.dialect()
     columns = [target.c[name] for name in names]
     listed = ", ".join(f'"{c.name}"' for c in columns)
@@ -129,11 +155,19 @@ def _recordset_insert(
     shape = ", ".join(f'"{c.name}" {_record_type(c, pg)}' for c in columns)
     sql = (
         f"INSERT INTO {target.name} ({listed}) SELECT {picked} "
-        f"FROM json_to_recordset(CAST(:rows AS json)) AS v({shape})"
+        f"FROM json_to_recordset(CAST(:rows{i} AS json)) AS v({shape})"
     )
     if skip_existing:
         sql += f" ON CONFLICT ({', '.join(skip_existing)}) DO NOTHING"
-    return text(sql)
+    return sql
+
+
+@cache
+def direct(engine: Engine) -> Engine:
+    """The engine's pool with every statement committing alone (no BEGIN, no COMMIT: on
+    PostgreSQL each is a round trip of its own). For paths whose every write is one
+    statement."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def _record_type(column: Column[Any], pg: Any) -> str:

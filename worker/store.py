@@ -24,7 +24,7 @@ from sqlmodel import Session, col
 
 from schemas.campaigns import cancel_deliveries
 from schemas.codes import DeliveryStatus, MessageState
-from schemas.db import among, insert_rows, session_scope
+from schemas.db import among, direct, insert_rows, session_scope
 from schemas.inbox import save_to_inbox, topic_of
 from schemas.tables import (
     QUEUED,
@@ -103,13 +103,7 @@ class ClaimedMessage:
 
 
 _MESSAGE_COLUMNS = [f.name for f in fields(ClaimedMessage)]
-# Constant texts psycopg prepares once; it parses the JSON columns itself.
-_PG_MESSAGES = text(
-    f"SELECT {', '.join(_MESSAGE_COLUMNS)} FROM message WHERE id = ANY(CAST(:ids AS text[]))"
-)
-_PG_APPS = text(
-    f"SELECT {', '.join(table(App).c.keys())} FROM app WHERE id = ANY(CAST(:ids AS text[]))"
-)
+_APP_COLUMNS = tuple(table(App).c.keys())
 
 
 @dataclass
@@ -136,38 +130,54 @@ _REGISTRATION_COLUMNS = (
     "webpush_auth",
     "time_zone",
 )
-# The claim and the registrations it needs in one round trip on PostgreSQL.
+# The claim, with the registrations, Messages and apps it needs, in one statement on
+# PostgreSQL. A Message's (an app's) columns come on its first row only: a broadcast's
+# payload is sent and parsed once, not once per Delivery. psycopg parses JSON itself.
 _PG_CLAIM = text(
     f"""
     WITH taken AS (
         UPDATE delivery SET lease_until = :until, attempts = attempts + 1
         WHERE id = ANY(CAST(:ids AS text[])) AND status = 'QUEUED'
           AND (lease_until IS NULL OR lease_until < :now)
-        RETURNING id, message_id, app_id, provider, attempts, registration_id)
+        RETURNING id, message_id, app_id, provider, attempts, registration_id),
+    ranked AS (
+        SELECT t.*, row_number() OVER (PARTITION BY t.message_id) AS nth_of_message,
+               row_number() OVER (PARTITION BY t.app_id) AS nth_of_app
+        FROM taken t)
     SELECT t.id, t.message_id, t.app_id, t.provider, t.attempts, t.registration_id,
-           {", ".join(f"r.{c}" for c in _REGISTRATION_COLUMNS)}
-    FROM taken t LEFT JOIN registration r ON r.id = t.registration_id
+           {", ".join(f"r.{c}" for c in _REGISTRATION_COLUMNS)},
+           {", ".join(f"m.{c}" for c in _MESSAGE_COLUMNS)},
+           {", ".join(f"a.{c}" for c in _APP_COLUMNS)}
+    FROM ranked t LEFT JOIN registration r ON r.id = t.registration_id
+    LEFT JOIN message m ON t.nth_of_message = 1 AND m.id = t.message_id
+    LEFT JOIN app a ON t.nth_of_app = 1 AND a.id = t.app_id
     """
 )
+_CLAIMED_WIDTH = 6 + len(_REGISTRATION_COLUMNS)
 
 
 def claim(engine: Engine, ids: Sequence[str], lease_s: int) -> Claim:
     """Take the QUEUED, unleased Deliveries among `ids` for this task, with the Messages
-    and apps they need, in one transaction.
+    and apps they need.
 
     A row already final is simply skipped: a redelivered chunk never re-sends it.
 
     The claim changes only unindexed columns (lease, attempts), so PostgreSQL can update
-    the row in place (HOT); the sweep reads a lease as a sign of work.
+    the row in place (HOT); the sweep reads a lease as a sign of work. On PostgreSQL it is
+    one statement, committing alone, that also returns the registrations, Messages and
+    apps: one round trip.
     """
     now = utcnow()
     until = now + timedelta(seconds=lease_s)
     d = table(Delivery).c
-    with engine.begin() as conn:
+    with direct(engine).connect() if _on_pg(engine) else engine.begin() as conn:
         dialect = conn.dialect.name
+        messages: dict[str, ClaimedMessage] = {}
+        apps: dict[str, App] = {}
         rows: Sequence[Sequence[Any]]
         if dialect == "postgresql":
-            rows = conn.execute(_PG_CLAIM, {"ids": list(ids), "now": now, "until": until}).all()
+            found = conn.execute(_PG_CLAIM, {"ids": list(ids), "now": now, "until": until})
+            rows = _split_claim(found.all(), messages, apps)
         else:
             rows = _claim_rows(conn, ids, now, until)
         taken = [row[0] for row in rows]
@@ -181,9 +191,7 @@ def claim(engine: Engine, ids: Sequence[str], lease_s: int) -> Claim:
                     ~among(d.id, taken, dialect) if taken else true(),
                 )
             ).scalar()
-        messages: dict[str, ClaimedMessage] = {}
-        apps: dict[str, App] = {}
-        if rows:
+        if rows and dialect != "postgresql":
             message_ids, app_ids = {row[1] for row in rows}, {row[2] for row in rows}
             messages = _claimed_messages(conn, message_ids)
             apps = _claimed_apps(conn, app_ids)
@@ -191,31 +199,46 @@ def claim(engine: Engine, ids: Sequence[str], lease_s: int) -> Claim:
     return Claim(claimed, leased_until, messages, apps)
 
 
+def _on_pg(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def _split_claim(
+    rows: Sequence[Sequence[Any]], messages: dict[str, ClaimedMessage], apps: dict[str, App]
+) -> list[Sequence[Any]]:
+    """_PG_CLAIM's rows: each Delivery with its registration, and on the first row of each
+    Message (and of each app) that Message's (app's) columns, else NULLs."""
+    claimed = _CLAIMED_WIDTH
+    message_end = claimed + len(_MESSAGE_COLUMNS)
+    for row in rows:
+        if row[claimed] is not None:
+            messages[row[claimed]] = ClaimedMessage(*row[claimed:message_end])
+        if row[message_end] is not None:
+            apps[row[message_end]] = _app_of(tuple(row[message_end:]))
+    return [row[:claimed] for row in rows]
+
+
 def _claimed_messages(conn: Connection, ids: set[str]) -> dict[str, ClaimedMessage]:
-    if conn.dialect.name == "postgresql":
-        found = conn.execute(_PG_MESSAGES, {"ids": list(ids)})
-    else:
-        m = table(Message).c
-        columns = (m[name] for name in _MESSAGE_COLUMNS)
-        found = conn.execute(select(*columns).where(among(m.id, ids, conn.dialect.name)))
+    m = table(Message).c
+    columns = (m[name] for name in _MESSAGE_COLUMNS)
+    found = conn.execute(select(*columns).where(among(m.id, ids, conn.dialect.name)))
     return {row[0]: ClaimedMessage(*row) for row in found}
 
 
 def _claimed_apps(conn: Connection, ids: set[str]) -> dict[str, App]:
-    """The apps by id, read as plain rows. Building an App object costs more than the
-    rest of a claim, so one built from exactly the same row is reused (never mutated)."""
-    if conn.dialect.name == "postgresql":
-        rows = conn.execute(_PG_APPS, {"ids": list(ids)})
-    else:
-        rows = conn.execute(select(table(App)).where(among(table(App).c.id, ids, "sqlite")))
-    apps = {}
-    for row in rows:
-        values = tuple(row)
-        known = _apps_seen.get(values[0])
-        if known is None or known[0] != values:
-            known = _apps_seen[values[0]] = (values, App(**row._mapping))
-        apps[values[0]] = known[1]
-    return apps
+    """The apps by id, read as plain rows (the portable path; see _app_of)."""
+    rows = conn.execute(select(table(App)).where(among(table(App).c.id, ids, "sqlite")))
+    return {row[0]: _app_of(tuple(row)) for row in rows}
+
+
+def _app_of(values: tuple[Any, ...]) -> App:
+    """An App from its row's values. Building one costs more than the rest of a claim, so
+    one built from exactly the same values is reused (an App here is never mutated)."""
+    known = _apps_seen.get(values[0])
+    if known is None or known[0] != values:
+        app = App(**dict(zip(_APP_COLUMNS, values, strict=True)))
+        known = _apps_seen[values[0]] = (values, app)
+    return known[1]
 
 
 _apps_seen: dict[str, tuple[tuple[Any, ...], App]] = {}
@@ -314,8 +337,7 @@ def load_messages(engine: Engine, ids: Iterable[str]) -> dict[str, Message]:
 # One statement for a whole batch of outcomes on PostgreSQL: the batch goes in as one JSON
 # document (json.dumps is C; psycopg adapts a Python list element by element in Python),
 # one UPDATE ... FROM jsonb_to_recordset, a constant text psycopg prepares once.
-_PG_FINALS = text(
-    """
+_FINALS_SQL = """
     UPDATE delivery AS d
     SET status = v.status, code = v.code, provider_message = v.msg, provider_ref = v.ref,
         sent_at = CASE WHEN v.sent THEN CAST(:now AS timestamptz) END,
@@ -325,7 +347,7 @@ _PG_FINALS = text(
          AS v(id text, status text, code int, msg text, ref text, sent bool, att text)
     WHERE d.id = v.id AND d.status = 'QUEUED'
     """
-)
+_PG_FINALS = text(_FINALS_SQL)
 _PG_RETRIES = text(
     """
     UPDATE delivery AS d
@@ -361,6 +383,16 @@ def record(
     its Deliveries (the common case: a single-device push)."""
     now = utcnow()
     closing = set(message_ids)
+    if _on_pg(engine) and finals and not (retries or deactivate or closing):
+        with direct(engine).connect() as conn:  # one statement, committing alone
+            if not whole:
+                conn.execute(_PG_FINALS, {"now": now, "rows": _finals_document(finals)})
+                return []
+            found = conn.execute(
+                _PG_FINALS_CLOSING_WHOLE,
+                {"now": now, "rows": _finals_document(finals), **_whole_params(whole)},
+            )
+            return list(found.scalars())
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             _record_pg(conn, finals, retries, now)
@@ -387,23 +419,42 @@ def record(
 
 # A Message whose every Delivery was in one task is done when that task settled them all:
 # its total (fixed once it is dispatched) tells, so no lock and no look at the Deliveries.
-_PG_CLOSE_WHOLE = text(
-    """
+_CLOSE_WHOLE_SQL = """
     UPDATE message AS m SET state = 'done', completed_at = CAST(:now AS timestamptz)
     FROM unnest(CAST(:ids AS text[]), CAST(:totals AS int[])) AS v(id, total)
     WHERE m.id = v.id AND m.state = 'dispatched' AND m.total = v.total
     RETURNING m.id
     """
-)
+_PG_CLOSE_WHOLE = text(_CLOSE_WHOLE_SQL)
+# The common case, a task of single-device pushes that all settled: one statement.
+_PG_FINALS_CLOSING_WHOLE = text(f"WITH finals AS ({_FINALS_SQL}) {_CLOSE_WHOLE_SQL}")
 
 
 def _close_whole(conn: Connection, whole: dict[str, int], now: datetime) -> list[str]:
     if not whole:
         return []
-    found = conn.execute(
-        _PG_CLOSE_WHOLE, {"now": now, "ids": list(whole), "totals": list(whole.values())}
-    )
+    found = conn.execute(_PG_CLOSE_WHOLE, {"now": now, **_whole_params(whole)})
     return list(found.scalars())
+
+
+def _whole_params(whole: dict[str, int]) -> dict[str, list[Any]]:
+    return {"ids": list(whole), "totals": list(whole.values())}
+
+
+def _finals_document(finals: Sequence[Record]) -> str:
+    rows = [
+        {
+            "id": f.id,
+            "status": f.status,
+            "code": f.code,
+            "msg": f.provider_message,
+            "ref": f.provider_ref,
+            "sent": f.sent,
+            "att": f.attempt,
+        }
+        for f in finals
+    ]
+    return json.dumps(rows)
 
 
 def _record_pg(
@@ -413,19 +464,7 @@ def _record_pg(
     now: datetime,
 ) -> None:
     if finals:
-        rows = [
-            {
-                "id": f.id,
-                "status": f.status,
-                "code": f.code,
-                "msg": f.provider_message,
-                "ref": f.provider_ref,
-                "sent": f.sent,
-                "att": f.attempt,
-            }
-            for f in finals
-        ]
-        conn.execute(_PG_FINALS, {"now": now, "rows": json.dumps(rows)})
+        conn.execute(_PG_FINALS, {"now": now, "rows": _finals_document(finals)})
     if retries:
         rows = [
             {"id": i, "code": c, "msg": m, "next": t.isoformat(), "att": a}
