@@ -316,3 +316,34 @@ def test_a_single_device_push_over_http_the_broker_refuses_is_503_in_the_native_
         assert s.execute(select(func.count()).select_from(Message)).scalar_one() == 0
     bad = client.post("/v1/messages", headers=headers, json={**body, "payload": {"badge": -1}})
     assert bad.status_code == 400 and bad.json()["details"][0]["field"]  # the app's own shape
+
+
+def test_a_task_message_is_written_as_celerys_own_publisher_writes_it() -> None:
+    """The lean publisher's envelope has every field `send_task` writes, with the same
+    values where they are not per message (ids, origin, reply_to)."""
+    import base64
+    import json
+
+    import redis
+
+    from producer.enqueue import _client, enqueue_deliveries
+    from schemas.queueing import DELIVER_TASK, PRIORITY_QUEUE
+
+    url = fresh_redis(12)
+    prefix = f"lean-{uuid.uuid4().hex[:8]}:"
+    settings = Settings(redis_url=url, redis_key_prefix=prefix)
+    client = redis.Redis.from_url(url)
+    queue_key = f"{prefix}{PRIORITY_QUEUE}"
+    _client(settings).send_task(DELIVER_TASK, args=[["d1", "d2"], "priority"], queue=PRIORITY_QUEUE)
+    enqueue_deliveries(settings, ["d1", "d2"], "priority")
+    lean, celery = (json.loads(raw) for raw in client.lrange(queue_key, 0, -1))
+    client.delete(*client.keys(f"{prefix}*"))
+    per_message = {"id", "root_id", "origin", "correlation_id", "delivery_tag", "reply_to"}
+    for part in ("headers", "properties"):
+        assert set(lean[part]) == set(celery[part]) - {"reply_to"}
+        for name, value in celery[part].items():
+            assert name in per_message or lean[part][name] == value, name
+    assert base64.b64decode(lean["body"]) == base64.b64decode(celery["body"])
+    assert {k: v for k, v in lean.items() if k not in ("headers", "properties", "body")} == {
+        k: v for k, v in celery.items() if k not in ("headers", "properties", "body")
+    }
