@@ -234,6 +234,8 @@ def api(
     """Serve the REST API (migrates the database first; docs at /docs)."""
     import uvicorn
 
+    from producer.httpproto import HTTP_PROTOCOL
+
     settings = get_settings()
     _check_store(settings.database_url)
     processes = workers or settings.api_workers
@@ -245,6 +247,7 @@ def api(
         host=host or settings.api_host,
         port=port or settings.api_port,
         workers=processes,
+        http=HTTP_PROTOCOL,  # httptools, each response in one send (producer/httpproto.py)
         access_log=False,  # producer/observe.py logs each request, secrets masked
         log_config=None,  # uvicorn's lines go through structlog (schemas/logs.py)
         # A new API process imports the app and migrates before it answers uvicorn's ping;

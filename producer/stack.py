@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from producer.apps import ApnsCredentials, WebPushCredentials, create_app, create_key
+from producer.httpproto import HTTP_PROTOCOL
 from schemas.admin import HmsIn
 from schemas.codes import Role
 from schemas.db import engine_for, upgrade
@@ -176,6 +177,8 @@ class Stack:
                 "--log-level",
                 "warning",
                 "--no-access-log",
+                "--http",
+                HTTP_PROTOCOL,
                 *(
                     ["--workers", str(self.api_workers), "--timeout-worker-healthcheck", "60"]
                     if self.api_workers > 1
