@@ -584,31 +584,50 @@ class _Stream:
         self.expected = expected  # at most this many answers come
         self.window = asyncio.Semaphore(window)
         self.batch = max(1, window // 2)
-        self._answers: queue.SimpleQueue[_Answered | None] = queue.SimpleQueue()
+        # The answers of one loop step go over together: waking the task's thread (and
+        # passing it the GIL) once per answer cost more than recording one.
+        self._step: list[_Answered] = []
+        self._answers: queue.SimpleQueue[list[_Answered] | None] = queue.SimpleQueue()
 
     def put(self, c: store.ClaimedDelivery, answer: Answer, ms: float | None) -> None:
-        self._answers.put((c, answer, ms))
+        """On the loop thread."""
+        if not self._step:
+            self.loop.call_soon(self._hand_over)
+        self._step.append((c, answer, ms))
+
+    def _hand_over(self) -> None:
+        step, self._step = self._step, []
+        if step:  # close() may have handed this step over already
+            self._answers.put(step)
 
     def close(self) -> None:
+        """On the loop thread, after the last put."""
+        if self._step:
+            self._hand_over()
         self._answers.put(None)
 
     def take(self, timeout_s: float, left: int) -> tuple[list[_Answered], bool]:
         """The answers of the next batch to record, and whether the sending ended.
 
-        Waits for the first answer, then gathers more until half the window is waiting,
+        Waits for the first answers, then gathers more until half the window is waiting,
         or every answer still to come (`left`) is in, or RECORD_LINGER_S passed: each
         write is a transaction, and a small chunk's answers come close together.
         """
         try:
-            items = [self._answers.get(timeout=timeout_s)]
+            first = self._answers.get(timeout=timeout_s)
         except queue.Empty:
             raise TimeoutError(f"the lane sent nothing more within {timeout_s:.0f}s") from None
+        if first is None:
+            return [], True
+        answers = list(first)
         until = time.monotonic() + RECORD_LINGER_S
         with contextlib.suppress(queue.Empty):
-            while items[-1] is not None and len(items) < min(self.batch, left):
-                items.append(self._answers.get(timeout=max(0.0, until - time.monotonic())))
-        answers = [i for i in items if i is not None]
-        return answers, len(answers) != len(items)
+            while len(answers) < min(self.batch, left):
+                more = self._answers.get(timeout=max(0.0, until - time.monotonic()))
+                if more is None:
+                    return answers, True
+                answers += more
+        return answers, False
 
     def recorded(self, n: int) -> None:
         if n:
