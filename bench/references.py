@@ -66,6 +66,7 @@ class RefRun:
     sent: int  # notifications attempted (answered, for the naive path)
     warning: str | None = None
     foreign: float = 0.0  # share of the machine other processes used meanwhile
+    cpu_us: float | None = None  # this process's CPU per notification (the bare clients)
 
 
 def ceiling_tokens(tokens: dict[str, list[str]]) -> dict[str, list[str]]:
