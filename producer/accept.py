@@ -20,7 +20,7 @@ from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col
 
-from producer.dispatch import announce_accepted, dispatcher_for, log_accepted
+from producer.dispatch import announce_accepted, dispatcher_for, log_accepted, on_loop
 from producer.enqueue import enqueue_fanout
 from producer.errors import Conflict, InvalidRequest, Unavailable
 from schemas.api import THROTTLE_FIELDS, PushRequest
@@ -244,7 +244,8 @@ def wait_dispatched(done: Future[str]) -> str:
 
 async def wait_dispatched_async(done: Future[str]) -> str:
     try:
-        return await asyncio.wait_for(asyncio.wrap_future(done), PUBLISH_TIMEOUT_S)
+        async with asyncio.timeout(PUBLISH_TIMEOUT_S):  # no Task of its own, as wait_for
+            return await on_loop(done)
     except TimeoutError as exc:
         raise Unavailable(TOO_SLOW) from exc
 

@@ -11,10 +11,12 @@ a batch the broker refuses is taken back whole (result code 3, nothing half-writ
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import threading
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -284,3 +286,56 @@ def dispatcher_for(settings: Settings, engine: Engine) -> Dispatcher:
             if found is None:
                 found = _dispatchers[key] = Dispatcher(settings, engine)
     return found
+
+
+class _LoopWaker:
+    """Dispatcher results handed to one event loop a batch at a time.
+
+    `asyncio.wrap_future` wakes the loop (a write to its self-pipe, a system call) once per
+    future; a batch of a hundred pushes finishing together would wake it a hundred times.
+    Here the first result of a batch schedules one drain and the rest join it.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._ready: list[tuple[Future[str], asyncio.Future[str]]] = []
+        self._lock = threading.Lock()
+
+    def watch(self, done: Future[str]) -> asyncio.Future[str]:
+        """On the loop: an asyncio future settled as `done` is."""
+        waiter: asyncio.Future[str] = self.loop.create_future()
+        done.add_done_callback(lambda f: self._settled(f, waiter))
+        return waiter
+
+    def _settled(self, done: Future[str], waiter: asyncio.Future[str]) -> None:
+        with self._lock:
+            self._ready.append((done, waiter))
+            if len(self._ready) > 1:
+                return  # a drain is already scheduled
+        self.loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            ready, self._ready = self._ready, []
+        for done, waiter in ready:
+            if waiter.done():  # its request gave up waiting
+                continue
+            exc = done.exception()
+            if exc is not None:
+                waiter.set_exception(exc)
+            else:
+                waiter.set_result(done.result())
+
+
+_wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWaker] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def on_loop(done: Future[str]) -> asyncio.Future[str]:
+    """`done` as an asyncio future of the running loop, woken once per dispatcher batch."""
+    loop = asyncio.get_running_loop()
+    waker = _wakers.get(loop)
+    if waker is None:
+        waker = _wakers[loop] = _LoopWaker(loop)
+    return waker.watch(done)
