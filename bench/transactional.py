@@ -1,7 +1,7 @@
 """Single-device pushes through the API, end to end (the call other services make most).
 
     python -m bench.transactional [--pushes 2000] [--concurrency 32] [--rates 500,1000]
-                                  [--duration 30] [--priority high] [--api-workers 2]
+                                  [--duration 30] [--priority high] [--api-workers 1]
     python -m bench.transactional --quick     # 500 pushes, rates for 5 s: a smoke run
 
 A fresh database and Redis db, one Stack (API with --api-workers processes, one worker
@@ -243,7 +243,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rates", default="500,1000", help="offered pushes/s, comma-separated")
     p.add_argument("--duration", type=float, default=30.0)
     p.add_argument("--priority", choices=("high", "normal"), default="high")
-    p.add_argument("--api-workers", type=int, default=int(os.environ.get("API_WORKERS", "2")))
+    p.add_argument("--api-workers", type=int, default=int(os.environ.get("API_WORKERS", "1")))
     p.add_argument("--database", default=DEFAULT_DATABASE)
     p.add_argument("--redis", default=DEFAULT_REDIS)
     p.add_argument("--quick", action="store_true")
