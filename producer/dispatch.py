@@ -173,7 +173,8 @@ class Dispatcher:
             (table(Message), [h.message for h in batch], None),
             (table(Delivery), [d for h in batch for d in h.deliveries], None),
         ]
-        inbox = [(h, t) for h in batch if h.deliveries and (t := topic_of(h.message["payload"]))]
+        topics = [(h, topic_of(h.message["payload"])) for h in batch if h.deliveries]
+        inbox = [(h, topic) for h, topic in topics if topic is not None]
         if not inbox and conn.dialect.name == "postgresql":
             insert_together(conn, parts)
             return

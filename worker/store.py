@@ -227,7 +227,8 @@ def _claimed_messages(conn: Connection, ids: set[str]) -> dict[str, ClaimedMessa
 
 def _claimed_apps(conn: Connection, ids: set[str]) -> dict[str, App]:
     """The apps by id, read as plain rows (the portable path; see _app_of)."""
-    rows = conn.execute(select(table(App)).where(among(table(App).c.id, ids, "sqlite")))
+    a = table(App).c
+    rows = conn.execute(select(table(App)).where(among(a.id, ids, conn.dialect.name)))
     return {row[0]: _app_of(tuple(row)) for row in rows}
 
 
