@@ -545,11 +545,11 @@ def _close_done(conn: Connection, message_ids: Iterable[str], now: datetime) -> 
         # Two batches finishing a Message's last Deliveries at once would each still see
         # the other's rows QUEUED and neither close it: lock the Messages first, so the
         # second looks only after the first committed (its next statement sees that).
+        # Whatever their state: a fan-out marking its Message DISPATCHED after its last
+        # chunk was sent, and closing it if nothing is QUEUED, must wait for a chunk
+        # recording meanwhile, or each would miss the other's write.
         conn.execute(
-            select(m.id)
-            .where(among(m.id, ids, dialect), m.state == MessageState.DISPATCHED)
-            .order_by(m.id)
-            .with_for_update()
+            select(m.id).where(among(m.id, ids, dialect)).order_by(m.id).with_for_update()
         )
     pending = exists().where(d.message_id == m.id, d.status == QUEUED)
     closed = conn.execute(
