@@ -25,7 +25,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ from simulators.core import (
     load_public_key_pem,
     reset_connection,
 )
-from simulators.h2server import H2ServerProtocol, H2Stream, capture_headers
+from simulators.h2server import H2ServerProtocol, H2Stream, JsonAnswer, capture_headers
 
 #: FCM error codes -> (HTTP status, Google status, message) as FCM answers them.
 FCM_ERRORS: dict[str, tuple[int, str, str]] = {
@@ -107,16 +107,7 @@ class InvalidMessage(Exception):
         self.field = field
 
 
-@dataclass(frozen=True)
-class FcmAnswer:
-    """One HTTP answer, transport-free: the HTTP/1.1 app and the HTTP/2 server both send it."""
-
-    status: int
-    body: dict[str, Any]
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def encoded(self) -> bytes:
-        return json.dumps(self.body, separators=(",", ":")).encode()
+FcmAnswer = JsonAnswer  # one HTTP answer, for the HTTP/1.1 app and the HTTP/2 server
 
 
 def google_error_answer(
@@ -392,6 +383,7 @@ class FcmH2Protocol(H2ServerProtocol):
     """One HTTP/2 connection to the token and send endpoints; streams answered as they end."""
 
     max_concurrent_streams = MAX_CONCURRENT_STREAMS
+    json_content_type = b"application/json; charset=UTF-8"
 
     def __init__(self, sim: FCMSimulator) -> None:
         super().__init__()
@@ -418,7 +410,7 @@ class FcmH2Protocol(H2ServerProtocol):
             if delay:
                 # Latency per stream via the loop, so the other streams keep flowing.
                 asyncio.get_running_loop().call_later(
-                    delay / 1000, self._respond, stream_id, answer, True
+                    delay / 1000, self.respond_json, stream_id, answer, True
                 )
                 return
         elif stream.path == b"/token":
@@ -427,17 +419,7 @@ class FcmH2Protocol(H2ServerProtocol):
         else:
             answer = google_error_answer(404, "NOT_FOUND", "Not found.")
         # data_received flushes once for the whole batch of answers.
-        self._respond(stream_id, answer, False)
-
-    def _respond(self, stream_id: int, answer: FcmAnswer, flush: bool) -> None:
-        self.respond(
-            stream_id,
-            answer.status,
-            answer.encoded(),
-            answer.headers,
-            flush,
-            b"application/json; charset=UTF-8",
-        )
+        self.respond_json(stream_id, answer, False)
 
 
 def server_ssl_context(tls_dir: Path) -> ssl.SSLContext:

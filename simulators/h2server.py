@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -69,6 +72,19 @@ def capture_headers(headers: dict[bytes, bytes]) -> Callable[[], dict[str, str]]
     return build
 
 
+@dataclass(frozen=True)
+class JsonAnswer:
+    """One HTTP answer with a JSON body, transport-free: a simulator's HTTP/1.1 app and its
+    HTTP/2 server both send it."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def encoded(self) -> bytes:
+        return json.dumps(self.body, separators=(",", ":")).encode()
+
+
 class H2ServerProtocol(asyncio.Protocol, ABC):
     """One HTTP/2 connection; many concurrent streams, each handed to `handle` as it ends.
 
@@ -81,6 +97,8 @@ class H2ServerProtocol(asyncio.Protocol, ABC):
     #: Send each body as ONE DATA frame or not at all (for clients that parse each frame
     #: as a whole document); otherwise bodies go in as many frames as the windows allow.
     whole_body_frames = False
+    #: The content type `respond_json` gives its answers (as the real service spells it).
+    json_content_type = b"application/json"
 
     def __init__(self) -> None:
         self.conn = H2Connection(
@@ -177,6 +195,16 @@ class H2ServerProtocol(asyncio.Protocol, ABC):
             conn.send_data(stream_id, body[:n], end_stream=n == len(body))
             body = body[n:]
         return body
+
+    def respond_json(self, stream_id: int, answer: JsonAnswer, flush: bool) -> None:
+        self.respond(
+            stream_id,
+            answer.status,
+            answer.encoded(),
+            answer.headers,
+            flush,
+            self.json_content_type,
+        )
 
     def respond(
         self,

@@ -29,7 +29,7 @@ import secrets
 import time
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from starlette.routing import Route
 
 from simulators.core import REDACTED, ControlError, OAuthH2State, control_routes
 from simulators.fcm import FcmServer, run_server
-from simulators.h2server import H2ServerProtocol, H2Stream, capture_headers
+from simulators.h2server import H2ServerProtocol, H2Stream, JsonAnswer, capture_headers
 
 #: Scriptable reasons -> (HTTP status, Push Kit result code or None, message).
 HMS_ERRORS: dict[str, tuple[int, str | None, str]] = {
@@ -73,16 +73,7 @@ _TTL = re.compile(r"^(\d+)(\.\d{1,9})?s$")
 _URGENCIES = frozenset({"HIGH", "NORMAL"})
 
 
-@dataclass(frozen=True)
-class HmsAnswer:
-    """One HTTP answer, transport-free: the HTTP/1.1 app and the HTTP/2 server both send it."""
-
-    status: int
-    body: dict[str, Any]
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def encoded(self) -> bytes:
-        return json.dumps(self.body, separators=(",", ":")).encode()
+HmsAnswer = JsonAnswer  # one HTTP answer, for the HTTP/1.1 app and the HTTP/2 server
 
 
 @dataclass(frozen=True)
@@ -379,6 +370,8 @@ def create_app(sim: HmsSimulator) -> Starlette:
 class HmsH2Protocol(H2ServerProtocol):
     """The token and send endpoints over HTTP/2 (what httpx speaks to a TLS server)."""
 
+    json_content_type = b"application/json;charset=UTF-8"
+
     def __init__(self, sim: HmsSimulator) -> None:
         super().__init__()
         self.sim = sim
@@ -405,24 +398,14 @@ class HmsH2Protocol(H2ServerProtocol):
             if delay:
                 # Latency per stream via the loop, so the other streams keep flowing.
                 asyncio.get_running_loop().call_later(
-                    delay / 1000, self._respond, stream_id, answer, True
+                    delay / 1000, self.respond_json, stream_id, answer, True
                 )
                 return
         elif path == TOKEN_PATH:
             answer = sim.token_answer(bytes(stream.body))
         else:
             answer = HmsAnswer(404, {"msg": "Not found."})
-        self._respond(stream_id, answer, False)
-
-    def _respond(self, stream_id: int, answer: HmsAnswer, flush: bool) -> None:
-        self.respond(
-            stream_id,
-            answer.status,
-            answer.encoded(),
-            answer.headers,
-            flush,
-            b"application/json;charset=UTF-8",
-        )
+        self.respond_json(stream_id, answer, False)
 
 
 def build_server(tls_dir: Path, log_level: str = "warning") -> tuple[HmsSimulator, FcmServer]:
