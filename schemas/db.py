@@ -151,7 +151,7 @@ def _one_insert(
     pg = postgresql.dialect()
     columns = [target.c[name] for name in names]
     listed = ", ".join(f'"{c.name}"' for c in columns)
-    picked = ", ".join(_picked(c) for c in columns)
+    picked = ", ".join(_picked(c, pg) for c in columns)
     shape = ", ".join(f'"{c.name}" {_record_type(c, pg)}' for c in columns)
     sql = (
         f"INSERT INTO {target.name} ({listed}) SELECT {picked} "
@@ -175,14 +175,14 @@ def _record_type(column: Column[Any], pg: Any) -> str:
     return "json" if isinstance(column.type, JSON) else str(column.type.compile(dialect=pg))
 
 
-def _picked(column: Column[Any]) -> str:
+def _picked(column: Column[Any], pg: Any) -> str:
     name = f'v."{column.name}"'
     if isinstance(column.type, JSON):
         # json_to_recordset reads a JSON null as SQL NULL; SQLAlchemy writes None as JSON
         # null unless the column says none_as_null: keep what the ORM would have written.
         if not column.type.none_as_null:
             name = f"COALESCE({name}, 'null'::json)"
-        return f"CAST({name} AS {column.type.compile(dialect=postgresql.dialect())})"
+        return f"CAST({name} AS {column.type.compile(dialect=pg)})"
     return name
 
 

@@ -602,8 +602,7 @@ class _Stream:
 
     def close(self) -> None:
         """On the loop thread, after the last put."""
-        if self._step:
-            self._hand_over()
+        self._hand_over()
         self._answers.put(None)
 
     def take(self, timeout_s: float, left: int) -> tuple[list[_Answered], bool]:
