@@ -15,7 +15,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from producer.apps import create_key
 from producer.telemetry import hour_series
 from schemas.db import engine_for
-from tests.browser import browser, wait_for
+from tests.browser import attributes, browser, cells, click, wait_for
 from tests.conftest import AppHandle, register_bulk
 
 __all__ = ["browser"]  # the fixture, imported for this module
@@ -100,13 +100,10 @@ def test_console_signs_in_shows_schedules_a_broadcast_filling_and_a_deliverys_at
     key.send_keys(app.creds.api_key)
     browser.find_element(By.CSS_SELECTOR, "#sign-in button[type=submit]").click()
     wait_for(browser, lambda b: b.find_element(By.ID, "main").is_displayed())
-    schedule = wait_for(
-        browser, lambda b: b.find_elements(By.CSS_SELECTOR, f"tr[data-schedule='{weekly.id}']")
-    )
+    schedule = wait_for(browser, lambda b: cells(b, f"tr[data-schedule='{weekly.id}']") or [])
     assert weekly.next_run_at is not None
-    cells = [c.text for c in schedule[0].find_elements(By.TAG_NAME, "td")]
-    assert cells[2] == "cron 0 9 * * 1 (Europe/Copenhagen)" and cells[3] == "scheduled"
-    assert cells[4] == weekly.next_run_at.strftime("%Y-%m-%d %H:%M:%S")  # UTC, as shown
+    assert schedule[2] == "cron 0 9 * * 1 (Europe/Copenhagen)" and schedule[3] == "scheduled"
+    assert schedule[4] == weekly.next_run_at.strftime("%Y-%m-%d %H:%M:%S")  # UTC, as shown
 
     # A broadcast throttled to 600 a minute: its 40 Deliveries go out over a few seconds.
     accepted = app.client.push(
@@ -122,31 +119,27 @@ def test_console_signs_in_shows_schedules_a_broadcast_filling_and_a_deliverys_at
     deadline = time.monotonic() + 45
     while not fills or fills[-1] < DEVICES:
         assert time.monotonic() < deadline, f"the bar stopped at {fills}"
-        bars = browser.find_elements(By.CSS_SELECTOR, selector)
-        if bars:
-            sent = int(bars[0].get_attribute("data-sent") or 0)
+        # Read in the page in one step: the console redraws its rows while it polls, so an
+        # element found by one WebDriver call may be stale by the next.
+        shown = attributes(browser, selector, "data-sent")
+        if shown:
+            sent = int(shown[0] or 0)
             if not fills or fills[-1] != sent:
                 fills.append(sent)
         time.sleep(0.1)
     assert fills == sorted(fills) and len(fills) >= 2, fills  # seen part-way, then full
-    full = browser.find_element(By.CSS_SELECTOR, f"{selector} .seg-SENT")
-    assert full.get_attribute("title") == f"SENT {DEVICES}"
+    assert attributes(browser, f"{selector} .seg-SENT", "title") == [f"SENT {DEVICES}"]
 
     # The Message's Deliveries, then one Delivery's attempts and story.
-    browser.find_element(By.CSS_SELECTOR, f"tr[data-message='{accepted.id}']").click()
-    rows = wait_for(
-        browser,
-        lambda b: (
-            len(b.find_elements(By.CSS_SELECTOR, "#delivery-rows tr")) == DEVICES
-            and b.find_elements(By.CSS_SELECTOR, "#delivery-rows tr")
-        ),
-    )
+    click(browser, f"tr[data-message='{accepted.id}']")
+    rows = "#delivery-rows tr"
+    wait_for(browser, lambda b: len(attributes(b, rows, "data-delivery")) == DEVICES)
     assert "SENT 40" in browser.find_element(By.ID, "message-counts").text
-    delivery_id = rows[0].get_attribute("data-delivery")
-    rows[0].click()
-    attempt = wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#attempt-rows tr"))
-    cells = [c.text for c in attempt[0].find_elements(By.TAG_NAME, "td")]
-    assert cells[0] == "1" and cells[2] == "0", cells  # the first attempt, code 0
+    delivery_id = attributes(browser, rows, "data-delivery")[0]
+    assert delivery_id
+    click(browser, f"#delivery-rows tr[data-delivery='{delivery_id}']")
+    attempt = wait_for(browser, lambda b: cells(b, "#attempt-rows tr") or [])
+    assert attempt[0] == "1" and attempt[2] == "0", attempt  # the first attempt, code 0
     story = browser.find_element(By.ID, "story").text
     assert "accepted" in story and "attempt 1" in story and "final SENT" in story
     assert browser.find_element(By.ID, "delivery-id").text == delivery_id
@@ -157,10 +150,9 @@ def test_console_signs_in_shows_schedules_a_broadcast_filling_and_a_deliverys_at
     sent_line = "#chart-sent polyline[data-series=sent]"
     wait_for(
         browser,
-        lambda b: (
-            int(b.find_element(By.CSS_SELECTOR, sent_line).get_attribute("data-sum") or 0)
-            >= DEVICES
-        ),
+        lambda b: int((attributes(b, sent_line, "data-sum") or ["0"])[0] or 0) >= DEVICES,
     )
-    lanes = browser.find_elements(By.CSS_SELECTOR, "#chart-queued polyline")
-    assert {line.get_attribute("data-series") for line in lanes} >= {"bulk", "priority"}
+    assert set(attributes(browser, "#chart-queued polyline", "data-series")) >= {
+        "bulk",
+        "priority",
+    }
