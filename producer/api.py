@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -77,6 +79,7 @@ from schemas.api import (
 from schemas.cm import CLIENT_INSTALLED, CLIENT_UNREGISTERED, CLIENT_UPDATED
 from schemas.codes import Role
 from schemas.db import engine_for, upgrade
+from schemas.heap import settle_heap
 from schemas.logs import configure_logging
 from schemas.settings import Settings, get_settings
 
@@ -104,6 +107,12 @@ class PushlineAPI(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+@asynccontextmanager
+async def _started(_: FastAPI) -> AsyncIterator[None]:
+    settle_heap()  # everything is imported and built by now
+    yield
+
+
 def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
     settings = settings or get_settings()
     # Each API process (uvicorn spawns them) sets up its own logging: JSON off a terminal.
@@ -112,6 +121,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     if migrate:
         upgrade(settings.database_url)
     api = PushlineAPI(
+        lifespan=_started,
         redirect_slashes=False,  # a trailing slash is another path: 404, not a redirect
         title="Pushline",
         version="1",

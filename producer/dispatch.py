@@ -3,9 +3,9 @@
 Such a push is one Message row, one Delivery row (or a few) and a share of a deliver task.
 Taken one request at a time, each would pay a transaction, a commit and a Celery publish of
 its own. The dispatcher thread of each API process gathers the pushes accepted while it
-wrote the previous batch (or within `publish_linger_ms`), writes them in one transaction
-and publishes their Deliveries as one deliver task per lane, so batches grow with the load
-by themselves. A request is answered only once its batch is committed and on the broker;
+wrote the previous batch (or within its linger), writes them in one transaction and
+publishes their Deliveries as one deliver task per lane, so batches grow with the load by
+themselves. The linger itself grows while deliver tasks wait in the queue (next_linger). A request is answered only once its batch is committed and on the broker;
 a batch the broker refuses is taken back whole (result code 3, nothing half-written).
 """
 
@@ -49,13 +49,16 @@ class Handoff:
     fan_out: bool = False  # more registrations than inline_max: the fan-out task resolves
     # The submitting request's log context (its request id): the accept line carries it.
     context: dict[str, Any] | None = None  # None: the submitter logs the accept line itself
+    at: float = field(default_factory=time.monotonic)  # when it was submitted
 
 
 class Dispatcher:
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings = settings
         self.engine = engine
-        self.linger_s = settings.publish_linger_ms / 1000
+        self.floor_s = settings.publish_linger_ms / 1000
+        self.ceiling_s = max(self.floor_s, settings.publish_linger_max_ms / 1000)
+        self.linger_s = self.floor_s
         self.max_batch = settings.chunk_size
         self._inbox: queue.SimpleQueue[Handoff] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="pushline-dispatch", daemon=True)
@@ -81,7 +84,9 @@ class Dispatcher:
 
     def _gather(self) -> list[Handoff]:
         batch = [self._inbox.get()]
-        deadline = time.monotonic() + self.linger_s
+        # The linger counts from the oldest push's arrival: pushes that waited while the
+        # previous batch was written have lingered already.
+        deadline = batch[0].at + self.linger_s
         while len(batch) < self.max_batch:
             try:
                 batch.append(self._inbox.get(timeout=max(0.0, deadline - time.monotonic())))
@@ -110,7 +115,9 @@ class Dispatcher:
                 announce_accepted(h.message, h.context)
         for lane, handoffs in by_lane.items():
             ids = [d["id"] for h in handoffs for d in h.deliveries]
-            self._publish(handoffs, enqueue_deliveries, ids, lane)
+            waiting = self._publish(handoffs, enqueue_deliveries, ids, lane)
+            if waiting is not None:
+                self.linger_s = next_linger(self.linger_s, waiting, self.floor_s, self.ceiling_s)
 
     def _resolve(self, conn: Connection, batch: list[Handoff]) -> None:
         """Resolve every target of the batch: registration ids in one query, other targets
@@ -124,10 +131,14 @@ class Dispatcher:
                 h.deliveries = resolved(h.message, page)
 
     def _publish(
-        self, handoffs: list[Handoff], publish: Callable[[Settings, Any, str], None], *args: Any
-    ) -> None:
+        self,
+        handoffs: list[Handoff],
+        publish: Callable[[Settings, Any, str], int | None],
+        *args: Any,
+    ) -> int | None:
+        """What `publish` returns: how many tasks wait before this one (None: not known)."""
         try:
-            publish(self.settings, *args)
+            waiting = publish(self.settings, *args)
         except Exception as exc:  # kombu raises several types for a broker that is down
             self._withdraw(handoffs)
             failure = Unavailable(
@@ -135,10 +146,11 @@ class Dispatcher:
             )
             for h in handoffs:
                 h.done.set_exception(failure)
-            return
+            return None
         for h in handoffs:
             h.done.set_result(h.message["state"])
             announce_accepted(h.message, h.context)
+        return waiting
 
     def _fail(self, batch: list[Handoff], exc: Exception) -> None:
         failure = Unavailable(f"the store is unavailable; nothing was accepted ({exc})")
@@ -194,6 +206,18 @@ class Dispatcher:
         except SQLAlchemyError as exc:
             # The Deliveries stay QUEUED: the recovery sweep sends them after its grace.
             log.error("could not take back unqueued pushes", messages=len(ids), error=str(exc))
+
+
+def next_linger(linger_s: float, waiting: int, floor_s: float, ceiling_s: float) -> float:
+    """The dispatcher's next linger, given how many deliver tasks waited in the queue when
+    it published the last one. Waiting tasks mean the workers are behind, and each task
+    costs them the same whatever it carries: gather longer, into fewer and larger tasks.
+    An empty queue means they keep up: gather less, and answer sooner."""
+    if waiting > 1:
+        return min(ceiling_s, max(linger_s * 2, floor_s, 0.001))
+    if waiting == 0:
+        return max(floor_s, linger_s / 2)
+    return linger_s
 
 
 def resolve_targets(
@@ -278,6 +302,7 @@ def dispatcher_for(settings: Settings, engine: Engine) -> Dispatcher:
         settings.priority_lane,
         settings.inline_max_deliveries,
         settings.publish_linger_ms,
+        settings.publish_linger_max_ms,
         engine,  # the engine itself: its URL as text costs more than this lookup should
     )
     found = _dispatchers.get(key)

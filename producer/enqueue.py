@@ -110,21 +110,24 @@ def _repr(args: list[Any]) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _publish(settings: Settings, task: str, args: list[Any], lane: str) -> None:
-    """Raise on a broker that cannot take the task (after a short bounded retry)."""
+def _publish(settings: Settings, task: str, args: list[Any], lane: str) -> int | None:
+    """Raise on a broker that cannot take the task (after a short bounded retry). Returns
+    how many tasks wait in the queue before it (None where not known)."""
     queue = queue_for(lane, settings.priority_lane)
     if settings.task_events:
         _client(settings).send_task(task, args=args, queue=queue)
-        return
+        return None
     key = f"{settings.redis_key_prefix}{queue}"
-    _broker(settings).lpush(key, task_message(task, args, queue))
+    length = _broker(settings).lpush(key, task_message(task, args, queue))
+    return int(length) - 1
 
 
-def enqueue_fanout(settings: Settings, message_id: str, lane: str = "bulk") -> None:
+def enqueue_fanout(settings: Settings, message_id: str, lane: str = "bulk") -> int | None:
     """Raise on a broker that cannot take the task (after a short bounded retry)."""
-    _publish(settings, FANOUT_TASK, [message_id], lane)
+    return _publish(settings, FANOUT_TASK, [message_id], lane)
 
 
-def enqueue_deliveries(settings: Settings, ids: list[str], lane: str) -> None:
-    """One deliver task carrying Deliveries of any number of Messages (same lane)."""
-    _publish(settings, DELIVER_TASK, [ids, lane], lane)
+def enqueue_deliveries(settings: Settings, ids: list[str], lane: str) -> int | None:
+    """One deliver task carrying Deliveries of any number of Messages (same lane); returns
+    how many tasks wait in the queue before it (None where not known)."""
+    return _publish(settings, DELIVER_TASK, [ids, lane], lane)

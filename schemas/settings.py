@@ -61,8 +61,12 @@ class Settings(BaseSettings):
     # most this many registrations; larger ones take the fan-out path.
     inline_max_deliveries: int = 100
     # The API gathers the Deliveries of pushes accepted within this many milliseconds into
-    # one deliver task per lane: many Messages share one task's cost (DESIGN.md §5).
-    publish_linger_ms: float = 15.0
+    # one deliver task per lane: many Messages share one task's cost (DESIGN.md §5). The
+    # linger starts at the floor and doubles, up to the ceiling, while deliver tasks wait
+    # in the queue (workers behind: fewer, larger tasks cost them less per push); it halves
+    # back while the queue is empty.
+    publish_linger_ms: float = 5.0
+    publish_linger_max_ms: float = 30.0
     visibility_timeout_s: int = 3600
     max_attempts: int = 5
     retry_base_s: float = 1.0

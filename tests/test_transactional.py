@@ -347,3 +347,37 @@ def test_a_task_message_is_written_as_celerys_own_publisher_writes_it() -> None:
     assert {k: v for k, v in lean.items() if k not in ("headers", "properties", "body")} == {
         k: v for k, v in celery.items() if k not in ("headers", "properties", "body")
     }
+
+
+def test_the_dispatcher_lingers_longer_while_deliver_tasks_wait_and_less_once_they_are_taken() -> (
+    None
+):
+    """The publisher says how many tasks wait before the one it wrote (no worker consumes
+    this queue), and the linger follows: doubling up to the ceiling while two or more
+    wait, halving back to the floor once the queue is empty."""
+    import redis
+
+    from producer.dispatch import next_linger
+    from producer.enqueue import enqueue_deliveries
+    from schemas.queueing import PRIORITY_QUEUE
+
+    url = fresh_redis(12)
+    prefix = f"linger-{uuid.uuid4().hex[:8]}:"
+    settings = Settings(redis_url=url, redis_key_prefix=prefix)
+    waiting = [enqueue_deliveries(settings, [f"d{i}"], "priority") for i in range(4)]
+    assert waiting == [0, 1, 2, 3]
+
+    floor, ceiling = 0.005, 0.030
+    linger = floor
+    for w in waiting:
+        linger = next_linger(linger, w, floor, ceiling)
+    assert linger == pytest.approx(0.020)  # held at one waiting, doubled at two and three
+    assert next_linger(next_linger(linger, 9, floor, ceiling), 9, floor, ceiling) == ceiling
+
+    redis.Redis.from_url(url).delete(f"{prefix}{PRIORITY_QUEUE}")  # a worker took them all
+    drained = enqueue_deliveries(settings, ["d9"], "priority")
+    assert drained == 0
+    for _ in range(5):
+        linger = next_linger(linger, drained, floor, ceiling)
+    assert linger == floor
+    redis.Redis.from_url(url).delete(f"{prefix}{PRIORITY_QUEUE}")

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from schemas.db import engine_for
+from schemas.heap import settle_heap
 from schemas.logs import configure_logging
 from schemas.queueing import (
     DELIVER_TASK,
@@ -66,6 +67,7 @@ def _fresh_process(**_: Any) -> None:
     # A forked child must not share its parent's database connections.
     engine_for(settings.database_url).dispose(close=False)
     delivery_engine().dispose(close=False)
+    settle_heap()
 
 
 def delivery_engine() -> Engine:

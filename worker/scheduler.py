@@ -173,6 +173,7 @@ def run(
 
 def main() -> None:
     from schemas.db import engine_for
+    from schemas.heap import settle_heap
     from schemas.logs import configure_logging
     from schemas.settings import get_settings
     from worker.celery_app import enqueue_chunk, enqueue_fanout
@@ -192,6 +193,7 @@ def main() -> None:
         sweep_interval_s=settings.sweep_interval_s,
     )
     watch = BrokerWatch(settings)
+    settle_heap()
     run(settings, engine_for(settings.database_url), enqueue_fanout, enqueue_chunk, stop, watch)
 
 
