@@ -85,11 +85,15 @@ class Dispatcher:
     def _gather(self) -> list[Handoff]:
         batch = [self._inbox.get()]
         # The linger counts from the oldest push's arrival: pushes that waited while the
-        # previous batch was written have lingered already.
-        deadline = batch[0].at + self.linger_s
+        # previous batch was written have lingered already. It is slept through, then the
+        # inbox drained: waiting on the inbox instead would wake this thread (and take the
+        # GIL from the event loop) once for every push.
+        left = batch[0].at + self.linger_s - time.monotonic()
+        if left > 0:
+            time.sleep(left)
         while len(batch) < self.max_batch:
             try:
-                batch.append(self._inbox.get(timeout=max(0.0, deadline - time.monotonic())))
+                batch.append(self._inbox.get_nowait())
             except queue.Empty:
                 break
         return batch
