@@ -5,8 +5,9 @@ Taken one request at a time, each would pay a transaction, a commit and a Celery
 its own. The dispatcher thread of each API process gathers the pushes accepted while it
 wrote the previous batch (or within its linger), writes them in one transaction and
 publishes their Deliveries as one deliver task per lane, so batches grow with the load by
-themselves. The linger itself grows while deliver tasks wait in the queue (next_linger). A request is answered only once its batch is committed and on the broker;
-a batch the broker refuses is taken back whole (result code 3, nothing half-written).
+themselves. The linger itself grows while deliver tasks wait in the queue (next_linger).
+A request is answered only once its batch is committed and on the broker; a batch the
+broker refuses is taken back whole (result code 3, nothing half-written).
 """
 
 from __future__ import annotations
