@@ -4,6 +4,7 @@ simulator's own checks (VAPID, RFC 8030 headers, size, decryption) over raw requ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -267,3 +268,74 @@ def test_pushline_apps_create_webpush_generates_a_key_pair_or_takes_a_pem(tmp_pa
     assert no_sub.returncode == 2 and "--webpush-subject" in no_sub.stdout + no_sub.stderr
     bad_sub = run("apps", "create", "site4", "--webpush", "--webpush-subject", "ops", env=env)
     assert bad_sub.returncode == 2 and "mailto:" in bad_sub.stderr  # errors: one line on stderr
+
+
+def test_a_connection_the_push_service_drops_is_opened_again_for_the_next_send(
+    clean: Sim,
+) -> None:
+    app = web_app()
+    first, second = subscribe(clean, app), subscribe(clean, app)
+
+    async def run() -> list[ProviderAnswer]:
+        sender = WebPushSender(app, settings_for(clean))
+        try:
+            before = await sender.send(*first, REQ)
+            clean.control.refuse_tls(True)  # beginning a refusal drops the live connection
+            clean.control.refuse_tls(False)
+            await asyncio.sleep(0.2)  # the loss reaches the client
+            after = await sender.send(*second, REQ)
+            return [before, after]
+        finally:
+            await sender.aclose()
+
+    answers = asyncio.run(run())
+    assert [a.status for a in answers] == [201, 201]
+    stats = clean.control.stats()
+    assert stats["accepted"] == {first[0]: 1, second[0]: 1}
+    assert (stats["h2_connections"], stats["h2_requests"]) == (2, 2)
+
+
+def test_an_origin_without_http2_is_sent_to_over_http1(clean: Sim, tmp_path: Path) -> None:
+    """A push service that does not choose HTTP/2 by ALPN gets the same request over
+    HTTP/1.1 (httpx), and the sender remembers it for the origin's later sends."""
+    from simulators.certs import ensure_tls
+
+    tls = ensure_tls(tmp_path)
+    app = web_app()
+    keys = subscribe(clean, app)[1]  # real subscription keys, so the payload encrypts
+    seen: list[tuple[str, bytes, int]] = []  # ALPN, request head, body length
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        alpn = writer.get_extra_info("ssl_object").selected_alpn_protocol()
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                body = await reader.readexactly(length)
+                seen.append((alpn, head, len(body)))
+                writer.write(b"HTTP/1.1 201 Created\r\nLocation: /m/1\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        writer.close()
+
+    async def run() -> list[ProviderAnswer]:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(tls.server_cert, tls.server_key)
+        context.set_alpn_protocols(["http/1.1"])
+        server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+        port = server.sockets[0].getsockname()[1]
+        settings = Settings(webpush_ca_file=str(tls.ca_cert))
+        sender = WebPushSender(app, settings)
+        try:
+            url = f"https://127.0.0.1:{port}/push/"
+            return [await sender.send(url + str(i), keys, REQ) for i in range(2)]
+        finally:
+            await sender.aclose()
+            server.close()
+
+    answers = asyncio.run(run())
+    assert [(a.status, a.ref) for a in answers] == [(201, "/m/1")] * 2
+    assert [(alpn, head.split(b" ")[:2]) for alpn, head, _ in seen] == [
+        ("http/1.1", [b"POST", b"/push/0"]),
+        ("http/1.1", [b"POST", b"/push/1"]),
+    ]
+    assert all(b"content-encoding: aes128gcm" in head.lower() for _, head, _ in seen)
+    assert all(length > 0 for _, _, length in seen)

@@ -16,12 +16,10 @@ from aioapns.common import NotificationResult
 from aioapns.connection import APNsTLSClientProtocol, AuthorizationHeaderProvider
 from aioapns.exceptions import ConnectionClosed, ConnectionError, MaxAttemptsExceeded
 from h2.utilities import SizeLimitDict
-from hpack import Encoder
-from hpack.hpack import INDEX_NONE
-from hpack.table import HeaderTable
 
 from schemas.settings import Settings
 from schemas.tables import App
+from worker import h2client
 from worker.outcomes import ProviderAnswer
 from worker.payloads import ApnsRequest
 
@@ -80,31 +78,11 @@ class ProviderToken(AuthorizationHeaderProvider):
         self.generation += 1
 
 
-class LeanEncoder(Encoder):
-    """HPACK for APNs requests: the values new on every request are sent as they are.
-
-    `:path` (the device token), `apns-id` and `apns-expiration` change with each
-    notification. hpack Huffman-codes each one in Python and adds it to the dynamic
-    table, which it then searches entry by entry for every later header while these
-    entries push the ones that do repeat (topic, token, push type) out of it. Sent as
-    literals without indexing and without Huffman coding, they cost a few bytes more on
-    the wire and a fraction of the CPU; the table keeps only what repeats.
-    """
+class LeanEncoder(h2client.LeanEncoder):
+    """HPACK for APNs requests: `:path` (the device token), `apns-id` and
+    `apns-expiration` change with each notification, so they are sent as they are."""
 
     ONCE = frozenset({b":path", b"apns-id", b"apns-expiration"})
-    _STATIC = {
-        name: index + 1
-        for index, (name, _) in reversed(list(enumerate(HeaderTable.STATIC_TABLE)))
-    }
-
-    def add(self, to_add: tuple[bytes, bytes], sensitive: bool, huffman: bool = False) -> bytes:
-        name, value = to_add
-        if name not in self.ONCE:
-            return super().add(to_add, sensitive, huffman)
-        index = self._STATIC.get(name)
-        if index is None:
-            return self._encode_literal(name, value, INDEX_NONE, False)
-        return self._encode_indexed_literal(index, value, INDEX_NONE, False)
 
 
 class GuardedProtocol(APNsTLSClientProtocol):

@@ -2,11 +2,11 @@
 
 The cryptography is the libraries': `http_ece` encrypts each payload as aes128gcm for the
 subscription's keys (a fresh ephemeral P-256 key and salt per message, as RFC 8291 asks),
-`py_vapid` signs the VAPID JWT. The wire is ours, as for FCM: ONE `httpx.AsyncClient`
-per app per process on the process loop (HTTP/2 where the push service offers it over
-TLS, which every browser vendor's does; one connection per push-service origin), at most
-`send_concurrency` requests in flight, every call bounded by `send_timeout_s`, no library
-retries (backoff.py owns them).
+`py_vapid` signs the VAPID JWT. The wire is ours: per app per process, on the process
+loop, one HTTP/2 connection per push-service origin through worker/h2client.py (every
+browser vendor's push service offers HTTP/2 over TLS), or an `httpx.AsyncClient` for an
+origin that does not; at most `send_concurrency` requests in flight, every call bounded
+by `send_timeout_s`, no library retries (backoff.py owns them).
 
 A VAPID token names its audience (the endpoint's origin) and an expiry at most 24 h
 away; it is minted once per origin and reused until a tenth of its life is left, so a
@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import time
+from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
+from http import HTTPStatus
 
 import http_ece
 import httpx
@@ -29,6 +32,7 @@ from py_vapid import Vapid02
 from schemas.settings import Settings
 from schemas.tables import App
 from schemas.webpush import b64url_decode, load_vapid_key, origin
+from worker.h2client import H2Pool, NotHttp2
 from worker.httpsender import LoopClient
 from worker.outcomes import ProviderAnswer
 from worker.payloads import WEBPUSH_MAX_BYTES, WebPushRequest, webpush_plaintext
@@ -91,6 +95,10 @@ def request_headers(req: WebPushRequest, authorization: str) -> dict[str, str]:
     return headers
 
 
+def _ssl_context(ca_file: str | None) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+
+
 class WebPushSender(LoopClient):
     """One app's Web Push sender for this process; build and use it on the process loop."""
 
@@ -100,7 +108,9 @@ class WebPushSender(LoopClient):
         self.vapid = VapidTokens(
             app.webpush_private_key_pem, app.webpush_subject, settings.webpush_vapid_ttl_s
         )
+        # HTTP/2 origins (every browser vendor's) on the lean client; httpx for any other.
         self.open_client(settings, settings.webpush_ca_file)
+        self.h2 = H2Pool(_ssl_context(settings.webpush_ca_file), self.timeout)
         self._slots = asyncio.Semaphore(self.concurrency)
 
     async def send(
@@ -118,25 +128,42 @@ class WebPushSender(LoopClient):
         async with self._slots:
             try:
                 async with asyncio.timeout(self.timeout):
-                    resp = await self.client.post(endpoint, content=body, headers=headers)
+                    return await self._post(endpoint, headers, body)
             except TimeoutError:
                 return ProviderAnswer(None, "timeout", detail=f"no answer within {self.timeout}s")
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, OSError) as exc:  # ConnectionError and ssl errors too
                 return ProviderAnswer(None, "connection", detail=type(exc).__name__)
-        return answer_from_response(resp)
+
+    async def _post(self, endpoint: str, headers: dict[str, str], body: bytes) -> ProviderAnswer:
+        try:
+            wire = [(k.encode(), v.encode()) for k, v in headers.items()]
+            reply = await self.h2.post(endpoint, wire, body)
+            return answer_from(reply.status, reply.headers, reply.text)
+        except NotHttp2:
+            resp = await self.client.post(endpoint, content=body, headers=headers)
+            return answer_from(resp.status_code, resp.headers, resp.text)
+
+    def close(self) -> None:
+        self.h2.close()
+        super().close()
+
+    async def aclose(self) -> None:
+        self.h2.close()
+        await super().aclose()
 
 
-def answer_from_response(resp: httpx.Response) -> ProviderAnswer:
+def answer_from(status: int, headers: Mapping[str, str], text: str) -> ProviderAnswer:
     """Status, the push message resource (Location, RFC 8030 §5) and Retry-After."""
-    if resp.is_success:
-        location = resp.headers.get("location")
-        return ProviderAnswer(resp.status_code, ref=location[:255] if location else None)
-    detail = resp.text.strip()[:300] if resp.content else None
+    if 200 <= status < 300:
+        location = headers.get("location")
+        return ProviderAnswer(status, ref=location[:255] if location else None)
+    detail = text.strip()[:300] or None
+    try:
+        reason: str | None = HTTPStatus(status).phrase
+    except ValueError:
+        reason = None
     return ProviderAnswer(
-        resp.status_code,
-        resp.reason_phrase or None,
-        retry_after=retry_after_s(resp.headers.get("retry-after")),
-        detail=detail,
+        status, reason, retry_after=retry_after_s(headers.get("retry-after")), detail=detail
     )
 
 
