@@ -27,13 +27,16 @@ library's:
   five minutes before it expires, refreshes it in a thread (never on the event loop) and
   once for all the sends waiting on it, and starts the next refresh in the background
   while the current token still works.
-- Ours: ONE `httpx.AsyncClient(http2=True)` per app per process, living on the process
-  loop, so every send multiplexes onto one TLS connection; at most `send_concurrency`
-  requests in flight; every call bounded by `send_timeout_s`. No library retries: our
-  backoff owns them (every attempt counted, logged and spaced by one policy). The one
-  exception is Google's own: a 401 without an FcmError means the access token was
-  refused, so the token is dropped and that send tried once more with a fresh one, as
-  firebase-admin's auth flow does.
+- Ours: the wire. For FCM's HTTPS URL, ONE HTTP/2 connection per app per process on the
+  process loop through worker/h2client.py (a loop step's frames in one write; httpx's
+  HTTP/2 stack was about two thirds of the worker's CPU per FCM message), so every send
+  multiplexes onto one TLS connection; an `httpx.AsyncClient` for any other URL (a plain
+  HTTP emulator). At most `send_concurrency` requests in flight; every call bounded by
+  `send_timeout_s`. No library retries: our backoff owns them (every attempt counted,
+  logged and spaced by one policy). The one exception is Google's own: a 401 without an
+  FcmError means the access token was refused, so the token is dropped and that send
+  tried once more with a fresh one, as firebase-admin's auth flow does. FCM's error
+  answers go to firebase-admin as the httpx error it maps (`_exchange`, `_post`).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from google.auth.exceptions import GoogleAuthError, RefreshError
 
 from schemas.settings import Settings
 from schemas.tables import App
+from worker.h2client import H2Pool, NotHttp2, Reply, tls_context
 from worker.outcomes import ProviderAnswer
 from worker.payloads import FCM_MAX_BYTES, FcmParts, fcm_message_size
 from worker.tokens import SharedToken
@@ -152,6 +156,9 @@ class FcmSender:
                 max_connections=self.concurrency, max_keepalive_connections=self.concurrency
             ),
         )
+        # The wire for an HTTPS URL (FCM's); the httpx client for anything else.
+        self.h2 = H2Pool(tls_context(settings.fcm_ca_file), self.timeout)
+        self._request = httpx.Request("POST", self.url)  # what firebase-admin's errors name
         self._slots = asyncio.Semaphore(self.concurrency)
 
     async def send_many(self, items: list[tuple[str, FcmParts]]) -> list[ProviderAnswer]:
@@ -182,21 +189,37 @@ class FcmSender:
                 return answer_from_error(exceptions.UnknownError(str(exc), cause=exc))
             headers = {**self.headers, "authorization": f"Bearer {access}"}
             try:
-                resp = await self.client.post(self.url, content=content, headers=headers)
+                reply = await self._exchange(content, headers)
             except httpx.HTTPError as exc:
                 return answer_from_error(self.service._handle_fcm_httpx_error(exc))
-            if resp.status_code == 200:
-                return ProviderAnswer(200, ref=_message_name(resp))
-            if resp.status_code == 401 and attempt == 1 and not _has_fcm_error(resp):
+            if reply.status == 200:
+                return ProviderAnswer(200, ref=_message_name(reply.body))
+            if reply.status == 401 and attempt == 1 and not _has_fcm_error(reply.body):
                 self.tokens.invalidate(access)
                 continue
+            # firebase-admin reads FCM's error (its typed exception) from an httpx answer.
+            resp = httpx.Response(
+                reply.status, headers=reply.headers, content=reply.body, request=self._request
+            )
             error = httpx.HTTPStatusError(
-                f"FCM answered {resp.status_code}", request=resp.request, response=resp
+                f"FCM answered {reply.status}", request=self._request, response=resp
             )
             return answer_from_error(self.service._handle_fcm_httpx_error(error))
         raise AssertionError("unreachable")
 
+    async def _exchange(self, content: bytes, headers: dict[str, str]) -> Reply:
+        """One POST; raises httpx's errors (which firebase-admin maps) for the wire's."""
+        try:
+            wire = [(k.encode(), v.encode()) for k, v in headers.items()]
+            return await self.h2.post(str(self.url), wire, content)
+        except NotHttp2:
+            resp = await self.client.post(self.url, content=content, headers=headers)
+            return Reply(resp.status_code, dict(resp.headers), resp.content)
+        except OSError as exc:  # ConnectionError and ssl errors too
+            raise httpx.ConnectError(str(exc) or type(exc).__name__, request=self._request) from exc
+
     async def aclose(self) -> None:
+        self.h2.close()
         await self.client.aclose()
         self._session.close()
 
@@ -215,17 +238,17 @@ class FcmSender:
 _closing: set[asyncio.Task[None]] = set()
 
 
-def _message_name(resp: httpx.Response) -> str | None:
+def _message_name(body: bytes) -> str | None:
     try:
-        name = resp.json().get("name")
+        name = json.loads(body).get("name")
     except (ValueError, AttributeError):
         return None
     return name if isinstance(name, str) else None
 
 
-def _has_fcm_error(resp: httpx.Response) -> bool:
+def _has_fcm_error(body: bytes) -> bool:
     try:
-        details = resp.json().get("error", {}).get("details") or []
+        details = json.loads(body).get("error", {}).get("details") or []
     except (ValueError, AttributeError):
         return False
     return any(isinstance(d, dict) and d.get("@type") == _FCM_ERROR_TYPE for d in details)

@@ -249,6 +249,11 @@ class H2ClientProtocol(asyncio.Protocol):
             self.transport.close()
 
 
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """The system's trust store, or only `ca_file` (the simulators' CA) when given."""
+    return ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+
+
 class H2Pool:
     """One HTTP/2 connection per origin, opened on first use and again after it ends."""
 
@@ -263,7 +268,7 @@ class H2Pool:
     async def post(self, url: str, headers: list[tuple[bytes, bytes]], body: bytes) -> Reply:
         parts = urlsplit(url)
         host, port = parts.hostname or "", parts.port or 443
-        if (host, port) in self.h1_origins:
+        if parts.scheme != "https" or (host, port) in self.h1_origins:
             raise NotHttp2(url)
         conn = await self._connection(host, port, parts.netloc)
         path = parts.path or "/"

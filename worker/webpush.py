@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import ssl
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
@@ -32,7 +31,7 @@ from py_vapid import Vapid02
 from schemas.settings import Settings
 from schemas.tables import App
 from schemas.webpush import b64url_decode, load_vapid_key, origin
-from worker.h2client import H2Pool, NotHttp2
+from worker.h2client import H2Pool, NotHttp2, tls_context
 from worker.httpsender import LoopClient
 from worker.outcomes import ProviderAnswer
 from worker.payloads import WEBPUSH_MAX_BYTES, WebPushRequest, webpush_plaintext
@@ -95,10 +94,6 @@ def request_headers(req: WebPushRequest, authorization: str) -> dict[str, str]:
     return headers
 
 
-def _ssl_context(ca_file: str | None) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
-
-
 class WebPushSender(LoopClient):
     """One app's Web Push sender for this process; build and use it on the process loop."""
 
@@ -110,7 +105,7 @@ class WebPushSender(LoopClient):
         )
         # HTTP/2 origins (every browser vendor's) on the lean client; httpx for any other.
         self.open_client(settings, settings.webpush_ca_file)
-        self.h2 = H2Pool(_ssl_context(settings.webpush_ca_file), self.timeout)
+        self.h2 = H2Pool(tls_context(settings.webpush_ca_file), self.timeout)
         self._slots = asyncio.Semaphore(self.concurrency)
 
     async def send(
