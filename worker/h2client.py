@@ -203,7 +203,7 @@ class H2ClientProtocol(asyncio.Protocol):
             (b":scheme", b"https"),
             (b":authority", self.authority),
             (b":path", path.encode()),
-            *headers,
+            *((name.lower(), value) for name, value in headers),  # HTTP/2 names are lower-case
             (b"content-length", str(len(body)).encode()),
         ]
         try:
