@@ -16,7 +16,7 @@ blocking I/O), so no thread is needed. Push Kit saying the token is invalid or e
 (80200001 / 80200003) drops it and tries that send once more with a fresh one.
 
 Push Kit answers HTTP 200 for most outcomes and puts its result code in the body (`code`:
-80000000 success, 803xxxxx token problems...); `answer_from_response` reads it into a
+80000000 success, 803xxxxx token problems...); `read_answer` reads it into a
 ProviderAnswer whose `reason` is that code, and outcomes.py maps it through the table.
 """
 
@@ -27,6 +27,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import structlog
@@ -35,6 +36,7 @@ from schemas.codes import DeliveryStatus, ResultCode
 from schemas.settings import Settings
 from schemas.tables import App, utcnow
 from worker import store
+from worker.h2client import Reply
 from worker.httpsender import LoopClient
 from worker.outcomes import HMS_SUCCESS, Outcome, ProviderAnswer
 from worker.payloads import (
@@ -64,6 +66,11 @@ TOO_LARGE = Outcome(
 )
 
 
+FORM_HEADERS = {"content-type": "application/x-www-form-urlencoded"}
+#: LoopClient.post: the token endpoint is asked over the same wire as the sends.
+Post = Callable[[str, dict[str, str], bytes], Awaitable[Reply]]
+
+
 class TokenRefused(Exception):
     """The token endpoint refused the app id and secret (a configuration problem)."""
 
@@ -71,21 +78,21 @@ class TokenRefused(Exception):
 class AccessTokens(SharedToken):
     """One OAuth 2.0 access token per Huawei app, shared by every concurrent send."""
 
-    def __init__(
-        self, client: httpx.AsyncClient, url: str, client_id: str, client_secret: str
-    ) -> None:
+    def __init__(self, post: Post, url: str, client_id: str, client_secret: str) -> None:
         super().__init__(REFRESH_MARGIN_S)
-        self._client = client
+        self._post = post
         self._url = url
-        self._form = {
-            "grant_type": "client_credentials",
-            "client_id": client_id,
-            "client_secret": client_secret,
-        }
+        self._form = urlencode(
+            {
+                "grant_type": "client_credentials",
+                "client_id": client_id,
+                "client_secret": client_secret,
+            }
+        ).encode()
 
     async def _mint(self) -> tuple[str, float]:
-        resp = await self._client.post(self._url, data=self._form)
-        token, expires_in = parse_token_answer(resp.status_code, resp.content)
+        reply = await self._post(self._url, FORM_HEADERS, self._form)
+        token, expires_in = parse_token_answer(reply.status, reply.body)
         self._margin = min(REFRESH_MARGIN_S, expires_in / 10)
         return token, time.time() + expires_in
 
@@ -119,7 +126,7 @@ class HmsSender(LoopClient):
         self.url = f"{settings.hms_push_url.rstrip('/')}/v1/{app.hms_app_id}/messages:send"
         self.open_client(settings, settings.hms_ca_file)
         self.tokens = AccessTokens(
-            self.client, settings.hms_token_url, app.hms_app_id, app.hms_client_secret
+            self.post, settings.hms_token_url, app.hms_app_id, app.hms_client_secret
         )
         self._slots = asyncio.Semaphore(self.concurrency)
         self._headers = {"content-type": "application/json; charset=UTF-8"}
@@ -141,24 +148,19 @@ class HmsSender(LoopClient):
                 access = await self.tokens.get()
             except TokenRefused as exc:
                 return ProviderAnswer(401, "80200001", detail=str(exc)[:300])
-            except (httpx.HTTPError, ValueError) as exc:
+            except (httpx.HTTPError, OSError, ValueError) as exc:
                 return ProviderAnswer(None, "connection", detail=f"token: {exc}"[:300])
             headers = {**self._headers, "authorization": f"Bearer {access}"}
             try:
-                resp = await self.client.post(self.url, content=body, headers=headers)
-            except httpx.HTTPError as exc:
+                reply = await self.post(self.url, headers, body)
+            except (httpx.HTTPError, OSError) as exc:  # ConnectionError and ssl errors too
                 return ProviderAnswer(None, "connection", detail=type(exc).__name__)
-            answer = answer_from_response(resp, device)
+            answer = read_answer(reply.status, reply.body, device, reply.headers.get("retry-after"))
             if answer.reason in TOKEN_REFUSED and attempt == 1:
                 self.tokens.invalidate(access)
                 continue
             return answer
         return answer
-
-
-def answer_from_response(resp: httpx.Response, device: str) -> ProviderAnswer:
-    """HTTP status, Push Kit's result code (the reason), its request id and Retry-After."""
-    return read_answer(resp.status_code, resp.content, device, resp.headers.get("retry-after"))
 
 
 def read_answer(

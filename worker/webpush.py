@@ -31,7 +31,6 @@ from py_vapid import Vapid02
 from schemas.settings import Settings
 from schemas.tables import App
 from schemas.webpush import b64url_decode, load_vapid_key, origin
-from worker.h2client import H2Pool, NotHttp2, tls_context
 from worker.httpsender import LoopClient
 from worker.outcomes import ProviderAnswer
 from worker.payloads import WEBPUSH_MAX_BYTES, WebPushRequest, webpush_plaintext
@@ -103,9 +102,7 @@ class WebPushSender(LoopClient):
         self.vapid = VapidTokens(
             app.webpush_private_key_pem, app.webpush_subject, settings.webpush_vapid_ttl_s
         )
-        # HTTP/2 origins (every browser vendor's) on the lean client; httpx for any other.
         self.open_client(settings, settings.webpush_ca_file)
-        self.h2 = H2Pool(tls_context(settings.webpush_ca_file), self.timeout)
         self._slots = asyncio.Semaphore(self.concurrency)
 
     async def send(
@@ -130,21 +127,8 @@ class WebPushSender(LoopClient):
                 return ProviderAnswer(None, "connection", detail=type(exc).__name__)
 
     async def _post(self, endpoint: str, headers: dict[str, str], body: bytes) -> ProviderAnswer:
-        try:
-            wire = [(k.encode(), v.encode()) for k, v in headers.items()]
-            reply = await self.h2.post(endpoint, wire, body)
-            return answer_from(reply.status, reply.headers, reply.text)
-        except NotHttp2:
-            resp = await self.client.post(endpoint, content=body, headers=headers)
-            return answer_from(resp.status_code, resp.headers, resp.text)
-
-    def close(self) -> None:
-        self.h2.close()
-        super().close()
-
-    async def aclose(self) -> None:
-        self.h2.close()
-        await super().aclose()
+        reply = await self.post(endpoint, headers, body)
+        return answer_from(reply.status, reply.headers, reply.text)
 
 
 def answer_from(status: int, headers: Mapping[str, str], text: str) -> ProviderAnswer:
