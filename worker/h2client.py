@@ -32,6 +32,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+from h2.utilities import SizeLimitDict
 from hpack import Encoder
 from hpack.hpack import INDEX_NONE
 from hpack.table import HeaderTable
@@ -100,6 +101,7 @@ class H2ClientProtocol(asyncio.Protocol):
         )
         self.conn = h2.connection.H2Connection(config=config)
         self.conn.encoder = LeanEncoder()
+        self.conn._closed_streams = SizeLimitDict(size_limit=self.CLOSED_STREAMS_KEPT)
         self.transport: asyncio.Transport | None = None
         self.usable = True  # False after GOAWAY or once closed: open a new connection
         self._streams: dict[int, _Stream] = {}
