@@ -17,6 +17,7 @@ from typing import Any
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
+from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
     DataReceived,
@@ -34,12 +35,13 @@ from simulators.core import REDACTED
 class H2Stream:
     """One request as it arrives: pseudo-headers apart, regular headers by lower-case name."""
 
-    __slots__ = ("method", "path", "authority", "headers", "duplicated", "body")
+    __slots__ = ("method", "path", "authority", "headers", "duplicated", "malformed", "body")
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
         headers: dict[bytes, bytes] = {}
         regular = 0
         method = path = authority = b""
+        malformed = False
         for name, value in raw:
             if name[:1] == b":":
                 if name == b":method":
@@ -50,13 +52,18 @@ class H2Stream:
                     authority = value
                 continue
             regular += 1
-            headers[name.lower()] = value
+            lowered = name.lower()
+            malformed = malformed or lowered != name
+            headers[lowered] = value
         self.method = method
         self.path = path
         self.authority = authority
         self.headers = headers
         # A regular header sent twice (APNs answers DuplicateHeaders); the last one is kept.
         self.duplicated = regular != len(headers)
+        # RFC 9113 §8.2.1: an upper-case field name makes the request malformed; Google's
+        # and Apple's front ends reset such a stream, so the simulators do too.
+        self.malformed = malformed
         self.body = bytearray()
 
 
@@ -153,7 +160,12 @@ class H2ServerProtocol(asyncio.Protocol, ABC):
             return
         for event in events:
             if isinstance(event, RequestReceived):
-                self.streams[event.stream_id] = H2Stream(event.headers)
+                request = H2Stream(event.headers)
+                if request.malformed:
+                    with contextlib.suppress(H2Error):
+                        self.conn.reset_stream(event.stream_id, ErrorCodes.PROTOCOL_ERROR)
+                    continue
+                self.streams[event.stream_id] = request
             elif isinstance(event, DataReceived):
                 stream = self.streams.get(event.stream_id)
                 if stream is not None:

@@ -456,6 +456,41 @@ def test_apns_duplicate_headers_and_quota_retry_after_over_raw_http2(apns_sim: A
     assert second.headers["retry-after"] == "7"
 
 
+def test_an_upper_case_header_name_is_a_malformed_request_the_stream_is_reset(
+    apns_sim: ApnsSim,
+) -> None:
+    """RFC 9113 §8.2.1, as Apple's and Google's front ends apply it. The lean client
+    (worker/h2client.py) lower-cases names it is given; h2 itself, below it, does not."""
+    from worker.h2client import H2Pool, _Stream
+
+    port = apns_sim.port
+    path = f"/3/device/{_token(15)}".encode()
+    given = [
+        (b"Authorization", _bearer(apns_sim.key_pem).encode()),
+        (b"APNs-Topic", TOPIC.encode()),
+    ]
+
+    async def run() -> tuple[BaseException | None, int]:
+        pool = H2Pool(client_ssl_context(apns_sim.tls_dir / "ca.pem"), 5)
+        try:
+            conn = await pool._connection("127.0.0.1", port, f"127.0.0.1:{port}")
+            sid = conn.conn.get_next_available_stream_id()
+            raw = _Stream(asyncio.get_running_loop().create_future())
+            conn._streams[sid] = raw
+            head = [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", conn.authority)]
+            conn.conn.send_headers(sid, [*head, (b":path", path), *given], end_stream=True)
+            conn.flush()
+            refused = await asyncio.wait_for(asyncio.gather(raw.future, return_exceptions=True), 5)
+            answered = await pool.post(f"https://127.0.0.1:{port}{path.decode()}", given, b"{}")
+            return refused[0], answered.status
+        finally:
+            pool.close()
+
+    refused, status = asyncio.run(run())
+    assert isinstance(refused, ConnectionError) and "PROTOCOL_ERROR" in str(refused)
+    assert status == 200
+
+
 def test_control_rejects_unknown_reasons_and_keys(apns_sim: ApnsSim) -> None:
     with pytest.raises(ValueError, match="unknown reason"):
         apns_sim.ctl.script(token=_token(1), responses=["NoSuchReason"])
