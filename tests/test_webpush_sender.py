@@ -339,3 +339,25 @@ def test_an_origin_without_http2_is_sent_to_over_http1(clean: Sim, tmp_path: Pat
     ]
     assert all(b"content-encoding: aes128gcm" in head.lower() for _, head, _ in seen)
     assert all(length > 0 for _, _, length in seen)
+
+
+def test_a_push_service_behind_the_process_https_proxy_is_reached_through_it(
+    clean: Sim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTPS_PROXY is honoured as it always was (httpx), and NO_PROXY lets an origin be
+    reached directly (over the lean HTTP/2 client)."""
+    from producer.stack import free_port
+
+    app = web_app()
+    sub = subscribe(clean, app)
+    for name in ("NO_PROXY", "no_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{free_port()}")  # nothing listens
+    [through_proxy], _ = send_all(app, settings_for(clean), [sub])
+    assert (through_proxy.status, through_proxy.reason) == (None, "connection")
+    assert clean.control.stats()["accepted"] == {}
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    [direct], _ = send_all(app, settings_for(clean), [sub])
+    assert direct.status == 201
+    assert clean.control.stats()["h2_connections"] == 1

@@ -58,7 +58,7 @@ from google.auth.exceptions import GoogleAuthError, RefreshError
 
 from schemas.settings import Settings
 from schemas.tables import App
-from worker.h2client import H2Pool, NotHttp2, Reply, tls_context
+from worker.h2client import H2Pool, NotLean, Reply, tls_context
 from worker.outcomes import ProviderAnswer
 from worker.payloads import FCM_MAX_BYTES, FcmParts, fcm_message_size
 from worker.tokens import SharedToken
@@ -212,7 +212,7 @@ class FcmSender:
         try:
             wire = [(k.encode(), v.encode()) for k, v in headers.items()]
             return await self.h2.post(str(self.url), wire, content)
-        except NotHttp2:
+        except NotLean:
             resp = await self.client.post(self.url, content=content, headers=headers)
             return Reply(resp.status_code, dict(resp.headers), resp.content)
         except OSError as exc:  # ConnectionError and ssl errors too

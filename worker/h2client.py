@@ -14,8 +14,9 @@ protocol per origin holds one HTTP/2 connection on the process loop:
 - GOAWAY, a reset or a lost connection fails the streams it took (ConnectionError) and the
   next request opens a new connection.
 
-Only for origins that offer HTTP/2 by ALPN (every browser vendor's push service does);
-`H2Pool.post` raises NotHttp2 for the others, and the caller sends those over httpx.
+Only for origins reached directly that offer HTTP/2 by ALPN (every browser vendor's push
+service does); `H2Pool.post` raises NotLean for the others, and the caller sends those
+over httpx (which also honours HTTPS_PROXY, as the senders always have).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import ssl
 from dataclasses import dataclass, field
 from typing import cast
 from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import h2.config
 import h2.connection
@@ -63,8 +65,10 @@ class LeanEncoder(Encoder):
         return self._encode_indexed_literal(index, value, INDEX_NONE, False)
 
 
-class NotHttp2(Exception):
-    """The origin did not choose HTTP/2 by ALPN."""
+class NotLean(Exception):
+    """Not for this client: a plain-HTTP URL, an origin that did not choose HTTP/2 by ALPN,
+    or one the process's proxy settings (HTTPS_PROXY, NO_PROXY) send through a proxy.
+    The caller sends it over httpx, which handles all three."""
 
 
 @dataclass
@@ -266,17 +270,27 @@ class H2Pool:
         self._conns: dict[tuple[str, int], H2ClientProtocol] = {}
         self._opening: dict[tuple[str, int], asyncio.Lock] = {}
         self.h1_origins: set[tuple[str, int]] = set()  # answered without HTTP/2
+        self._proxy = bool(getproxies().get("https"))  # read once, as httpx's client does
+        self._bypass: dict[str, bool] = {}
 
     async def post(self, url: str, headers: list[tuple[bytes, bytes]], body: bytes) -> Reply:
         parts = urlsplit(url)
         host, port = parts.hostname or "", parts.port or 443
-        if parts.scheme != "https" or (host, port) in self.h1_origins:
-            raise NotHttp2(url)
+        if parts.scheme != "https" or (host, port) in self.h1_origins or self._proxied(host):
+            raise NotLean(url)
         conn = await self._connection(host, port, parts.netloc)
         path = parts.path or "/"
         if parts.query:
             path = f"{path}?{parts.query}"
         return await conn.request(path, headers, body)
+
+    def _proxied(self, host: str) -> bool:
+        if not self._proxy:
+            return False
+        bypass = self._bypass.get(host)
+        if bypass is None:
+            bypass = self._bypass[host] = bool(proxy_bypass(host))
+        return not bypass
 
     async def _connection(self, host: str, port: int, authority: str) -> H2ClientProtocol:
         key = (host, port)
@@ -308,7 +322,7 @@ class H2Pool:
         if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
             transport.close()
             self.h1_origins.add((host, port))
-            raise NotHttp2(f"{host}:{port}")
+            raise NotLean(f"{host}:{port}")
         return conn
 
     def close(self) -> None:

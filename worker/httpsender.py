@@ -10,7 +10,7 @@ import ssl
 import httpx
 
 from schemas.settings import Settings
-from worker.h2client import H2Pool, NotHttp2, Reply, tls_context
+from worker.h2client import H2Pool, NotLean, Reply, tls_context
 
 _closing: set[asyncio.Task[None]] = set()  # the loop keeps only a weak reference to a task
 
@@ -43,7 +43,7 @@ class LoopClient:
         try:
             wire = [(k.encode(), v.encode()) for k, v in headers.items()]
             return await self.h2.post(url, wire, body)
-        except NotHttp2:
+        except NotLean:
             resp = await self.client.post(url, content=body, headers=headers)
             return Reply(resp.status_code, dict(resp.headers), resp.content)
 
