@@ -13,15 +13,7 @@ from __future__ import annotations
 import gc
 
 
-#: Allocations between two young-generation collections (Python's default is 700). A
-#: request or a task makes thousands of short-lived objects; collecting every 700 of them
-#: cost the API and the worker about 3% of their CPU per push, and they die young anyway.
-YOUNG_THRESHOLD = 20_000
-
-
 def settle_heap() -> None:
     """Collect what start-up left behind, then freeze the rest (call it once started)."""
     gc.collect()
     gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(YOUNG_THRESHOLD, middle, old)
