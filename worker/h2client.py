@@ -195,6 +195,8 @@ class H2ClientProtocol(asyncio.Protocol):
 
     async def request(self, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> Reply:
         """POST `body` to `path`; raises ConnectionError when the connection cannot carry it."""
+        if not self.usable or self.transport is None:
+            raise ConnectionError("the connection is closed")
         while len(self._streams) >= self.conn.remote_settings.max_concurrent_streams:
             await self._wait_for_room()
         try:
@@ -270,6 +272,7 @@ class H2Pool:
         self._conns: dict[tuple[str, int], H2ClientProtocol] = {}
         self._opening: dict[tuple[str, int], asyncio.Lock] = {}
         self.h1_origins: set[tuple[str, int]] = set()  # answered without HTTP/2
+        self._retired: set[H2ClientProtocol] = set()  # replaced, possibly finishing streams
         self._proxy = bool(getproxies().get("https"))  # read once, as httpx's client does
         self._bypass: dict[str, bool] = {}
 
@@ -303,7 +306,10 @@ class H2Pool:
             if conn is not None and conn.usable:
                 return conn
             if conn is not None:
-                conn.close()
+                # After GOAWAY the peer still answers the streams it took: let it finish
+                # them and close the connection itself (close() ends it at the latest).
+                self._retired.add(conn)
+            self._retired = {c for c in self._retired if c.transport is not None}
             conn = await self._open(host, port, authority)
             self._conns[key] = conn
             return conn
@@ -326,6 +332,7 @@ class H2Pool:
         return conn
 
     def close(self) -> None:
-        for conn in self._conns.values():
+        for conn in [*self._conns.values(), *self._retired]:
             conn.close()
         self._conns.clear()
+        self._retired.clear()
