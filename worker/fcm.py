@@ -44,7 +44,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import ssl
 import time
 from typing import Any
 
@@ -58,7 +57,8 @@ from google.auth.exceptions import GoogleAuthError, RefreshError
 
 from schemas.settings import Settings
 from schemas.tables import App
-from worker.h2client import H2Pool, NotLean, Reply, tls_context
+from worker.h2client import Reply
+from worker.httpsender import LoopClient
 from worker.outcomes import ProviderAnswer
 from worker.payloads import FCM_MAX_BYTES, FcmParts, fcm_message_size
 from worker.tokens import SharedToken
@@ -118,14 +118,12 @@ class AccessTokens(SharedToken):
         return str(token), expiry.replace(tzinfo=dt.UTC).timestamp()
 
 
-class FcmSender:
+class FcmSender(LoopClient):
     """One app's FCM sender for this process; build and use it on the process loop."""
 
     def __init__(self, app: App, settings: Settings) -> None:
         assert app.fcm_service_account
         point_at(settings.fcm_url)
-        self.timeout = settings.send_timeout_s
-        self.concurrency = settings.send_concurrency
         info = json.loads(app.fcm_service_account)
         name = f"pushline-{app.id}-{app.updated_at.timestamp():.0f}"
         try:
@@ -142,22 +140,9 @@ class FcmSender:
             "content-type": "application/json; charset=UTF-8",
         }
         session = requests.Session()
-        verify: ssl.SSLContext | bool = True
-        if settings.fcm_ca_file:
-            verify = ssl.create_default_context(cafile=settings.fcm_ca_file)
         self.tokens = AccessTokens(self.service._credential, session, settings.fcm_ca_file or True)
         self._session = session
-        self.client = httpx.AsyncClient(
-            http2=True,
-            verify=verify,
-            timeout=settings.send_timeout_s,
-            # One origin, one HTTP/2 connection; these only matter for a plain-HTTP URL.
-            limits=httpx.Limits(
-                max_connections=self.concurrency, max_keepalive_connections=self.concurrency
-            ),
-        )
-        # The wire for an HTTPS URL (FCM's); the httpx client for anything else.
-        self.h2 = H2Pool(tls_context(settings.fcm_ca_file), self.timeout)
+        self.open_client(settings, settings.fcm_ca_file)
         self._request = httpx.Request("POST", self.url)  # what firebase-admin's errors name
         self._slots = asyncio.Semaphore(self.concurrency)
 
@@ -210,32 +195,21 @@ class FcmSender:
     async def _exchange(self, content: bytes, headers: dict[str, str]) -> Reply:
         """One POST; raises httpx's errors (which firebase-admin maps) for the wire's."""
         try:
-            wire = [(k.encode(), v.encode()) for k, v in headers.items()]
-            return await self.h2.post(str(self.url), wire, content)
-        except NotLean:
-            resp = await self.client.post(self.url, content=content, headers=headers)
-            return Reply(resp.status_code, dict(resp.headers), resp.content)
+            return await self.post(str(self.url), headers, content)
         except OSError as exc:  # ConnectionError and ssl errors too
             raise httpx.ConnectError(str(exc) or type(exc).__name__, request=self._request) from exc
 
     async def aclose(self) -> None:
-        self.h2.close()
-        await self.client.aclose()
+        await super().aclose()
         self._session.close()
 
     def close(self) -> None:
         """Close from the process loop (the connection lives there), or drop if none runs."""
         try:
-            loop = asyncio.get_running_loop()
+            asyncio.get_running_loop()
         except RuntimeError:
-            self._session.close()
-            return
-        task = loop.create_task(self.aclose())
-        _closing.add(task)  # the loop keeps only a weak reference to a task
-        task.add_done_callback(_closing.discard)
-
-
-_closing: set[asyncio.Task[None]] = set()
+            self._session.close()  # no loop: the rest goes with the process
+        super().close()
 
 
 def _message_name(body: bytes) -> str | None:
