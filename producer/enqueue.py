@@ -14,7 +14,6 @@ import json
 import os
 import socket
 import threading
-import uuid
 from typing import Any
 
 import redis
@@ -22,6 +21,7 @@ from celery import Celery
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from schemas.ids import uuid4_str
 from schemas.queueing import DELIVER_TASK, FANOUT_TASK, celery_config, queue_for
 from schemas.settings import Settings
 
@@ -61,7 +61,7 @@ def _broker(settings: Settings) -> redis.Redis:
 def task_message(task: str, args: list[Any], queue: str) -> bytes:
     """The kombu Redis transport's envelope of a Celery protocol 2 message, as
     `send_task(task, args=args, queue=queue)` writes it (no eta, no result)."""
-    task_id = str(uuid.uuid4())
+    task_id = uuid4_str()
     body = json.dumps([args, {}, _NO_WORKFLOW]).encode()
     message = {
         "body": base64.b64encode(body).decode(),
@@ -94,7 +94,7 @@ def task_message(task: str, args: list[Any], queue: str) -> bytes:
             "delivery_info": {"exchange": "", "routing_key": queue},
             "priority": 0,
             "body_encoding": "base64",
-            "delivery_tag": str(uuid.uuid4()),
+            "delivery_tag": uuid4_str(),
         },
     }
     return json.dumps(message).encode()

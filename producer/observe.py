@@ -16,12 +16,12 @@ from __future__ import annotations
 import re
 import time
 import traceback
-import uuid
 from urllib.parse import parse_qsl, urlencode
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from schemas.ids import uuid4_hex
 from schemas.logs import SECRET_PARAM
 from schemas.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
@@ -33,7 +33,7 @@ MASK = "***"
 
 
 def request_id(given: str | None) -> str:
-    return given if given and _SANE_ID.match(given) else uuid.uuid4().hex
+    return given if given and _SANE_ID.match(given) else uuid4_hex()
 
 
 def masked_path(path: str, query: str = "") -> str:

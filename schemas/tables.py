@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +20,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
+from schemas.ids import uuid4_str
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -33,7 +34,7 @@ def table(model: type[SQLModel]) -> Table:
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    return uuid4_str()
 
 
 NOTHING_MATCHED = "no active registration matched the target"
