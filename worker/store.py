@@ -24,7 +24,7 @@ from sqlmodel import Session, col
 
 from schemas.campaigns import cancel_deliveries
 from schemas.codes import DeliveryStatus, MessageState
-from schemas.db import among, direct, insert_rows, session_scope
+from schemas.db import among, direct, fetch_raw, insert_rows, session_scope
 from schemas.inbox import save_to_inbox, topic_of
 from schemas.tables import (
     QUEUED,
@@ -176,8 +176,8 @@ def claim(engine: Engine, ids: Sequence[str], lease_s: int) -> Claim:
         apps: dict[str, App] = {}
         rows: Sequence[Sequence[Any]]
         if dialect == "postgresql":
-            found = conn.execute(_PG_CLAIM, {"ids": list(ids), "now": now, "until": until})
-            rows = _split_claim(found.all(), messages, apps)
+            found = fetch_raw(conn, _PG_CLAIM, {"ids": list(ids), "now": now, "until": until})
+            rows = _split_claim(found, messages, apps)
         else:
             rows = _claim_rows(conn, ids, now, until)
         taken = [row[0] for row in rows]
@@ -387,13 +387,14 @@ def record(
     if _on_pg(engine) and finals and not (retries or deactivate or closing):
         with direct(engine).connect() as conn:  # one statement, committing alone
             if not whole:
-                conn.execute(_PG_FINALS, {"now": now, "rows": _finals_document(finals)})
+                fetch_raw(conn, _PG_FINALS, {"now": now, "rows": _finals_document(finals)})
                 return []
-            found = conn.execute(
+            found = fetch_raw(
+                conn,
                 _PG_FINALS_CLOSING_WHOLE,
                 {"now": now, "rows": _finals_document(finals), **_whole_params(whole)},
             )
-            return list(found.scalars())
+            return [row[0] for row in found]
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             _record_pg(conn, finals, retries, now)
@@ -548,9 +549,7 @@ def _close_done(conn: Connection, message_ids: Iterable[str], now: datetime) -> 
         # Whatever their state: a fan-out marking its Message DISPATCHED after its last
         # chunk was sent, and closing it if nothing is QUEUED, must wait for a chunk
         # recording meanwhile, or each would miss the other's write.
-        conn.execute(
-            select(m.id).where(among(m.id, ids, dialect)).order_by(m.id).with_for_update()
-        )
+        conn.execute(select(m.id).where(among(m.id, ids, dialect)).order_by(m.id).with_for_update())
     pending = exists().where(d.message_id == m.id, d.status == QUEUED)
     closed = conn.execute(
         update(table(Message))
