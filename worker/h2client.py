@@ -102,6 +102,10 @@ class H2ClientProtocol(asyncio.Protocol):
             header_encoding=None,
             validate_outbound_headers=False,  # we build them: lower-case and valid
             normalize_outbound_headers=False,
+            # The push service's answers: h2's per-header checks cost more than the rest
+            # of reading them and guard against nothing a push service sends.
+            validate_inbound_headers=False,
+            normalize_inbound_headers=False,
         )
         self.conn = h2.connection.H2Connection(config=config)
         self.conn.encoder = LeanEncoder()
