@@ -235,9 +235,23 @@ class RegistrationCapability(SQLModel, table=True):
 class Message(SQLModel, table=True):
     __tablename__ = "message"
     __table_args__ = (
-        UniqueConstraint("app_id", "idempotency_key", name="uq_message_app_idempotency"),
+        # One Message per idempotency key of an app. On PostgreSQL the index holds keyed
+        # Messages only (migration 0016), so a push without a key writes nothing to it.
+        Index(
+            "uq_message_app_idempotency",
+            "app_id",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
         # One Message per run of a Schedule: two schedulers can never publish a run twice.
-        UniqueConstraint("schedule_id", "run_at", name="uq_message_schedule_run"),
+        Index(
+            "uq_message_schedule_run",
+            "schedule_id",
+            "run_at",
+            unique=True,
+            postgresql_where=text("schedule_id IS NOT NULL"),
+        ),
         # The recovery sweep looks for unfinished Messages only: finished ones leave this
         # index, so it stays small and closing a Message adds nothing to it.
         Index(
@@ -322,9 +336,7 @@ class MessageRelease(SQLModel, table=True):
     __table_args__ = (Index("ix_message_release_due", "state", "release_at"),)
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
-    message_id: str = Field(
-        foreign_key="message.id", index=True, max_length=36, ondelete="CASCADE"
-    )
+    message_id: str = Field(foreign_key="message.id", index=True, max_length=36, ondelete="CASCADE")
     release_at: datetime | None = None
     zones: list[str | None] = Field(sa_column=Column(JSON, nullable=False))
     devices: int = 0  # when the run started
