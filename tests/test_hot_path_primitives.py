@@ -1,0 +1,141 @@
+"""The small pieces the single-device path leans on, against real PostgreSQL and Redis:
+batched random ids, statements run on psycopg's own cursor, progress announced only where
+someone listens, and Message's partial unique keys."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import redis
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlmodel import Session, col, select
+
+from schemas.db import direct, engine_for, fetch_raw, upgrade
+from schemas.ids import uuid4_hex, uuid4_str
+from schemas.queueing import progress_channel
+from schemas.settings import Settings
+from schemas.tables import App, Message
+from tests.conftest import fresh_postgres, fresh_redis
+from worker.events import announce_progress
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[Engine]:
+    url = fresh_postgres(f"pushline_primitives_{os.getpid()}")
+    upgrade(url)
+    engine = engine_for(url)
+    yield engine
+    engine.dispose()
+
+
+def _child_ids(queue: multiprocessing.Queue[list[str]]) -> None:
+    queue.put([uuid4_str() for _ in range(300)])
+
+
+def test_ids_are_random_version_4_uuids_and_a_forked_child_never_repeats_its_parents() -> None:
+    uuid4_str()  # the parent holds a partly used draw when it forks
+    queue: multiprocessing.Queue[list[str]] = multiprocessing.get_context("fork").Queue()
+    child = multiprocessing.get_context("fork").Process(target=_child_ids, args=(queue,))
+    child.start()
+    theirs = queue.get(timeout=30)
+    child.join(timeout=30)
+    ours = [uuid4_str() for _ in range(300)]
+    assert not set(ours) & set(theirs)
+    assert len(set(ours)) == len(ours)  # 300 ids span two 4 KiB draws
+    for value in ours + theirs:
+        parsed = uuid.UUID(value)
+        assert str(parsed) == value
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    assert uuid.UUID(hex=uuid4_hex()).version == 4
+
+
+def test_a_raw_statement_returns_plain_rows_and_nothing_for_a_statement_without_rows(
+    pg: Engine,
+) -> None:
+    query = text("SELECT CAST(:n AS int) + 1, '5%' AS literal, CAST(:ids AS text[])")
+    with direct(pg).connect() as conn:
+        assert fetch_raw(conn, query, {"n": 41, "ids": ["a", "b"]}) == [(42, "5%", ["a", "b"])]
+        assert fetch_raw(conn, text("SET application_name = 'primitives'"), {}) == []
+
+
+def test_a_raw_statement_fails_as_sqlalchemy_would_and_a_lost_connection_is_replaced(
+    pg: Engine,
+) -> None:
+    with direct(pg).connect() as conn, pytest.raises(ProgrammingError):
+        fetch_raw(conn, text("SELECT no_such_column"), {})
+    with direct(pg).connect() as conn:
+        pid = fetch_raw(conn, text("SELECT pg_backend_pid()"), {})[0][0]
+        with direct(pg).connect() as other:
+            fetch_raw(other, text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(OperationalError) as lost:
+            fetch_raw(conn, text("SELECT 1"), {})
+        assert lost.value.connection_invalidated
+    with direct(pg).connect() as conn:  # the pool hands out a working connection again
+        assert fetch_raw(conn, text("SELECT 1"), {}) == [(1,)]
+
+
+def _next(sub: redis.client.PubSub, kinds: set[str], timeout_s: float) -> dict | None:  # type: ignore[type-arg]
+    """The next message of one of `kinds` within `timeout_s`, or None."""
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        got = sub.get_message(timeout=left)
+        if got is not None and got["type"] in kinds:
+            return got
+    return None
+
+
+def test_progress_is_published_on_a_watched_messages_channel_and_on_no_other() -> None:
+    prefix = f"t{os.getpid()}-progress-{uuid.uuid4().hex[:6]}:"
+    settings = Settings(redis_url=fresh_redis(12), redis_key_prefix=prefix)
+    client = redis.Redis.from_url(settings.redis_url)
+    watched = client.pubsub()
+    watched.subscribe(progress_channel(settings, "watched"))
+    everything = client.pubsub()  # a pattern subscriber is no waiter: NUMSUB skips it
+    everything.psubscribe(progress_channel(settings, "*"))
+    assert _next(watched, {"subscribe"}, 5.0) is not None
+    assert _next(everything, {"psubscribe"}, 5.0) is not None
+    announce_progress(settings, ["watched", "unwatched", "watched"])
+    got = _next(watched, {"message"}, 5.0)
+    assert got is not None and got["channel"] == progress_channel(settings, "watched").encode()
+    seen = []
+    while (message := _next(everything, {"pmessage"}, 0.5)) is not None:
+        seen.append(message["channel"])
+    assert seen == [progress_channel(settings, "watched").encode()]
+    watched.close()
+    everything.close()
+
+
+def _add(engine: Engine, app_id: str, **values: object) -> None:
+    with Session(engine) as s:
+        s.add(Message(app_id=app_id, target={}, payload={}, **values))
+        s.commit()
+
+
+def test_messages_without_keys_share_nothing_while_a_key_or_a_schedule_run_stays_unique(
+    pg: Engine,
+) -> None:
+    with Session(pg) as s:
+        app = App(name=f"keys-{uuid.uuid4().hex[:6]}")
+        s.add(app)
+        s.commit()
+        app_id = app.id
+    for _ in range(3):  # no key, no schedule: any number of them
+        _add(pg, app_id)
+    _add(pg, app_id, idempotency_key="order-7")
+    with pytest.raises(IntegrityError):
+        _add(pg, app_id, idempotency_key="order-7")
+    run = datetime(2026, 12, 6, 12, tzinfo=UTC)
+    _add(pg, app_id, schedule_id="weekly", run_at=run)
+    _add(pg, app_id, schedule_id="weekly", run_at=run + timedelta(days=7))
+    with pytest.raises(IntegrityError):
+        _add(pg, app_id, schedule_id="weekly", run_at=run)
+    with Session(pg) as s:
+        kept = s.exec(select(Message).where(col(Message.app_id) == app_id)).all()
+    assert len(kept) == 6
