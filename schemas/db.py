@@ -183,7 +183,12 @@ def fetch_raw(conn: Connection, stmt: TextClause, params: dict[str, Any]) -> lis
         if lost:
             conn.invalidate(err)
         raise DBAPIError.instance(
-            sql, params, err, conn.dialect.loaded_dbapi.Error, connection_invalidated=lost
+            sql,
+            params,
+            err,
+            conn.dialect.loaded_dbapi.Error,
+            hide_parameters=conn.engine.hide_parameters,  # tokens never reach a log line
+            connection_invalidated=lost,
         ) from err
     finally:
         cursor.close()

@@ -68,8 +68,9 @@ def test_a_raw_statement_returns_plain_rows_and_nothing_for_a_statement_without_
 def test_a_raw_statement_fails_as_sqlalchemy_would_and_a_lost_connection_is_replaced(
     pg: Engine,
 ) -> None:
-    with direct(pg).connect() as conn, pytest.raises(ProgrammingError):
-        fetch_raw(conn, text("SELECT no_such_column"), {})
+    with direct(pg).connect() as conn, pytest.raises(ProgrammingError) as wrong:
+        fetch_raw(conn, text("SELECT no_such_column, :token"), {"token": "device-token-secret"})
+    assert "device-token-secret" not in str(wrong.value)  # parameters stay hidden
     with direct(pg).connect() as conn:
         pid = fetch_raw(conn, text("SELECT pg_backend_pid()"), {})[0][0]
         with direct(pg).connect() as other:
