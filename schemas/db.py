@@ -177,7 +177,8 @@ def fetch_raw(conn: Connection, stmt: TextClause, params: dict[str, Any]) -> lis
     cursor = fairy.cursor()
     try:
         cursor.execute(sql, params)
-        return list(cursor.fetchall()) if cursor.pgresult.status == _TUPLES_OK else []
+        rows = cursor.fetchall() if cursor.pgresult.status == _TUPLES_OK else []
+        return cast(list[tuple[Any, ...]], rows)  # psycopg's list, not copied
     except conn.dialect.loaded_dbapi.Error as err:
         lost = conn.dialect.is_disconnect(err, fairy.dbapi_connection, cursor)
         if lost:
