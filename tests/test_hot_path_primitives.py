@@ -1,9 +1,11 @@
 """The small pieces the single-device path leans on, against real PostgreSQL and Redis:
 batched random ids, statements run on psycopg's own cursor, progress announced only where
-someone listens, and Message's partial unique keys."""
+someone listens, Message's partial unique keys, and statements that name their rows by id
+finding them by id."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import time
@@ -24,6 +26,7 @@ from schemas.settings import Settings
 from schemas.tables import App, Message
 from tests.conftest import fresh_postgres, fresh_redis
 from worker.events import announce_progress
+from worker.store import _PG_CLAIM, _PG_FINALS_CLOSING_WHOLE, _PG_RETRIES
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +143,69 @@ def test_messages_without_keys_share_nothing_while_a_key_or_a_schedule_run_stays
     with Session(pg) as s:
         kept = s.exec(select(Message).where(col(Message.app_id) == app_id)).all()
     assert len(kept) == 6
+
+
+def _indexes_in(plan: object) -> set[str]:
+    if isinstance(plan, dict):
+        found = {plan["Index Name"]} if "Index Name" in plan else set()
+        return found.union(*(_indexes_in(v) for v in plan.values()))
+    if isinstance(plan, list):
+        return set().union(*(_indexes_in(v) for v in plan))
+    return set()
+
+
+def test_claim_and_record_look_up_their_deliveries_by_id_when_statistics_say_few_are_queued(
+    pg: Engine,
+) -> None:
+    """Analyzed while nothing was QUEUED, then 20,000 QUEUED rows arrive (autovacuum has not
+    run): the partial QUEUED indexes look cheapest to the planner, and scanning them would
+    read every QUEUED row for each batch of 20."""
+    with Session(pg) as s:
+        app = App(name=f"plans-{uuid.uuid4().hex[:6]}")
+        s.add(app)
+        s.commit()
+        app_id = app.id
+    with pg.begin() as conn:
+        conn.execute(text("ANALYZE delivery; ANALYZE message"))
+    with pg.begin() as conn:
+        for sql in (
+            "INSERT INTO registration (id, app_id, provider, platform, token, active,"
+            " created_at, updated_at)"
+            " SELECT 'r' || i, :app, 'apns', 'ios', 't' || i, true, now(), now()"
+            " FROM generate_series(1, 20000) i",
+            "INSERT INTO message (id, app_id, target, payload, state, total, created_at)"
+            " SELECT 'm' || i, :app, '{}', '{}', 'dispatched', 1, now()"
+            " FROM generate_series(1, 20000) i",
+            "INSERT INTO delivery (id, message_id, registration_id, app_id, provider, status,"
+            " attempts, created_at, updated_at)"
+            " SELECT 'd' || i, 'm' || i, 'r' || i, :app, 'apns', 'QUEUED', 0, now(), now()"
+            " FROM generate_series(1, 20000) i",
+        ):
+            conn.execute(text(sql), {"app": app_id})
+    ids = [f"d{i}" for i in range(1, 21)]
+    now = datetime.now(UTC)
+    rows = [{"id": i, "status": "SENT", "code": 0, "att": "{}"} for i in ids]
+    statements = {
+        "claim": (_PG_CLAIM, {"ids": ids, "now": now, "until": now}),
+        "record": (
+            _PG_FINALS_CLOSING_WHOLE,
+            {
+                "now": now,
+                "rows": json.dumps(rows),
+                "dids": ids,
+                "ids": [f"m{i}" for i in range(1, 21)],
+                "totals": [1] * 20,
+            },
+        ),
+        "retry": (_PG_RETRIES, {"now": now, "rows": json.dumps(rows), "dids": ids}),
+    }
+    for name, (statement, params) in statements.items():
+        with direct(pg).connect() as conn:
+            explained = text(f"EXPLAIN (FORMAT JSON) {statement.text}")
+            used = _indexes_in(conn.execute(explained, params).scalar())
+        assert "delivery_pkey" in used, (name, used)
+        assert not used & {
+            "ix_delivery_queued_updated",
+            "ix_delivery_queued_message",
+            "ix_message_open",
+        }, (name, used)
