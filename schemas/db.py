@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
+import re
+import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -206,10 +209,62 @@ def _pyformat(stmt: TextClause, dialect: Any) -> str:
 
 @cache
 def direct(engine: Engine) -> Engine:
-    """The engine's pool with every statement committing alone (no BEGIN, no COMMIT: on
+    """The engine's database with every statement committing alone (no BEGIN, no COMMIT: on
     PostgreSQL each is a round trip of its own). For paths whose every write is one
-    statement."""
-    return engine.execution_options(isolation_level="AUTOCOMMIT")
+    statement.
+
+    On PostgreSQL a pool of its own, whose connections are in autocommit from the start:
+    switching a pooled connection in and out of it on every checkout (SQLAlchemy's
+    isolation_level option) cost a deliver task more CPU than building its payloads."""
+    if engine.dialect.name != "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    twin = _autocommit_twins.get(engine)
+    if twin is None:
+        twin = _autocommit_twin(engine)
+        _autocommit_twins[engine] = twin
+    return twin
+
+
+_autocommit_twins: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+
+
+def _autocommit_twin(engine: Engine) -> Engine:
+    pool = engine.pool
+    twin = create_engine(
+        engine.url,
+        hide_parameters=engine.hide_parameters,
+        isolation_level="AUTOCOMMIT",
+        pool_pre_ping=getattr(pool, "_pre_ping", False),
+        **({"poolclass": NullPool} if isinstance(pool, NullPool) else {"pool_size": 4}),
+    )
+    event.listen(twin, "connect", _pg_session)
+    born = os.getpid()
+
+    def _disposed(_engine: Engine) -> None:
+        # A forked child disposes without closing: the parent still uses those sockets.
+        if _autocommit_twins.pop(engine, None) is twin:
+            twin.dispose(close=os.getpid() == born)
+
+    event.listen(engine, "engine_disposed", _disposed)
+    return twin
+
+
+def pg_array(values: Iterable[object]) -> str:
+    """`values` as a PostgreSQL array literal, for CAST(:p AS text[]) or int[]: psycopg
+    adapts a list parameter element by element in Python, at several times the cost."""
+    items = [str(v) for v in values]
+    if all(_PLAIN_ITEM.fullmatch(v) for v in items):  # ids and numbers: the common case
+        return "{" + ",".join(items) + "}"
+    return "{" + ",".join(_quoted_item(v) for v in items) + "}"
+
+
+# What an array literal takes unquoted: not empty, no separator, quote, brace, backslash
+# or space, and not NULL (which would be read as a null element).
+_PLAIN_ITEM = re.compile(r"(?!(?i:null)$)[0-9A-Za-z_.:+-]+")
+
+
+def _quoted_item(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _record_type(column: Column[Any], pg: Any) -> str:

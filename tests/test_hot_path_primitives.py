@@ -19,7 +19,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlmodel import Session, col, select
 
-from schemas.db import direct, engine_for, fetch_raw, upgrade
+from schemas.db import direct, engine_for, fetch_raw, pg_array, upgrade
 from schemas.ids import uuid4_hex, uuid4_str
 from schemas.queueing import progress_channel
 from schemas.settings import Settings
@@ -186,18 +186,18 @@ def test_claim_and_record_look_up_their_deliveries_by_id_when_statistics_say_few
     now = datetime.now(UTC)
     rows = [{"id": i, "status": "SENT", "code": 0, "att": "{}"} for i in ids]
     statements = {
-        "claim": (_PG_CLAIM, {"ids": ids, "now": now, "until": now}),
+        "claim": (_PG_CLAIM, {"ids": pg_array(ids), "now": now, "until": now}),
         "record": (
             _PG_FINALS_CLOSING_WHOLE,
             {
                 "now": now,
                 "rows": json.dumps(rows),
-                "dids": ids,
-                "ids": [f"m{i}" for i in range(1, 21)],
-                "totals": [1] * 20,
+                "dids": pg_array(ids),
+                "ids": pg_array(f"m{i}" for i in range(1, 21)),
+                "totals": pg_array([1] * 20),
             },
         ),
-        "retry": (_PG_RETRIES, {"now": now, "rows": json.dumps(rows), "dids": ids}),
+        "retry": (_PG_RETRIES, {"now": now, "rows": json.dumps(rows), "dids": pg_array(ids)}),
     }
     for name, (statement, params) in statements.items():
         with direct(pg).connect() as conn:
@@ -209,3 +209,18 @@ def test_claim_and_record_look_up_their_deliveries_by_id_when_statistics_say_few
             "ix_delivery_queued_message",
             "ix_message_open",
         }, (name, used)
+
+
+def test_array_literals_read_back_as_the_values_given_whatever_they_hold(pg: Engine) -> None:
+    cases: list[list[object]] = [
+        [uuid4_str(), uuid4_str()],
+        ["NULL", "null", "x"],  # unquoted, PostgreSQL would read these as null elements
+        ["", "a b", 'q"\\z', "{}", "x,y", "ünï"],
+        [],
+    ]
+    with direct(pg).connect() as conn:
+        for values in cases:
+            back = fetch_raw(conn, text("SELECT CAST(:v AS text[])"), {"v": pg_array(values)})
+            assert back == [([str(v) for v in values],)]
+        totals = fetch_raw(conn, text("SELECT CAST(:v AS int[])"), {"v": pg_array([1, 20, -3])})
+        assert totals == [([1, 20, -3],)]

@@ -25,7 +25,7 @@ from sqlmodel import Session, col
 
 from schemas.campaigns import cancel_deliveries
 from schemas.codes import DeliveryStatus, MessageState
-from schemas.db import among, direct, fetch_raw, insert_rows, session_scope
+from schemas.db import among, direct, fetch_raw, insert_rows, pg_array, session_scope
 from schemas.inbox import save_to_inbox, topic_of
 from schemas.tables import (
     QUEUED,
@@ -192,7 +192,7 @@ def claim(engine: Engine, ids: Sequence[str], lease_s: int) -> Claim:
         apps: dict[str, App] = {}
         rows: Sequence[Sequence[Any]]
         if dialect == "postgresql":
-            found = fetch_raw(conn, _PG_CLAIM, {"ids": list(ids), "now": now, "until": until})
+            found = fetch_raw(conn, _PG_CLAIM, {"ids": pg_array(ids), "now": now, "until": until})
             rows = _split_claim(found, messages, apps)
         else:
             rows = _claim_rows(conn, ids, now, until)
@@ -457,8 +457,8 @@ def _close_whole(conn: Connection, whole: dict[str, int], now: datetime) -> list
     return list(found.scalars())
 
 
-def _whole_params(whole: dict[str, int]) -> dict[str, list[Any]]:
-    return {"ids": list(whole), "totals": list(whole.values())}
+def _whole_params(whole: dict[str, int]) -> dict[str, str]:
+    return {"ids": pg_array(whole), "totals": pg_array(whole.values())}
 
 
 def _finals_params(finals: Sequence[Record]) -> dict[str, Any]:
@@ -474,7 +474,7 @@ def _finals_params(finals: Sequence[Record]) -> dict[str, Any]:
         }
         for f in finals
     ]
-    return {"rows": json.dumps(rows), "dids": [f.id for f in finals]}
+    return {"rows": json.dumps(rows), "dids": pg_array(f.id for f in finals)}
 
 
 def _record_pg(
@@ -490,7 +490,7 @@ def _record_pg(
             {"id": i, "code": c, "msg": m, "next": t.isoformat(), "att": a}
             for i, c, m, t, a in retries
         ]
-        dids = [r[0] for r in retries]
+        dids = pg_array(r[0] for r in retries)
         conn.execute(_PG_RETRIES, {"now": now, "rows": json.dumps(rows), "dids": dids})
 
 
