@@ -30,11 +30,13 @@ from sqlalchemy import (
     event,
     text,
 )
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
+from sqlalchemy.types import NullType
 from sqlmodel import Session
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -91,10 +93,13 @@ def _pg_session(dbapi_conn: Any, _record: Any) -> None:
 
 def among(column: Any, ids: Iterable[str], dialect: str) -> ColumnElement[bool]:
     """`column IN ids`; on PostgreSQL `column = ANY(array)`: one parameter whatever the
-    count, so psycopg prepares the statement once instead of parsing 500 `IN` items."""
+    count, so psycopg prepares the statement once instead of parsing 500 `IN` items. The
+    array goes as a literal (pg_array) of unknown type, which PostgreSQL reads once as
+    the array (a text parameter cast to one would be cast again for every row filtered)."""
     values = list(ids)
     if dialect == "postgresql":
-        return cast(ColumnElement[bool], column == any_(bindparam(None, values, ARRAY(String))))
+        array = sql_cast(bindparam(None, pg_array(values), NullType()), ARRAY(String))
+        return cast(ColumnElement[bool], column == any_(array))
     return cast(ColumnElement[bool], column.in_(values))
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import json
 import math
 import os
 import queue
@@ -16,6 +15,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy import Engine
@@ -216,17 +216,15 @@ class _Chunk:
             self._by_id = {c.id: c for c in self.claimed}
         return self._by_id
 
-    def attempt(self, c: store.ClaimedDelivery, code: int | None, answer: str) -> str:
-        """This attempt as the JSON kept in the Delivery's history."""
-        return json.dumps(
-            {
-                "at": utcnow().isoformat(),
-                "code": code,
-                "answer": answer[:200],
-                "ms": self.latency_ms.get(c.id),
-                "worker": worker_name(),
-            }
-        )
+    def attempt(self, c: store.ClaimedDelivery, code: int | None, answer: str) -> dict[str, Any]:
+        """This attempt as kept in the Delivery's history."""
+        return {
+            "at": utcnow().isoformat(),
+            "code": code,
+            "answer": answer[:200],
+            "ms": self.latency_ms.get(c.id),
+            "worker": worker_name(),
+        }
 
     def settle(
         self,
