@@ -6,7 +6,6 @@ import fcntl
 import json
 import os
 import re
-import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -223,14 +222,7 @@ def direct(engine: Engine) -> Engine:
     isolation_level option) cost a deliver task more CPU than building its payloads."""
     if engine.dialect.name != "postgresql":
         return engine.execution_options(isolation_level="AUTOCOMMIT")
-    twin = _autocommit_twins.get(engine)
-    if twin is None:
-        twin = _autocommit_twin(engine)
-        _autocommit_twins[engine] = twin
-    return twin
-
-
-_autocommit_twins: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+    return _autocommit_twin(engine)
 
 
 def _autocommit_twin(engine: Engine) -> Engine:
@@ -247,8 +239,7 @@ def _autocommit_twin(engine: Engine) -> Engine:
 
     def _disposed(_engine: Engine) -> None:
         # A forked child disposes without closing: the parent still uses those sockets.
-        if _autocommit_twins.pop(engine, None) is twin:
-            twin.dispose(close=os.getpid() == born)
+        twin.dispose(close=os.getpid() == born)
 
     event.listen(engine, "engine_disposed", _disposed)
     return twin

@@ -336,9 +336,7 @@ class MessageRelease(SQLModel, table=True):
     __table_args__ = (Index("ix_message_release_due", "state", "release_at"),)
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
-    message_id: str = Field(
-        foreign_key="message.id", index=True, max_length=36, ondelete="CASCADE"
-    )
+    message_id: str = Field(foreign_key="message.id", index=True, max_length=36, ondelete="CASCADE")
     release_at: datetime | None = None
     zones: list[str | None] = Field(sa_column=Column(JSON, nullable=False))
     devices: int = 0  # when the run started

@@ -570,9 +570,7 @@ def _close_done(conn: Connection, message_ids: Iterable[str], now: datetime) -> 
         # Whatever their state: a fan-out marking its Message DISPATCHED after its last
         # chunk was sent, and closing it if nothing is QUEUED, must wait for a chunk
         # recording meanwhile, or each would miss the other's write.
-        conn.execute(
-            select(m.id).where(among(m.id, ids, dialect)).order_by(m.id).with_for_update()
-        )
+        conn.execute(select(m.id).where(among(m.id, ids, dialect)).order_by(m.id).with_for_update())
     pending = exists().where(d.message_id == m.id, d.status == QUEUED)
     closed = conn.execute(
         update(table(Message))
