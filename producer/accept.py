@@ -82,28 +82,30 @@ def parse_checked(body: dict[str, Any] | PushRequest) -> Checked:
             details = validation_details(exc)
             first = details[0]
             raise InvalidRequest(f"{first['field']}: {first['rule']}", details) from exc
-    # The rules that span payload and target: a 400 here, not later.
-    checked = Checked(request, stored_target(request), stored(request.payload))
-    _throttle_is_for_campaigns(request)
-    return checked
+    # The rules that span payload and target: a 400 here, not later. Each model is dumped
+    # once: on the single-device path the dumps were a tenth of the request's own CPU.
+    payload = stored(request.payload)
+    target = stored_target(request, payload)
+    _throttle_is_for_campaigns(request, target)
+    return Checked(request, target, payload)
 
 
-def _throttle_is_for_campaigns(request: PushRequest) -> None:
+def _throttle_is_for_campaigns(request: PushRequest, target: dict[str, Any]) -> None:
     """A throttle spreads a campaign; one device or one person has nothing to spread."""
     for name in THROTTLE_FIELDS:
-        if getattr(request, name) is not None and is_transactional(request.target.model_dump()):
+        if getattr(request, name) is not None and is_transactional(target):
             rule = "applies to campaigns, not to a push to one device or one person"
             raise InvalidRequest(f"{name}: {rule}", [{"field": name, "rule": rule}])
-    target = request.target.model_dump()
     if request.quiet_hours is not None and lane_for(target, request.payload.priority) == "priority":
         rule = "holds campaign-lane pushes; one device or one person at high priority never waits"
         raise InvalidRequest(f"quiet_hours: {rule}", [{"field": "quiet_hours", "rule": rule}])
 
 
-def stored_target(request: PushRequest) -> dict[str, Any]:
-    """The target as stored: bulk entries carry their payloads validated and normalised."""
+def stored_target(request: PushRequest, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The target as stored: bulk entries carry their payloads validated and normalised.
+    `payload`: the request's payload as stored, when the caller has it already."""
     try:
-        return check_push(request.payload, request.target.model_dump())
+        return check_push(request.payload, request.target.model_dump(), payload)
     except PayloadError as exc:
         raise InvalidRequest(str(exc), [{"field": exc.field, "rule": exc.rule}]) from exc
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -37,6 +36,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import NullType
 from sqlmodel import Session
+
+from schemas import jsontext
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 MIGRATION_LOCK = 0x7075_7368  # "push": the advisory lock migrating processes take turns on
@@ -120,7 +121,7 @@ def insert_together(conn: Connection, parts: list[Rows]) -> None:
     """Insert rows into several tables, in order (parents first).
 
     On PostgreSQL this is one statement whatever the counts: each table's rows go in as
-    one JSON document (INSERT ... SELECT FROM json_to_recordset; json.dumps is C, where
+    one JSON document (INSERT ... SELECT FROM json_to_recordset; written by orjson, where
     psycopg would adapt array parameters element by element in Python), the earlier
     tables' inserts as WITH clauses of the last. Its text is the same for every batch, so
     it is parsed and planned once, and outside a transaction it commits alone: one round
@@ -137,7 +138,7 @@ def insert_together(conn: Connection, parts: list[Rows]) -> None:
         return
     shape = tuple((target, tuple(rows[0]), skip) for target, rows, skip in parts)
     documents = {
-        f"rows{i}": json.dumps(rows, default=_json_value) for i, (_, rows, _) in enumerate(parts)
+        f"rows{i}": jsontext.dumps(rows, _json_value) for i, (_, rows, _) in enumerate(parts)
     }
     conn.execute(_recordset_insert(shape), documents)
 

@@ -9,6 +9,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import structlog
 
+from schemas import jsontext
+
 
 def shorten_token(token: str) -> str:
     """Tokens are credentials of a sort: logs carry only enough to tell them apart."""
@@ -42,7 +44,9 @@ def configure_logging(level: str = "INFO", json_logs: bool | None = None) -> Non
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer()
+        # orjson: the accept line is written once per push, and the standard library's
+        # encoder was a tenth of the API's CPU for a single-device push.
+        structlog.processors.JSONRenderer(serializer=jsontext.dumps)
         if json_logs
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )

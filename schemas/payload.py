@@ -446,14 +446,17 @@ class PayloadError(ValueError):
         self.field, self.rule = field, rule
 
 
-def check_push(payload: Payload, target: Mapping[str, Any]) -> dict[str, Any]:
+def check_push(
+    payload: Payload, target: Mapping[str, Any], default: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Validate what the models cannot see alone; returns the target with bulk entries'
     payloads validated and stored normalised (so the worker merges like with like).
+    `default`: stored(payload), when the caller has it already.
 
     The default payload may be empty only for a bulk push whose every entry fills it
     (SEED-NOTES 10: the top-level notification is an optional template).
     """
-    default = stored(payload)
+    default = stored(payload) if default is None else default
     for key, variant in (payload.localized or {}).items():
         if variant.inbox_topic is not None:
             where = f"payload.localized.{key}.inbox_topic"

@@ -19,11 +19,13 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlmodel import Session, col, select
 
-from schemas.db import among, direct, engine_for, fetch_raw, pg_array, upgrade
+from schemas import jsontext
+from schemas.codes import MessageState
+from schemas.db import among, direct, engine_for, fetch_raw, insert_together, pg_array, upgrade
 from schemas.ids import uuid4_hex, uuid4_str
 from schemas.queueing import progress_channel
 from schemas.settings import Settings
-from schemas.tables import App, Message
+from schemas.tables import App, Message, table
 from tests.conftest import fresh_postgres, fresh_redis
 from worker.events import announce_progress
 from worker.store import _PG_CLAIM, _PG_FINALS_CLOSING_WHOLE, _PG_RETRIES
@@ -240,3 +242,46 @@ def test_an_id_list_reaches_postgresql_as_one_array_value_not_a_cast_per_row(pg:
         found = json.dumps(plan.fetchone()[0])  # type: ignore[index]
     assert f"'{{{ids[0]}," in found  # the whole list, as one constant array
     assert "::character varying)::character varying[]" not in found
+
+
+def test_json_text_reads_back_as_given_where_orjson_refuses_a_value_too() -> None:
+    """orjson writes the hot paths' JSON; a value it refuses (an integer past 64 bits, a
+    key that is not a string) is written by the standard library, not refused."""
+    at = datetime(2026, 12, 6, 23, 59, 1, 250, tzinfo=UTC)
+    plain = {"state": MessageState.DISPATCHED, "at": at, "text": 'ünï "q" \n', "n": 2**63 - 1}
+    assert json.loads(jsontext.dumps(plain)) == {
+        **plain,
+        "state": "dispatched",
+        "at": at.isoformat(),
+    }
+    for odd in ({"n": 2**70, "at": at}, {1: "one", "at": at}):
+        back = json.loads(jsontext.dumps_bytes(odd))
+        assert back == {str(k): v for k, v in odd.items()} | {"at": at.isoformat()}
+
+
+def test_rows_written_together_read_back_with_big_numbers_and_any_text(pg: Engine) -> None:
+    with Session(pg) as s:
+        app = App(name=f"rows-{uuid4_hex()}")
+        s.add(app)
+        s.commit()
+        app_id = app.id
+    data = {"big": 2**70, "text": 'ünï "q" \\ \u2028', "nested": [1.5, None, True]}
+    row = {
+        "id": uuid4_str(),
+        "app_id": app_id,
+        "target": {"type": "device", "registration_id": uuid4_str()},
+        "payload": {"title": "t", "data": data},
+        "state": MessageState.DISPATCHED,
+        "total": 1,
+        "lane": "priority",
+        "created_at": datetime(2026, 12, 6, 23, 59, 1, 250, tzinfo=UTC),
+    }
+    with direct(pg).connect() as conn:
+        insert_together(conn, [(table(Message), [row], None)])
+    with Session(pg) as s:
+        back = s.get(Message, row["id"])
+    assert back is not None
+    assert back.payload == row["payload"]
+    assert back.target == row["target"]
+    assert back.state == "dispatched"
+    assert back.created_at == row["created_at"]

@@ -23,6 +23,7 @@ from sqlalchemy import (
 )
 from sqlmodel import Session, col
 
+from schemas import jsontext
 from schemas.campaigns import cancel_deliveries
 from schemas.codes import DeliveryStatus, MessageState
 from schemas.db import among, direct, fetch_raw, insert_rows, pg_array, session_scope
@@ -354,7 +355,7 @@ def load_messages(engine: Engine, ids: Iterable[str]) -> dict[str, Message]:
 
 
 # One statement for a whole batch of outcomes on PostgreSQL: the batch goes in as one JSON
-# document (json.dumps is C; psycopg adapts a Python list element by element in Python),
+# document (written by orjson; psycopg adapts a Python list element by element in Python),
 # one UPDATE ... FROM jsonb_to_recordset, a constant text psycopg prepares once. The ids
 # come again as an array: the planner counts a function's rows as 100, and would rather
 # scan a small table than look up 100 ids; it knows an array's length.
@@ -476,7 +477,7 @@ def _finals_params(finals: Sequence[Record]) -> dict[str, Any]:
         }
         for f in finals
     ]
-    return {"rows": json.dumps(rows), "dids": pg_array(f.id for f in finals)}
+    return {"rows": jsontext.dumps(rows), "dids": pg_array(f.id for f in finals)}
 
 
 def _record_pg(
@@ -493,7 +494,7 @@ def _record_pg(
             for i, c, m, t, a in retries
         ]
         dids = pg_array(r[0] for r in retries)
-        conn.execute(_PG_RETRIES, {"now": now, "rows": json.dumps(rows), "dids": dids})
+        conn.execute(_PG_RETRIES, {"now": now, "rows": jsontext.dumps(rows), "dids": dids})
 
 
 def _record_rows(
