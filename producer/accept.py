@@ -6,7 +6,6 @@ whichever way it arrives.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from concurrent.futures import Future
@@ -246,8 +245,7 @@ def wait_dispatched(done: Future[str]) -> str:
 
 async def wait_dispatched_async(done: Future[str]) -> str:
     try:
-        async with asyncio.timeout(PUBLISH_TIMEOUT_S):  # no Task of its own, as wait_for
-            return await on_loop(done)
+        return await on_loop(done, PUBLISH_TIMEOUT_S)
     except TimeoutError as exc:
         raise Unavailable(TOO_SLOW) from exc
 

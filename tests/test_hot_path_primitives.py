@@ -5,6 +5,7 @@ finding them by id."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import multiprocessing
 import os
@@ -285,3 +286,28 @@ def test_rows_written_together_read_back_with_big_numbers_and_any_text(pg: Engin
     assert back.target == row["target"]
     assert back.state == "dispatched"
     assert back.created_at == row["created_at"]
+
+
+def test_a_waiter_fails_after_its_timeout_and_settled_waiters_are_forgotten() -> None:
+    """The API's wait for the dispatcher: one timer for all waiters of a loop."""
+    from concurrent.futures import Future
+
+    from producer.dispatch import _wakers, on_loop
+
+    async def scenario() -> tuple[str, str, bool, int]:
+        answered: Future[str] = Future()
+        never: Future[str] = Future()
+        first, stuck = on_loop(answered, 0.2), on_loop(never, 0.2)
+        answered.set_result("dispatched")
+        state = await first
+        try:
+            await stuck
+            outcome = "settled"
+        except TimeoutError:
+            outcome = "timed out"
+        waker = _wakers[asyncio.get_running_loop()]
+        return state, outcome, waker._sweep is None, len(waker._waiting)
+
+    state, outcome, idle, left = asyncio.run(scenario())
+    assert (state, outcome) == ("dispatched", "timed out")
+    assert idle and left == 0  # nothing is kept, and no timer runs, once all are settled

@@ -780,3 +780,20 @@ def test_infobip_mirrored_push_options_become_in_app() -> None:
         },
     }
     assert Payload.model_validate(payload).in_app is not None
+
+
+_BODY_BYTES = st.binary(max_size=64) | st.text(
+    alphabet='0123456789eE+-.\\u"dD89aF x', max_size=40
+).map(str.encode)
+
+
+@given(_BODY_BYTES, _BODY_BYTES)
+def test_the_cheap_first_look_at_a_body_passes_everything_the_full_pattern_would_catch(
+    head: bytes, tail: bytes
+) -> None:
+    """The guard's first look only spares a plain body the full pattern; it may pass more
+    bodies on to it, never fewer."""
+    from producer.bodies import _SUSPECT, _suspect
+
+    for raw in (head + tail, head + b"1e308" + tail, head + b"12345678901234567" + tail):
+        assert _suspect(raw) == (_SUSPECT.search(raw) is not None)
