@@ -370,6 +370,8 @@ class Delivery(SQLModel, table=True):
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    # A key SQLAlchemy orders its writes by; PostgreSQL no longer checks it row by row
+    # (migration 0017 says why that is safe).
     message_id: str = Field(foreign_key="message.id", max_length=36)
     registration_id: str = Field(max_length=36)
     app_id: str = Field(max_length=36)

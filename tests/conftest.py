@@ -51,6 +51,13 @@ def fresh_postgres(name: str) -> str:
     return f"{POSTGRES}/{name}"
 
 
+def drop_postgres(url: str) -> None:
+    """Drop a database fresh_postgres made (its engines disposed first)."""
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def fresh_redis(db: int) -> str:
     """A Redis db for a stack. Not flushed: other sessions may use it too; our keys are
     apart by PUSHLINE_REDIS_KEY_PREFIX."""
