@@ -141,7 +141,8 @@ def deliver_tasks(worker_log: Path) -> tuple[int, int]:
     """(deliver tasks run, Deliveries they claimed) so far, from the worker's INFO lines."""
     # Two pool processes write one file: lines may run together, so count by pattern.
     text = worker_log.read_bytes()
-    claimed = [int(n) for n in re.findall(rb'"claimed": (\d+)[^\n]*?"chunk delivered"', text)]
+    found = re.findall(rb'"claimed": ?(\d+)[^\n]*?"chunk delivered"', text)  # compact or not
+    claimed = [int(n) for n in found]
     return len(claimed), sum(claimed)
 
 
