@@ -7,8 +7,6 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
-from enum import Enum
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, cast
@@ -138,7 +136,7 @@ def insert_together(conn: Connection, parts: list[Rows]) -> None:
         return
     shape = tuple((target, tuple(rows[0]), skip) for target, rows, skip in parts)
     documents = {
-        f"rows{i}": jsontext.dumps(rows, _json_value) for i, (_, rows, _) in enumerate(parts)
+        f"rows{i}": jsontext.dumps(rows) for i, (_, rows, _) in enumerate(parts)
     }
     conn.execute(_recordset_insert(shape), documents)
 
@@ -278,15 +276,6 @@ def _picked(column: Column[Any], pg: Any) -> str:
             name = f"COALESCE({name}, 'null'::json)"
         return f"CAST({name} AS {column.type.compile(dialect=pg)})"
     return name
-
-
-def _json_value(value: Any) -> Any:
-    """Datetimes as ISO 8601 (PostgreSQL reads the offset), enums as their values."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Enum):
-        return value.value
-    raise TypeError(f"cannot write {type(value).__name__} as a column value")
 
 
 @lru_cache(maxsize=8)

@@ -20,7 +20,8 @@ import orjson
 
 
 def _standard(value: Any) -> Any:
-    """What the standard library is given for the types orjson writes by itself."""
+    """What the standard library is given for the types orjson writes by itself: datetimes
+    as ISO 8601 (PostgreSQL reads the offset), enums as their values."""
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, Enum):
