@@ -164,9 +164,11 @@ def test_a_lane_pause_is_shared_stretched_by_retry_after_and_grows_on_repeat() -
         assert again is not None and not again.started and again.left_s <= 0.3
         held = await b.take("app", "fcm", 10, None)
         assert (held.granted, held.paused) == (0, True) and 0 < held.wait_s <= 0.3
-        stretched = await b.pause("app", "fcm", schedule, 0.5)  # a longer Retry-After wins
-        assert stretched is not None and not stretched.started and stretched.left_s == 0.5
-        await asyncio.sleep(0.55)
+        stretched = await b.pause("app", "fcm", schedule, 1.0)  # a longer Retry-After wins
+        assert stretched is not None and not stretched.started and stretched.left_s == 1.0
+        # Past twice the first pause (when its streak would have ended, unstretched), within
+        # the stretched pause's length after it ended: still a repeat.
+        await asyncio.sleep(1.1)
         assert (await a.take("app", "fcm", 10, None)).granted == 10
         repeat = await a.pause("app", "fcm", schedule, None)  # soon after: the next step
         assert repeat is not None and (repeat.started, repeat.streak) == (True, 2)

@@ -115,14 +115,16 @@ return {granted, wait, 0}
 
 # KEYS: pause, streak. ARGV: Retry-After in ms (0: none), then the pause schedule in ms.
 # Returns {1 if this call started the pause, its milliseconds left, streak}. A pushback while
-# paused only stretches the pause to a longer Retry-After; one within a pause's length after
-# it ended is a repeat, and the next pause is the schedule's next step.
+# paused only stretches the pause to a longer Retry-After (and how long after it a pushback
+# still counts as a repeat); one within a pause's length after it ended is a repeat, and the
+# next pause is the schedule's next step.
 PAUSE_LUA = """
 local left = redis.call('PTTL', KEYS[1])
 local ra = tonumber(ARGV[1])
 if left > 0 then
   if ra > left then
     redis.call('PEXPIRE', KEYS[1], ra)
+    redis.call('PEXPIRE', KEYS[2], ra * 2)
     left = ra
   end
   return {0, left, tonumber(redis.call('GET', KEYS[2]) or '0')}
