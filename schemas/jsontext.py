@@ -36,10 +36,3 @@ def dumps(value: Any, default: Callable[[Any], Any] | None = None) -> str:
     except orjson.JSONEncodeError:
         return json.dumps(value, default=default or _standard, separators=(",", ":"))
 
-
-def dumps_bytes(value: Any, default: Callable[[Any], Any] | None = None) -> bytes:
-    """As dumps, UTF-8 encoded."""
-    try:
-        return orjson.dumps(value, default=default)
-    except orjson.JSONEncodeError:
-        return dumps(value, default).encode()
