@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import signal
 import socket
@@ -32,10 +33,34 @@ from simulators.credentials import make_apns_key, make_service_account, service_
 ALL_ROLES = tuple(r.value for r in Role)
 
 
+# Ports `free_port` hands out lie below the kernel's ephemeral range, so neither an
+# outgoing connection nor a server bound to port 0 (the simulators) can take one between
+# the check here and the bind in the process it is meant for.
+_PORT_FLOOR = 10_000
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on now, picked at random below the ephemeral range (the
+    caller binds it later, so two callers must be unlikely to pick the same one)."""
+    top = max(_PORT_FLOOR + 1_000, _ephemeral_floor())
+    while True:
+        port = _PORT_FLOOR + secrets.randbelow(top - _PORT_FLOOR)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+
+
+_ANNOUNCED = re.compile(rb"listening on [^:\s]+:(\d+)(?: \(control :(\d+)\))?")
 
 
 def embedded_redis(state_dir: Path) -> tuple[Any, str]:
@@ -78,56 +103,35 @@ class Stack:
             self.database_url = f"sqlite:///{self.state_dir / 'pushline.db'}"
         upgrade(self.database_url)
         tls = self.state_dir / "tls"
-        self.apns_port, self.apns_control_port, self.fcm_port, self.webpush_port = (
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-        )
-        self.hms_port = free_port()
-        self._spawn(
-            "apns-sim",
-            [
-                sys.executable,
-                "-m",
-                "simulators",
-                "apns",
-                "--port",
-                str(self.apns_port),
-                "--control-port",
-                str(self.apns_control_port),
-                "--tls-dir",
-                str(tls),
-            ],
-        )
-        # The FCM simulator serves HTTP/2 over TLS (and plain HTTP) on one port, with the
-        # same CA as the APNs one.
-        self._spawn(
-            "fcm-sim",
-            [sys.executable, "-m", "simulators", "fcm", "--port", str(self.fcm_port)],
-            {"PUSHLINE_SIMULATOR_TLS_DIR": str(tls)},
-        )
-        # The Web Push simulator: a browser push service on the same CA (endpoints it issues
-        # are https://127.0.0.1:<port>/wpush/...).
-        self._spawn(
-            "webpush-sim",
-            [sys.executable, "-m", "simulators", "webpush", "--port", str(self.webpush_port)],
-            {"PUSHLINE_SIMULATOR_TLS_DIR": str(tls)},
-        )
-        # Huawei Push Kit: its OAuth token endpoint and messages:send on one port.
-        self._spawn(
-            "hms-sim",
-            [sys.executable, "-m", "simulators", "hms", "--port", str(self.hms_port)],
-            {"PUSHLINE_SIMULATOR_TLS_DIR": str(tls)},
+        tls_env = {"PUSHLINE_SIMULATOR_TLS_DIR": str(tls)}
+        # Each simulator binds port 0 itself and announces what it got: no other process
+        # can take the port between choosing and binding it. All four start at once.
+        started = {
+            "apns-sim": self._spawn_simulator(
+                "apns-sim", ["apns", "--port", "0", "--control-port", "0", "--tls-dir", str(tls)]
+            ),
+            # The FCM simulator serves HTTP/2 over TLS (and plain HTTP) on one port, with
+            # the same CA as the APNs one.
+            "fcm-sim": self._spawn_simulator("fcm-sim", ["fcm", "--port", "0"], tls_env),
+            # The Web Push simulator: a browser push service on the same CA (endpoints it
+            # issues are https://127.0.0.1:<port>/wpush/...).
+            "webpush-sim": self._spawn_simulator(
+                "webpush-sim", ["webpush", "--port", "0"], tls_env
+            ),
+            # Huawei Push Kit: its OAuth token endpoint and messages:send on one port.
+            "hms-sim": self._spawn_simulator("hms-sim", ["hms", "--port", "0"], tls_env),
+        }
+        ports = {name: self._announced_ports(name, offset) for name, offset in started.items()}
+        self.apns_port, self.apns_control_port = ports["apns-sim"]
+        self.fcm_port, self.webpush_port, self.hms_port = (
+            ports[name][0] for name in ("fcm-sim", "webpush-sim", "hms-sim")
         )
         self.apns = SimulatorControl(f"http://127.0.0.1:{self.apns_control_port}")
         self.fcm = SimulatorControl(f"http://127.0.0.1:{self.fcm_port}")
         self.webpush = SimulatorControl(f"http://127.0.0.1:{self.webpush_port}")
-        self.apns.wait_ready(30)
-        self.fcm.wait_ready(30)
-        self.webpush.wait_ready(30)
         self.hms = SimulatorControl(f"http://127.0.0.1:{self.hms_port}")
-        self.hms.wait_ready(30)
+        for control in (self.apns, self.fcm, self.webpush, self.hms):
+            control.wait_ready(30)
         self.own_env = {
             "REDIS_URL": self.redis_url,
             "DATABASE_URL": self.database_url,
@@ -256,6 +260,29 @@ class Stack:
             stderr=log,
             start_new_session=True,
         )
+
+    def _spawn_simulator(
+        self, name: str, args: list[str], more_env: dict[str, str] | None = None
+    ) -> int:
+        """Spawn a simulator; returns where its log stood, to read its announcement from."""
+        log = self.state_dir / f"{name}.log"
+        offset = log.stat().st_size if log.exists() else 0
+        self._spawn(name, [sys.executable, "-m", "simulators", *args], more_env)
+        return offset
+
+    def _announced_ports(self, name: str, offset: int) -> tuple[int, int]:
+        """The port (and control port, else 0) a simulator announced in its log."""
+        log = self.state_dir / f"{name}.log"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with log.open("rb") as f:
+                f.seek(offset)
+                found = _ANNOUNCED.search(f.read())
+            if found:
+                return int(found[1]), int(found[2] or 0)
+            self._check_alive(name)
+            time.sleep(0.02)
+        raise TimeoutError(f"{name} announced no port within 30 s")
 
     def _check_alive(self, name: str) -> None:
         proc = self.procs[name]
