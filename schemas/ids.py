@@ -3,7 +3,9 @@
 `uuid.uuid4()` makes one getrandom system call per id. A single-device push takes three
 or four ids (its Message, its Delivery, the request, the task), and on a loaded VM each
 call cost several microseconds: about 9 % of the API's CPU per push. Here one call
-serves 256 ids. The bytes are the same os.urandom bytes; only the batching differs.
+serves 256 ids. The bytes are the same os.urandom bytes; only the batching differs. They
+are turned into hex once per draw too: an id is then a slice and a format (2.3 µs, where
+building each from its own 16 bytes took 6 µs on a loaded host).
 
 The buffer is emptied in a forked child (a Celery pool process, a uvicorn worker), so no
 two processes ever hand out the same bytes, and a lock keeps threads from sharing them.
@@ -16,37 +18,38 @@ import threading
 
 _DRAW = 4096  # bytes per system call: 256 ids
 _lock = threading.Lock()
-_buffer = b""
+_buffer = ""  # the drawn bytes as hex: one .hex() per draw, not one per id
 _at = 0
+# The variant nibble: the top two bits set to 10 (RFC 9562), the low two kept random.
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
 
 def _forget() -> None:
     global _buffer, _at, _lock
-    _buffer, _at, _lock = b"", 0, threading.Lock()
+    _buffer, _at, _lock = "", 0, threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget)
 
 
-def _random16() -> bytes:
+def _random32() -> str:
+    """32 random hex digits."""
     global _buffer, _at
     with _lock:
-        if _at + 16 > len(_buffer):
-            _buffer, _at = os.urandom(_DRAW), 0
-        chunk = _buffer[_at : _at + 16]
-        _at += 16
-    return chunk
+        if _at + 32 > len(_buffer):
+            _buffer, _at = os.urandom(_DRAW).hex(), 0
+        at = _at
+        _at = at + 32
+        return _buffer[at : at + 32]
 
 
 def uuid4_hex() -> str:
     """32 hex digits of a random (version 4, RFC 9562 variant) UUID."""
-    raw = bytearray(_random16())
-    raw[6] = (raw[6] & 0x0F) | 0x40
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    return raw.hex()
+    h = _random32()
+    return f"{h[:12]}4{h[13:16]}{_VARIANT[h[16]]}{h[17:]}"
 
 
 def uuid4_str() -> str:
     """A random UUID in its usual 36-character form, as str(uuid.uuid4()) gives it."""
-    h = uuid4_hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = _random32()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"

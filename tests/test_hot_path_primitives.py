@@ -59,7 +59,11 @@ def test_ids_are_random_version_4_uuids_and_a_forked_child_never_repeats_its_par
         parsed = uuid.UUID(value)
         assert str(parsed) == value
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
-    assert uuid.UUID(hex=uuid4_hex()).version == 4
+    # The variant's two fixed bits leave two random ones: all four digits turn up.
+    assert {value[19] for value in ours} == set("89ab")
+    hexed = [uuid4_hex() for _ in range(300)]
+    assert {uuid.UUID(hex=h).version for h in hexed} == {4}
+    assert {h[16] for h in hexed} == set("89ab") and len(set(hexed)) == 300
 
 
 def test_a_raw_statement_returns_plain_rows_and_nothing_for_a_statement_without_rows(
@@ -337,3 +341,22 @@ def test_a_delivery_is_not_checked_against_its_message_per_row_until_a_downgrade
     upgrade(url)
     engine.dispose()
     drop_postgres(url)
+
+
+def _child_name(queue: multiprocessing.Queue[str]) -> None:
+    from worker.deliver import worker_name
+
+    queue.put(worker_name())
+
+
+def test_the_worker_name_in_attempts_is_each_forked_childs_own() -> None:
+    from worker.deliver import worker_name
+
+    ours = worker_name()  # asked before the fork: the child must not inherit it
+    queue: multiprocessing.Queue[str] = multiprocessing.get_context("fork").Queue()
+    child = multiprocessing.get_context("fork").Process(target=_child_name, args=(queue,))
+    child.start()
+    theirs = queue.get(timeout=30)
+    child.join(timeout=30)
+    assert ours.endswith(f":{os.getpid()}")
+    assert theirs.endswith(f":{child.pid}") and theirs.split(":")[0] == ours.split(":")[0]

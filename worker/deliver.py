@@ -638,17 +638,24 @@ class _Stream:
 Send = Callable[[store.ClaimedDelivery], Awaitable[Answer]]
 
 
-_name: tuple[int, str] | None = None
+_name: str | None = None
+
+
+def _forget_name() -> None:
+    global _name
+    _name = None
+
+
+os.register_at_fork(after_in_child=_forget_name)  # a prefork child has its own pid
 
 
 def worker_name() -> str:
-    """Host and process, as kept in each attempt (a prefork child has its own pid); asked
-    of the system once per process, not once per attempt."""
+    """Host and process, as kept in each attempt; asked of the system once per process,
+    not once per attempt (getpid is a system call)."""
     global _name
-    pid = os.getpid()
-    if _name is None or _name[0] != pid:
-        _name = (pid, f"{socket.gethostname()}:{pid}")
-    return _name[1]
+    if _name is None:
+        _name = f"{socket.gethostname()}:{os.getpid()}"
+    return _name
 
 
 def _count_finals(
