@@ -17,7 +17,7 @@ demo: $(STAMP)
 test: $(STAMP) lint
 	bash scripts/services.sh
 	bash scripts/browser.sh  # chromium and chromedriver for the /docs and /console tests
-	$(PY) -m pytest -q -n 3 --dist loadfile --durations=15  # three files at a time: most of a test is waiting
+	$(PY) -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder --durations=15  # three files at a time: most of a test is waiting
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

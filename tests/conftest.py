@@ -6,6 +6,7 @@ independent by creating their own app and their own tokens.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -27,6 +28,23 @@ from schemas.api import MessageStatus
 from schemas.db import engine_for
 from schemas.tables import Registration
 from simulators.control import SimulatorControl
+
+DURATIONS = Path(__file__).with_name("durations.json")  # scripts/test_durations.py
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest files first (by their last measured time), so the files run side by side
+    end together; a file not yet measured counts as a middling one. `make test` keeps
+    this order (`--no-loadscope-reorder`: xdist would otherwise order by test count)."""
+    try:
+        seconds: dict[str, float] = json.loads(DURATIONS.read_text())
+    except (OSError, ValueError):
+        return
+    known = sorted(seconds.values())
+    middling = known[len(known) // 2] if known else 0.0
+    order = {id(item): i for i, item in enumerate(items)}
+    items.sort(key=lambda it: (-seconds.get(it.path.name, middling), order[id(it)]))
+
 
 REDIS = os.environ.get("PUSHLINE_TEST_REDIS", "redis://127.0.0.1:6379")
 POSTGRES = os.environ.get("PUSHLINE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")

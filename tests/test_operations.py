@@ -161,18 +161,22 @@ def test_metrics_count_accepted_pushes_and_deliveries_by_provider_status_and_cod
     st = app.push_users("bo")
     assert st.by_code == {"0": 1, "7": 1}
 
-    worker = scrape(f"http://127.0.0.1:{port}/metrics")
     sent = 'pushline_deliveries_total{code="0",provider="apns",status="SENT"}'
     failed = 'pushline_deliveries_total{code="7",provider="apns",status="ERROR"}'
-    assert (worker[sent], worker[failed]) == (1.0, 1.0)
+    # The worker counts outcomes just after it records them: the rows can be read first.
+    deadline = time.monotonic() + 10
+    while True:
+        worker = scrape(f"http://127.0.0.1:{port}/metrics")
+        if (sent in worker and failed in worker) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert (worker.get(sent), worker.get(failed)) == (1.0, 1.0)
     assert worker['pushline_provider_request_duration_seconds_count{provider="apns"}'] == 2.0
     health = httpx.get(f"http://127.0.0.1:{port}/health").json()
     assert health["status"] == "ok" and "pushline.priority" in health["queues"]
 
     api = scrape(f"{bare_stack.api_url}/metrics")
-    accepted = (
-        f'pushline_messages_accepted_total{{app="{app.creds.app_id}",lane="priority",target="users"}}'
-    )
+    accepted = f'pushline_messages_accepted_total{{app="{app.creds.app_id}",lane="priority",target="users"}}'
     assert api[accepted] == 1.0
     assert api['pushline_http_requests_total{method="POST",route="/v1/messages",status="202"}'] >= 1
     assert api['pushline_queue_consumers{queue="pushline.priority"}'] == 1.0
