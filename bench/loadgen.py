@@ -85,6 +85,9 @@ async def closed_loop(
     return out
 
 
+TICK_S = 0.004
+
+
 async def open_loop(
     host: str,
     port: int,
@@ -93,8 +96,14 @@ async def open_loop(
     duration_s: float,
     connections: int = 128,
 ) -> list[Answer | None]:
-    """Request i starts at start + i/rate for `duration_s`; a request that finds no idle
-    connection waits for one (that wait counts in its answer latency)."""
+    """Request i is due at start + i/rate for `duration_s`; a request that finds no idle
+    connection waits for one (that wait counts in its answer latency).
+
+    The generator wakes once per TICK_S and starts every request due by then, rather than
+    once per request: a timer wake-up per request cost it three times the CPU of a
+    closed loop, taken from the two cores it shares with what it measures. A request's
+    latency still counts from when it was due, so the tick's lateness (under 5 ms) is in
+    the figures, not hidden."""
     n = int(rate * duration_s)
     out: list[Answer | None] = [None] * n
     idle: asyncio.Queue[Connection] = asyncio.Queue()
@@ -117,7 +126,7 @@ async def open_loop(
     for i in range(n):
         delay = start + i / rate - time.monotonic()
         if delay > 0:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(delay + TICK_S)  # then start every request due by now
         tasks.append(asyncio.ensure_future(fire(i, wall + i / rate)))
     await asyncio.gather(*tasks)
     while not idle.empty():

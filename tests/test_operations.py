@@ -176,7 +176,8 @@ def test_metrics_count_accepted_pushes_and_deliveries_by_provider_status_and_cod
     assert health["status"] == "ok" and "pushline.priority" in health["queues"]
 
     api = scrape(f"{bare_stack.api_url}/metrics")
-    accepted = f'pushline_messages_accepted_total{{app="{app.creds.app_id}",lane="priority",target="users"}}'
+    labels = f'app="{app.creds.app_id}",lane="priority",target="users"'
+    accepted = f"pushline_messages_accepted_total{{{labels}}}"
     assert api[accepted] == 1.0
     assert api['pushline_http_requests_total{method="POST",route="/v1/messages",status="202"}'] >= 1
     assert api['pushline_queue_consumers{queue="pushline.priority"}'] == 1.0
