@@ -9,10 +9,13 @@ import asyncio
 import json
 import multiprocessing
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import redis
@@ -360,3 +363,31 @@ def test_the_worker_name_in_attempts_is_each_forked_childs_own() -> None:
     child.join(timeout=30)
     assert ours.endswith(f":{os.getpid()}")
     assert theirs.endswith(f":{child.pid}") and theirs.split(":")[0] == ours.split(":")[0]
+
+
+_FORKED_COUNTS = """
+import multiprocessing, os, sys
+from schemas.metrics import SCHEDULE_RUNS, registry
+
+def child() -> None:
+    SCHEDULE_RUNS.inc(2)
+
+SCHEDULE_RUNS.inc(1)  # the parent's file exists before the fork
+p = multiprocessing.get_context("fork").Process(target=child)
+p.start(); p.join()
+SCHEDULE_RUNS.inc(4)
+files = sorted(f for f in os.listdir(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
+total = [s.value for m in registry().collect() for s in m.samples
+         if s.name == "pushline_schedule_runs_total"]
+print(files == sorted([f"counter_{os.getpid()}.db", f"counter_{p.pid}.db"]), total)
+"""
+
+
+def test_metrics_of_a_forked_child_go_to_its_own_file_and_add_up(tmp_path: Path) -> None:
+    """prometheus-client's pid check is served from a pid renewed at fork
+    (schemas/metrics.py): a child must still write its own file, not the parent's."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", _FORKED_COUNTS], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "True [7.0]"
