@@ -13,7 +13,6 @@ broker refuses is taken back whole (result code 3, nothing half-written).
 from __future__ import annotations
 
 import asyncio
-import os
 import queue
 import threading
 import time
@@ -31,6 +30,7 @@ from sqlmodel import col
 
 from producer.enqueue import enqueue_deliveries, enqueue_fanout
 from producer.errors import Unavailable
+from schemas import process
 from schemas.audience import audience
 from schemas.codes import MessageState, ResultCode
 from schemas.db import Rows, among, direct, insert_together
@@ -301,7 +301,7 @@ def log_accepted(message: dict[str, Any], context: dict[str, Any]) -> None:
 def dispatcher_for(settings: Settings, engine: Engine) -> Dispatcher:
     """This process's dispatcher for the store and broker (a forked process gets its own)."""
     key = (
-        os.getpid(),
+        process.pid(),
         settings.redis_url,
         settings.redis_key_prefix,
         settings.priority_lane,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import secrets
 import signal
 import socket
@@ -27,6 +26,7 @@ from schemas.admin import HmsIn
 from schemas.codes import Role
 from schemas.db import engine_for, upgrade
 from schemas.webpush import load_vapid_key, public_key_b64
+from simulators.cli import announced_ports
 from simulators.control import SimulatorControl
 from simulators.credentials import make_apns_key, make_service_account, service_account_json
 
@@ -58,9 +58,6 @@ def free_port() -> int:
             except OSError:
                 continue
             return port
-
-
-_ANNOUNCED = re.compile(rb"listening on [^:\s]+:(\d+)(?: \(control :(\d+)\))?")
 
 
 def embedded_redis(state_dir: Path) -> tuple[Any, str]:
@@ -277,9 +274,9 @@ class Stack:
         while time.monotonic() < deadline:
             with log.open("rb") as f:
                 f.seek(offset)
-                found = _ANNOUNCED.search(f.read())
+                found = announced_ports(f.read().decode(errors="replace"))
             if found:
-                return int(found[1]), int(found[2] or 0)
+                return found[0], found[1] or 0
             self._check_alive(name)
             time.sleep(0.02)
         raise TimeoutError(f"{name} announced no port within 30 s")

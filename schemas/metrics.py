@@ -17,26 +17,14 @@ import os
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, values
 from prometheus_client import multiprocess as mp
 
+from schemas import process
 from schemas.metricsdir import MULTIPROC_ENV
 
-_pid = os.getpid()
-
-
-def _renew_pid() -> None:
-    global _pid
-    _pid = os.getpid()
-
-
-def _process() -> int:
-    return _pid
-
-
-os.register_at_fork(after_in_child=_renew_pid)
 if os.environ.get(MULTIPROC_ENV):
     # prometheus-client asks getpid, a system call, at every inc and observe to notice a
-    # fork (a dozen times per push between the API and the worker). This pid is renewed in
-    # every forked child, so each child still writes its own file.
-    values.ValueClass = values.MultiProcessValue(_process)
+    # fork (a dozen times per push between the API and the worker); the kept id notices
+    # the same forks, so each child still writes its own file.
+    values.ValueClass = values.MultiProcessValue(process.pid)
 
 # The same series whether one process or many serve them (multiprocess mode has no
 # `_created`).

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -59,6 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
 def _announce(line: str) -> None:
     # One line on stdout is the readiness signal scripts and test fixtures wait for.
     print(line, flush=True)
+
+
+_ANNOUNCED = re.compile(r"listening on [^:\s]+:(\d+)(?: \(control :(\d+)\))?")
+
+
+def announced_ports(output: str) -> tuple[int, int | None] | None:
+    """The port (and the APNs control port) a simulator's readiness line gives, or None
+    when `output` holds no such line yet."""
+    found = _ANNOUNCED.search(output)
+    if found is None:
+        return None
+    return int(found[1]), int(found[2]) if found[2] else None
 
 
 def main(argv: list[str] | None = None) -> int:

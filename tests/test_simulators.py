@@ -32,13 +32,13 @@ from firebase_admin import credentials, exceptions, messaging
 
 from simulators.apns import client_ssl_context
 from simulators.certs import ensure_tls, issue_client_cert
+from simulators.cli import announced_ports
 from simulators.control import SimulatorControl
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPIC = "com.example.pushline"
 KEY_ID = "SIMKEY0001"
 TEAM_ID = "TEAM000001"
-_READY = re.compile(r"listening on [^:]+:(\d+)(?: \(control :(\d+)\))?")
 _counter = itertools.count()
 # Pushline addresses FCM by registration token; firebase-admin 7.7 prefers installation ids.
 pytestmark = [
@@ -68,12 +68,11 @@ def _start(args: list[str]) -> tuple[subprocess.Popen[str], int, int | None]:
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
-    match = _READY.search(line)
-    if match is None:
+    ports = announced_ports(line)
+    if ports is None:
         proc.kill()
         raise RuntimeError(f"simulator failed to start: {line!r}")
-    control = int(match.group(2)) if match.group(2) else None
-    return proc, int(match.group(1)), control
+    return proc, *ports
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:

@@ -7,7 +7,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import math
-import os
 import queue
 import socket
 import time
@@ -20,6 +19,7 @@ from typing import Any
 import structlog
 from sqlalchemy import Engine
 
+from schemas import process
 from schemas.campaigns import CANCELLED_TEXT
 from schemas.codes import DeliveryStatus, MessageState, ResultCode
 from schemas.logs import shorten_token
@@ -638,24 +638,12 @@ class _Stream:
 Send = Callable[[store.ClaimedDelivery], Awaitable[Answer]]
 
 
-_name: str | None = None
-
-
-def _forget_name() -> None:
-    global _name
-    _name = None
-
-
-os.register_at_fork(after_in_child=_forget_name)  # a prefork child has its own pid
+_HOST = socket.gethostname()
 
 
 def worker_name() -> str:
-    """Host and process, as kept in each attempt; asked of the system once per process,
-    not once per attempt (getpid is a system call)."""
-    global _name
-    if _name is None:
-        _name = f"{socket.gethostname()}:{os.getpid()}"
-    return _name
+    """Host and process, as kept in each attempt (a prefork child has its own pid)."""
+    return f"{_HOST}:{process.pid()}"
 
 
 def _count_finals(

@@ -8,7 +8,6 @@ waiter that misses an announcement still times out and reads them.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterable, Sequence
 
@@ -16,6 +15,7 @@ import redis
 import structlog
 from redis.exceptions import RedisError
 
+from schemas import process
 from schemas.queueing import progress_channel
 from schemas.settings import Settings
 from worker import webhooks
@@ -30,11 +30,11 @@ _failed_at = -1e9
 
 def _redis(settings: Settings) -> redis.Redis:
     global _client, _client_pid
-    if _client is None or _client_pid != os.getpid():  # sockets do not survive fork
+    if _client is None or _client_pid != process.pid():  # sockets do not survive fork
         _client = redis.Redis.from_url(
             settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
         )
-        _client_pid = os.getpid()
+        _client_pid = process.pid()
     return _client
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import os
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
+
+from schemas import process
 
 T = TypeVar("T")
 
@@ -55,6 +56,6 @@ _pid: int | None = None
 def process_loop() -> BackgroundLoop:
     """The loop of this process (a forked child gets its own, never its parent's)."""
     global _loop, _pid
-    if _loop is None or _pid != os.getpid():
-        _loop, _pid = BackgroundLoop(), os.getpid()
+    if _loop is None or _pid != process.pid():
+        _loop, _pid = BackgroundLoop(), process.pid()
     return _loop

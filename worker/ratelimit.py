@@ -10,7 +10,6 @@ pause fail open, with a warning, since the alternative is sending nothing at all
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ import structlog
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
+from schemas import process
 from schemas.settings import Settings
 from schemas.tables import App
 
@@ -244,6 +244,6 @@ _state_pid: int | None = None
 def lane_state(settings: Settings) -> LaneState:
     """This process's LaneState (a forked child builds its own: sockets do not survive fork)."""
     global _state, _state_pid
-    if _state is None or _state_pid != os.getpid():
-        _state, _state_pid = LaneState(settings.redis_url), os.getpid()
+    if _state is None or _state_pid != process.pid():
+        _state, _state_pid = LaneState(settings.redis_url), process.pid()
     return _state

@@ -12,7 +12,6 @@ Two halves, both kept off the delivery path's critical work:
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections import defaultdict
@@ -27,6 +26,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 
+from schemas import process
 from schemas.cm import (
     BATCH_HEADER,
     SIGNATURE_HEADER,
@@ -61,10 +61,10 @@ def _subscriptions(settings: Settings, app_id: str) -> list[Subscription]:
 
 def _client(settings: Settings) -> Celery:
     global _celery
-    if _celery is None or _celery[0] != os.getpid():  # broker sockets do not survive fork
+    if _celery is None or _celery[0] != process.pid():  # broker sockets do not survive fork
         app = Celery("pushline-webhooks")
         app.conf.update(celery_config(settings))
-        _celery = (os.getpid(), app)
+        _celery = (process.pid(), app)
     return _celery[1]
 
 
@@ -153,8 +153,8 @@ class PostOutcome(StrEnum):
 
 def _http_client() -> httpx.Client:
     global _http
-    if _http is None or _http[0] != os.getpid():
-        _http = (os.getpid(), httpx.Client(follow_redirects=False))
+    if _http is None or _http[0] != process.pid():
+        _http = (process.pid(), httpx.Client(follow_redirects=False))
     return _http[1]
 
 
