@@ -138,7 +138,7 @@ def insert_together(conn: Connection, parts: list[Rows]) -> None:
     documents = {
         f"rows{i}": jsontext.dumps(rows) for i, (_, rows, _) in enumerate(parts)
     }
-    conn.execute(_recordset_insert(shape), documents)
+    fetch_raw(conn, _recordset_insert(shape), documents)
 
 
 @cache
@@ -218,7 +218,10 @@ def direct(engine: Engine) -> Engine:
 
     On PostgreSQL a pool of its own, whose connections are in autocommit from the start:
     switching a pooled connection in and out of it on every checkout (SQLAlchemy's
-    isolation_level option) cost a deliver task more CPU than building its payloads."""
+    isolation_level option) cost a deliver task more CPU than building its payloads.
+    Its pool does not ping a connection before handing it over (a round trip per
+    checkout on the hot paths): a lost one fails its first statement, which invalidates
+    the pool, and a caller retries that statement where it is safe to."""
     if engine.dialect.name != "postgresql":
         return engine.execution_options(isolation_level="AUTOCOMMIT")
     return _autocommit_twin(engine)
@@ -230,7 +233,6 @@ def _autocommit_twin(engine: Engine) -> Engine:
         engine.url,
         hide_parameters=engine.hide_parameters,
         isolation_level="AUTOCOMMIT",
-        pool_pre_ping=getattr(pool, "_pre_ping", False),
         **({"poolclass": NullPool} if isinstance(pool, NullPool) else {"pool_size": 4}),
     )
     event.listen(twin, "connect", _pg_session)

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from sqlalchemy import func, select
 from sqlmodel import Session, col
@@ -25,7 +26,15 @@ from producer.stack import Stack, free_port
 from schemas.db import engine_for, upgrade
 from schemas.settings import Settings
 from schemas.tables import Delivery, Message, Registration
-from tests.conftest import TEST_ENV, AppHandle, fresh_postgres, fresh_redis, log_tail
+from tests.conftest import (
+    POSTGRES,
+    TEST_ENV,
+    AppHandle,
+    drop_postgres,
+    fresh_postgres,
+    fresh_redis,
+    log_tail,
+)
 
 
 def _push(app: AppHandle, registration_id: str, text: str, priority: str) -> str:
@@ -262,6 +271,42 @@ def test_a_postgresql_restart_during_delivery_loses_nothing(
         assert min(accepted.get(t, 0) for t in tokens) == 1  # every device got its push
     finally:
         stack.stop()
+
+
+def test_a_single_device_push_after_the_databases_connections_were_lost_is_accepted() -> None:
+    """The dispatcher's pool hands connections over without a ping; a batch whose
+    connection turns out lost resolves again on a new one instead of failing with 503."""
+    url = fresh_postgres(f"pushline_lost_{uuid.uuid4().hex[:8]}")
+    settings = Settings(
+        redis_url=fresh_redis(11),
+        database_url=url,
+        redis_key_prefix=f"{TEST_ENV['PUSHLINE_REDIS_KEY_PREFIX']}lost:",
+    )
+    upgrade(url)
+    engine = engine_for(url)
+    try:
+        tenant = create_tenant(engine, "tx-lost-connection")
+        with Session(engine) as s:
+            s.add(Registration(app_id=tenant.id, provider="apns", platform="ios", token="cd" * 32))
+            s.commit()
+            rid = s.execute(select(col(Registration.id))).scalar_one()
+        body = {"target": {"type": "device", "registration_id": rid}, "payload": {"alert": "x"}}
+        first = accept_push(tenant.id, body, settings=settings, engine=engine)
+        name = url.rsplit("/", 1)[1]
+        with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            ).fetchone()
+        assert killed is not None and killed[0] >= 1  # the dispatcher's connection among them
+        second = accept_push(tenant.id, body, settings=settings, engine=engine)
+        assert (first.state, second.state) == ("dispatched", "dispatched")
+        with Session(engine) as s:
+            delivered = s.execute(select(col(Delivery.message_id))).scalars().all()
+        assert sorted(delivered) == sorted([first.message_id, second.message_id])
+    finally:
+        engine.dispose()
+        drop_postgres(url)
 
 
 def test_a_single_device_push_the_broker_refuses_is_unavailable_and_leaves_nothing(
