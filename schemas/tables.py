@@ -20,7 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from schemas.ids import uuid4_str
+from schemas.ids import uuid7_str
 
 
 def utcnow() -> datetime:
@@ -34,7 +34,8 @@ def table(model: type[SQLModel]) -> Table:
 
 
 def new_id() -> str:
-    return uuid4_str()
+    """A row's id: time-ordered, so inserts land at the end of each index (schemas.ids)."""
+    return uuid7_str()
 
 
 NOTHING_MATCHED = "no active registration matched the target"

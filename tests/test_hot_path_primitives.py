@@ -26,10 +26,10 @@ from sqlmodel import Session, col, select
 from schemas import jsontext
 from schemas.codes import MessageState
 from schemas.db import among, direct, engine_for, fetch_raw, insert_together, pg_array, upgrade
-from schemas.ids import uuid4_hex, uuid4_str
+from schemas.ids import uuid4_hex, uuid4_str, uuid7_str
 from schemas.queueing import progress_channel
 from schemas.settings import Settings
-from schemas.tables import App, Message, table
+from schemas.tables import App, Message, new_id, table
 from tests.conftest import drop_postgres, fresh_postgres, fresh_redis
 from worker.events import announce_progress
 from worker.store import _PG_CLAIM, _PG_FINALS_CLOSING_WHOLE, _PG_RETRIES
@@ -67,6 +67,23 @@ def test_ids_are_random_version_4_uuids_and_a_forked_child_never_repeats_its_par
     hexed = [uuid4_hex() for _ in range(300)]
     assert {uuid.UUID(hex=h).version for h in hexed} == {4}
     assert {h[16] for h in hexed} == set("89ab") and len(set(hexed)) == 300
+
+
+def test_row_ids_are_version_7_uuids_that_carry_their_millisecond_and_sort_by_creation() -> None:
+    before = time.time_ns() // 1_000_000
+    first = [new_id() for _ in range(300)]  # 300 ids span two 4 KiB draws
+    after = time.time_ns() // 1_000_000
+    time.sleep(0.003)
+    later = uuid7_str()
+    assert len(set(first)) == 300
+    for value in [*first, later]:
+        parsed = uuid.UUID(value)
+        assert str(parsed) == value
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    assert all(before <= uuid.UUID(v).int >> 80 <= after for v in first)
+    assert all(v < later for v in first)  # as text too: that is how the indexes order them
+    # The variant's two fixed bits leave two random ones: all four digits turn up.
+    assert {value[19] for value in first} == set("89ab")
 
 
 def test_a_raw_statement_returns_plain_rows_and_nothing_for_a_statement_without_rows(
