@@ -90,7 +90,7 @@ def drop_postgres_database(server_url: str, name: str) -> None:
 def create_app(engine: Engine) -> str:
     app_id = new_id()
     with engine.begin() as conn:
-        conn.execute(insert(table(App)).values(id=app_id, name=f"bench-{app_id[:8]}"))
+        conn.execute(insert(table(App)).values(id=app_id, name=f"bench-{app_id[-12:]}"))
     return app_id
 
 

@@ -93,7 +93,7 @@ def test_an_invalid_target_is_a_400_naming_the_field_and_the_rule(app: AppHandle
 
 
 def test_the_same_role_as_pushing_to_that_target_is_required(app: AppHandle) -> None:
-    creds = app.stack.add_app(f"{app.creds.app_id[:8]}-single", roles=("push_single",))
+    creds = app.stack.add_app(f"{app.creds.app_id[-12:]}-single", roles=("push_single",))
     url = f"{app.stack.api_url}/v1/audience"
     headers = {"X-API-Key": creds.api_key}
     r = httpx.post(url, headers=headers, json={"target": {"type": "application"}})

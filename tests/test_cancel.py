@@ -79,7 +79,7 @@ def test_cancel_needs_the_push_role_and_a_message_still_in_flight(app: AppHandle
     url = f"{app.stack.api_url}/v1/messages/{everyone}/cancel"
     r = httpx.post(url, headers={"X-API-Key": single})
     assert r.status_code == 403  # cancelling a broadcast takes push_all, as pushing it did
-    other = app.stack.add_app(f"{app.creds.app_id[:8]}-other")
+    other = app.stack.add_app(f"{app.creds.app_id[-12:]}-other")
     assert httpx.post(url, headers={"X-API-Key": other.api_key}).status_code == 404
     assert app.stack.database_url
     out = run("messages", "cancel", done.id, env={"DATABASE_URL": app.stack.database_url})

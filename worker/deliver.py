@@ -143,7 +143,7 @@ def deliver_chunk(
     if not claimed:
         return report
     with structlog.contextvars.bound_contextvars(
-        chunk=str(delivery_ids[0])[:8],
+        chunk=str(delivery_ids[0])[-8:],  # an id's random end: its start is its time
         app=_label({c.app_id for c in claimed}),
         message=_label({c.message_id for c in claimed}),
         provider=_label({c.provider for c in claimed}),
