@@ -8,7 +8,8 @@ written straight into SQL with ids of its kind (the version-7 ones minted over t
 hours, as a running service would have), and a checkpoint. Then `--pushes` pushes to
 one device go in as the API's dispatcher writes them: resolved and inserted 32 at a
 time, on one connection, ids of the same kind. Prints that backend's CPU microseconds
-per push (from /proc) and the wall time, taking turns between the two kinds.
+per push (from /proc) and the wall time, taking turns between the two kinds. Both
+databases are dropped at the end.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Connection, Engine, text
 
-from bench.infra import reset_database, stop_on_sigterm
+from bench.infra import drop_database, reset_database, stop_on_sigterm
 from producer.accept import message_row
 from producer.apps import create_app as create_tenant
 from producer.dispatch import Dispatcher, Handoff, resolve_targets, resolved
@@ -162,8 +163,9 @@ def main() -> None:
             f"{statistics.median(w for _, w in results):.2f}",
         )
     console.print(out)
-    for engine, _, _ in prepared.values():
+    for kind, (engine, _, _) in prepared.items():
         engine.dispose()
+        drop_database(_url(kind))  # a few GB that nothing else reads
 
 
 if __name__ == "__main__":

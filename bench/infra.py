@@ -72,6 +72,14 @@ def ensure_postgres_database(url: str) -> None:
     raise RuntimeError(f"cannot reach a maintenance database on {url}")
 
 
+def drop_database(url: str) -> None:
+    """Drop a benchmark's own PostgreSQL database (its engines disposed first)."""
+    name = make_url(normalise_url(url)).database
+    with psycopg.connect(_psycopg_conninfo(url, "postgres"), autocommit=True) as conn:
+        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+        conn.execute(drop.format(sql.Identifier(name)))
+
+
 def reset_database(url: str) -> None:
     """Drop every table and migrate from nothing, so each scenario starts from equal state."""
     engine_for(url).dispose()  # our own pooled connections would block DROP SCHEMA

@@ -4,9 +4,9 @@ Rows get time-ordered ids (version 7, RFC 9562: Unix milliseconds, then 74 rando
 With random ids every insert lands on a random page of each index that holds an id (the
 primary key, a Delivery's message id), so once the tables outgrow the cache each push
 reads and dirties pages all over them: with 2,000,000 pushes already stored, writing a
-single-device push cost PostgreSQL 101-112 µs of CPU with random ids and 52-61 µs with
-time-ordered ones (bench-free measurement on this 2-core host). New ids land at the end
-of each index instead. They stay unguessable (74 random bits) and sort by creation.
+single-device push cost PostgreSQL 104.5 µs of CPU with random ids and 55.0 µs with
+time-ordered ones (`python -m bench.ids`, medians on the 2-core host). New ids land at
+the end of each index instead. They stay unguessable (74 random bits) and sort by creation.
 Task ids, request ids and delivery tags, which no index holds, stay random (version 4).
 
 `uuid.uuid4()` makes one getrandom system call per id. A single-device push takes three
