@@ -75,6 +75,7 @@ def ensure_postgres_database(url: str) -> None:
 def drop_database(url: str) -> None:
     """Drop a benchmark's own PostgreSQL database (its engines disposed first)."""
     name = make_url(normalise_url(url)).database
+    assert name, "the database URL must name a database"
     with psycopg.connect(_psycopg_conninfo(url, "postgres"), autocommit=True) as conn:
         drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
         conn.execute(drop.format(sql.Identifier(name)))
