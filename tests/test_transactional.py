@@ -13,11 +13,12 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlmodel import Session, col
 
 from producer import Unavailable, accept_push
@@ -273,6 +274,17 @@ def test_a_postgresql_restart_during_delivery_loses_nothing(
         stack.stop()
 
 
+def _one_device_app(engine: Engine, name: str) -> tuple[str, dict[str, Any]]:
+    """A new app with one iOS device; (its id, a push body for that device)."""
+    tenant = create_tenant(engine, name)
+    with Session(engine) as s:
+        s.add(Registration(app_id=tenant.id, provider="apns", platform="ios", token="ab" * 32))
+        s.commit()
+        rid = s.execute(select(col(Registration.id))).scalar_one()
+    target = {"type": "device", "registration_id": rid}
+    return tenant.id, {"target": target, "payload": {"alert": "x"}}
+
+
 def test_a_single_device_push_after_the_databases_connections_were_lost_is_accepted() -> None:
     """The dispatcher's pool hands connections over without a ping; a batch whose
     connection turns out lost resolves again on a new one instead of failing with 503."""
@@ -285,13 +297,8 @@ def test_a_single_device_push_after_the_databases_connections_were_lost_is_accep
     upgrade(url)
     engine = engine_for(url)
     try:
-        tenant = create_tenant(engine, "tx-lost-connection")
-        with Session(engine) as s:
-            s.add(Registration(app_id=tenant.id, provider="apns", platform="ios", token="cd" * 32))
-            s.commit()
-            rid = s.execute(select(col(Registration.id))).scalar_one()
-        body = {"target": {"type": "device", "registration_id": rid}, "payload": {"alert": "x"}}
-        first = accept_push(tenant.id, body, settings=settings, engine=engine)
+        app_id, body = _one_device_app(engine, "tx-lost-connection")
+        first = accept_push(app_id, body, settings=settings, engine=engine)
         name = url.rsplit("/", 1)[1]
         with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
             killed = admin.execute(
@@ -299,7 +306,7 @@ def test_a_single_device_push_after_the_databases_connections_were_lost_is_accep
                 (name,),
             ).fetchone()
         assert killed is not None and killed[0] >= 1  # the dispatcher's connection among them
-        second = accept_push(tenant.id, body, settings=settings, engine=engine)
+        second = accept_push(app_id, body, settings=settings, engine=engine)
         assert (first.state, second.state) == ("dispatched", "dispatched")
         with Session(engine) as s:
             delivered = s.execute(select(col(Delivery.message_id))).scalars().all()
@@ -318,14 +325,9 @@ def test_a_single_device_push_the_broker_refuses_is_unavailable_and_leaves_nothi
     )
     upgrade(settings.database_url)
     engine = engine_for(settings.database_url)
-    tenant = create_tenant(engine, "tx-broker-down")
-    with Session(engine) as s:
-        s.add(Registration(app_id=tenant.id, provider="apns", platform="ios", token="ab" * 32))
-        s.commit()
-        rid = s.execute(select(col(Registration.id))).scalar_one()
-    body = {"target": {"type": "device", "registration_id": rid}, "payload": {"alert": "x"}}
+    app_id, body = _one_device_app(engine, "tx-broker-down")
     with pytest.raises(Unavailable, match="result code 3"):
-        accept_push(tenant.id, body, settings=settings, engine=engine)
+        accept_push(app_id, body, settings=settings, engine=engine)
     with Session(engine) as s:
         assert s.execute(select(func.count()).select_from(Message)).scalar_one() == 0
         assert s.execute(select(func.count()).select_from(Delivery)).scalar_one() == 0
