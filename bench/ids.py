@@ -98,7 +98,7 @@ def _seed(engine: Engine, kind: str, app_id: str, rid: str, n: int) -> None:
         conn.execute(text("CHECKPOINT"))
 
 
-def _cpu_s(pid: int) -> float:
+def cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -113,14 +113,14 @@ def write_pushes(
     writer.engine = engine
     with direct(engine).connect() as conn:
         pid = fetch_raw(conn, text("SELECT pg_backend_pid()"), {})[0][0]
-        cpu0, t0 = _cpu_s(pid), time.perf_counter()
+        cpu0, t0 = cpu_s(pid), time.perf_counter()
         for at in range(0, len(rids), BATCH):
-            _write_batch(conn, writer, app_id, rids[at : at + BATCH], new)
-        wall, cpu = time.perf_counter() - t0, _cpu_s(pid) - cpu0
+            write_batch(conn, writer, app_id, rids[at : at + BATCH], new)
+        wall, cpu = time.perf_counter() - t0, cpu_s(pid) - cpu0
     return cpu * 1e6 / len(rids), wall
 
 
-def _write_batch(
+def write_batch(
     conn: Connection, writer: Dispatcher, app_id: str, rids: list[str], new: Callable[[], str]
 ) -> None:
     batch = []

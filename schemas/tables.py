@@ -366,8 +366,8 @@ class Delivery(SQLModel, table=True):
             postgresql_where=text(QUEUED_DELIVERIES),
             sqlite_where=text(QUEUED_DELIVERIES),
         ),
-        # Room in each page, so the claim updates a row in place (HOT).
-        {"postgresql_with": {"fillfactor": 85}},
+        # Room in each page, so the claim updates a row in place (HOT): migration 0018.
+        {"postgresql_with": {"fillfactor": 50}},
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
