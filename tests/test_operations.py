@@ -104,7 +104,8 @@ def test_readiness_and_the_sweep_name_a_lane_that_nobody_consumes(
     assert "pushline scheduler" in checks["scheduler"]
     bare_stack.start_worker(queues="pushline,pushline.webhooks")
     bare_stack.start_scheduler()
-    wait_for(lambda: ready(bare_stack)[1]["queue pushline"] == "ok")
+    # Both announce themselves once started; the scheduler may take longer than the worker.
+    wait_for(lambda: _all_ok(ready(bare_stack)[1], "queue pushline", "scheduler"))
     status, checks = ready(bare_stack)
     assert (status, checks["database"], checks["redis"], checks["scheduler"]) == (
         503,
@@ -137,6 +138,10 @@ def test_readiness_and_the_sweep_name_a_lane_that_nobody_consumes(
     status, checks = ready(bare_stack)
     assert status == 503 and checks["redis"].startswith("unreachable")
     assert httpx.get(f"{bare_stack.api_url}/v1/health").status_code == 200  # liveness
+
+
+def _all_ok(checks: dict[str, str], *names: str) -> bool:
+    return all(checks.get(name) == "ok" for name in names)
 
 
 def scrape(url: str) -> dict[str, float]:
