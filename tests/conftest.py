@@ -60,12 +60,27 @@ TEST_ENV = {
 }
 
 
+_made: list[str] = []  # this process's databases, dropped when its session ends
+
+
 def fresh_postgres(name: str) -> str:
-    """A new, empty database on the local server; returns its URL."""
+    """A new, empty database on the local server; returns its URL. It is dropped at the
+    end of the test session at the latest."""
     with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
+    _made.append(name)
     return f"{POSTGRES}/{name}"
+
+
+def pytest_sessionfinish() -> None:
+    """Drop the databases this process made (after every fixture's teardown): a run of
+    the suite made about fifteen, and they had stayed on the shared server."""
+    if not _made:
+        return
+    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
+        for name in _made:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def drop_postgres(url: str) -> None:
