@@ -132,9 +132,10 @@ class Dispatcher:
             try:
                 self._resolve(conn, batch)
                 return conn
-            except DBAPIError as exc:
-                conn.close()
-                if last or not exc.connection_invalidated:
+            except BaseException as exc:
+                conn.close()  # whatever failed: the connection goes back to the pool
+                lost = isinstance(exc, DBAPIError) and exc.connection_invalidated
+                if last or not lost:
                     raise
         raise AssertionError("unreachable")
 

@@ -76,18 +76,20 @@ def fresh_postgres(name: str) -> str:
 def pytest_sessionfinish() -> None:
     """Drop the databases this process made (after every fixture's teardown): a run of
     the suite made about fifteen, and they had stayed on the shared server."""
-    if not _made:
-        return
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
-        for name in _made:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _drop(*_made)
 
 
 def drop_postgres(url: str) -> None:
     """Drop a database fresh_postgres made (its engines disposed first)."""
-    name = url.rsplit("/", 1)[1]
+    _drop(url.rsplit("/", 1)[1])
+
+
+def _drop(*names: str) -> None:
+    if not names:
+        return
     with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for name in names:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def fresh_redis(db: int) -> str:

@@ -316,6 +316,30 @@ def test_a_single_device_push_after_the_databases_connections_were_lost_is_accep
         drop_postgres(url)
 
 
+def test_a_batch_whose_targets_cannot_be_resolved_gives_its_connection_back() -> None:
+    """Whatever fails while a batch resolves, its connection returns to the pool: the
+    dispatcher runs for the life of the process and would run out of them."""
+    from producer.dispatch import Dispatcher, Handoff
+    from schemas.db import direct
+
+    url = fresh_postgres(f"pushline_giveback_{uuid.uuid4().hex[:8]}")
+    upgrade(url)
+    engine = engine_for(url)
+    try:
+        writer = Dispatcher.__new__(Dispatcher)  # its resolving only: no thread, no broker
+        writer.engine, writer.settings = engine, Settings(database_url=url)
+        unreadable = Handoff({"app_id": "x", "target": {"type": "nonsense"}})
+        failures = []  # kept, as the requests' futures keep them (tracebacks and all)
+        for _ in range(3):
+            with pytest.raises(ValueError, match="nonsense") as failed:
+                writer._resolved([unreadable])
+            failures.append(failed.value)
+        assert direct(engine).pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        engine.dispose()
+        drop_postgres(url)
+
+
 def test_a_single_device_push_the_broker_refuses_is_unavailable_and_leaves_nothing(
     tmp_path: Path,
 ) -> None:
