@@ -5,7 +5,8 @@ Taken one request at a time, each would pay a transaction, a commit and a Celery
 its own. The dispatcher thread of each API process gathers the pushes accepted while it
 wrote the previous batch (or within its linger), writes them in one transaction and
 publishes their Deliveries as one deliver task per lane, so batches grow with the load by
-themselves. The linger itself grows while deliver tasks wait in the queue (next_linger).
+themselves. The linger itself grows while deliver tasks wait in the queue (next_linger),
+and is cut short once every client connection has a push waiting (Callers).
 A request is answered only once its batch is committed and on the broker; a batch the
 broker refuses is taken back whole (result code 3, nothing half-written).
 """
@@ -53,6 +54,24 @@ class Handoff:
     at: float = field(default_factory=time.monotonic)  # when it was submitted
 
 
+class Callers:
+    """The client connections open to this process's HTTP server (producer.httpproto
+    counts them; 0 where it is not that server, such as in-process calls).
+
+    An HTTP/1.1 connection carries one request at a time. Once every open connection has a
+    push waiting in the dispatcher, nothing more can join the batch until it is answered:
+    a caller that waits for each answer (a service's connection pool) would only have its
+    pushes delayed by the rest of the linger. Counted on the event loop, read elsewhere.
+    """
+
+    open = 0
+
+
+def everyone_waits(pending: int, connections: int) -> bool:
+    """Whether `pending` pushes are all the open connections can send (0: not known)."""
+    return pending >= connections > 0
+
+
 class Dispatcher:
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings = settings
@@ -62,6 +81,9 @@ class Dispatcher:
         self.linger_s = self.floor_s
         self.max_batch = settings.chunk_size
         self._inbox: queue.SimpleQueue[Handoff] = queue.SimpleQueue()
+        self._pending = 0  # submitted and not yet taken into a batch
+        self._count_lock = threading.Lock()
+        self._all_in = threading.Event()  # set once every connection has a push waiting
         self._thread = threading.Thread(target=self._run, name="pushline-dispatch", daemon=True)
         self._thread.start()
 
@@ -70,7 +92,12 @@ class Dispatcher:
         fields); otherwise the dispatcher logs it with the submitter's log context."""
         context = None if quiet else structlog.contextvars.get_contextvars()
         handoff = Handoff(message, context=context)
+        with self._count_lock:
+            self._pending += 1
+            full = everyone_waits(self._pending, Callers.open)
         self._inbox.put(handoff)
+        if full and not self._all_in.is_set():
+            self._all_in.set()
         return handoff.done
 
     def _run(self) -> None:
@@ -85,18 +112,22 @@ class Dispatcher:
 
     def _gather(self) -> list[Handoff]:
         batch = [self._inbox.get()]
+        self._all_in.clear()
         # The linger counts from the oldest push's arrival: pushes that waited while the
-        # previous batch was written have lingered already. It is slept through, then the
-        # inbox drained: waiting on the inbox instead would wake this thread (and take the
-        # GIL from the event loop) once for every push.
+        # previous batch was written have lingered already. It is waited through (or until
+        # every connection has a push waiting), then the inbox drained: waiting on the
+        # inbox instead would wake this thread (and take the GIL from the event loop) once
+        # for every push.
         left = batch[0].at + self.linger_s - time.monotonic()
-        if left > 0:
-            time.sleep(left)
+        if left > 0 and not everyone_waits(self._pending, Callers.open):
+            self._all_in.wait(left)
         while len(batch) < self.max_batch:
             try:
                 batch.append(self._inbox.get_nowait())
             except queue.Empty:
                 break
+        with self._count_lock:
+            self._pending -= len(batch)
         return batch
 
     def _dispatch(self, batch: list[Handoff]) -> None:

@@ -5,6 +5,8 @@ writes; with uvloop each is a send(2) of its own, and a push's answer is small e
 fit in one. On a small virtual machine those two system calls were the largest single cost
 of an accepted push (a fifth of the API's CPU). Here the writes one event-loop step makes
 on a connection are joined and sent once, right after that step.
+
+It also counts the open connections (producer.dispatch.Callers).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import asyncio
 from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from producer.dispatch import Callers
 
 
 class _JoinedWrites:
@@ -46,12 +50,18 @@ class _JoinedWrites:
 
 
 class JoinedWritesProtocol(HttpToolsProtocol):
-    """`uvicorn --http producer.httpproto:JoinedWritesProtocol`."""
+    """`uvicorn --http producer.httpproto:JoinedWritesProtocol`. It also counts the open
+    connections, for the dispatcher to stop lingering once each has a push waiting."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        Callers.open += 1
         # uvloop's transports do not subclass asyncio.Transport; they have its methods.
         joined = _JoinedWrites(cast(asyncio.Transport, transport), self.loop)
         super().connection_made(cast(asyncio.Transport, joined))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        Callers.open -= 1
+        super().connection_lost(exc)
 
 
 HTTP_PROTOCOL = f"{__name__}:{JoinedWritesProtocol.__name__}"

@@ -340,6 +340,50 @@ def test_a_batch_whose_targets_cannot_be_resolved_gives_its_connection_back() ->
         drop_postgres(url)
 
 
+def test_a_batch_is_complete_when_every_known_connection_has_a_push_waiting() -> None:
+    from producer.dispatch import everyone_waits
+
+    assert everyone_waits(3, 3) and everyone_waits(4, 3)  # (a connection closed meanwhile)
+    assert not everyone_waits(2, 3)
+    assert not everyone_waits(5, 0)  # no HTTP server counting: the linger decides
+
+
+def test_a_batch_closes_once_every_connection_has_a_push_waiting_and_not_before(
+    tmp_path: Path,
+) -> None:
+    """The linger (30 s here) is cut short when no connection to the API could add a
+    push: a caller that waits for each answer is answered at once, and while another
+    connection stays idle the batch waits for it (producer.dispatch.Callers)."""
+    from producer.apps import create_key
+
+    linger = {"PUSHLINE_PUBLISH_LINGER_MS": "30000", "PUSHLINE_PUBLISH_LINGER_MAX_MS": "30000"}
+    stack = Stack(tmp_path / "stack", redis_url=fresh_redis(12), extra_env={**TEST_ENV, **linger})
+    stack.start(worker=False, scheduler=False)
+    try:
+        assert stack.database_url
+        engine = engine_for(stack.database_url)
+        app_id, body = _one_device_app(engine, "tx-every-connection")
+        key, _ = create_key(engine, app_id, ["push_single"])
+        headers = {"X-API-Key": key}
+        with httpx.Client(base_url=stack.api_url, headers=headers, timeout=10) as caller:
+            states = [caller.post("/v1/messages", json=body).json()["state"] for _ in range(3)]
+            assert states == ["dispatched"] * 3  # each within 10 s, not after the 30 s linger
+            with (
+                httpx.Client(base_url=stack.api_url, headers=headers, timeout=10) as other,
+                ThreadPoolExecutor(max_workers=1) as pool,
+            ):
+                assert other.get("/v1/health").status_code == 200  # open, and idle now
+                first = pool.submit(caller.post, "/v1/messages", json=body)
+                time.sleep(2)
+                assert not first.done()  # `other` could still send: the batch lingers
+                second = other.post("/v1/messages", json=body)
+                assert (first.result().status_code, second.status_code) == (202, 202)
+        with Session(engine) as s:
+            assert s.execute(select(func.count()).select_from(Delivery)).scalar_one() == 5
+    finally:
+        stack.stop()
+
+
 def test_a_single_device_push_the_broker_refuses_is_unavailable_and_leaves_nothing(
     tmp_path: Path,
 ) -> None:
