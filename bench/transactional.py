@@ -206,6 +206,31 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+# Issue 9's targets on this machine (single-device pushes, one API process, one worker).
+E2E_MIN, ACCEPTED_MIN, ANSWER_P99_MAX_MS = 1500, 2000, 50
+STEADY_P99_MAX_MS = {500.0: 100, 1000.0: 250}  # offered pushes/s: answer -> SENT p99
+
+
+def verdicts(closed: Phase, steady: dict[float, Phase]) -> list[tuple[str, bool]]:
+    """Each target as a line, and whether the figures printed meet it."""
+    answer_p99 = pct(closed.answer_ms, 0.99)
+    out = [
+        (f"end to end ≥ {E2E_MIN:,}/s: {closed.e2e_per_s:,.0f}", closed.e2e_per_s >= E2E_MIN),
+        (
+            f"accepted ≥ {ACCEPTED_MIN:,}/s with answer p99 ≤ {ANSWER_P99_MAX_MS} ms: "
+            f"{closed.accepted_per_s:,.0f}/s, {answer_p99:,.0f} ms",
+            closed.accepted_per_s >= ACCEPTED_MIN and answer_p99 <= ANSWER_P99_MAX_MS,
+        ),
+    ]
+    for rate, p in steady.items():
+        limit = STEADY_P99_MAX_MS.get(rate)
+        if limit is not None:
+            p99 = pct(p.latency_ms, 0.99)
+            text = f"at {rate:,.0f}/s, answer -> SENT p99 ≤ {limit} ms: {p99:,.0f} ms"
+            out.append((text, p99 <= limit and p.sent == p.accepted and not p.rejected))
+    return out
+
+
 def report(phases: list[Phase], bare: float, args: argparse.Namespace, load: float) -> None:
     t = Table(title="Single-device pushes (answer -> SENT in ms)")
     heads = ("phase", "accepted/s", "end-to-end/s", "p50", "p99", "max", "answer p50/p99", "tasks")
@@ -341,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"closed loop accepted/s over {len(closed)} runs: {runs} "
                     f"(the table shows the median run)"
                 )
+            console.print("[bold]Targets[/] (the closed loop: its median run)")
+            for text, ok in verdicts(phases[0], dict(zip(rates, phases[1:], strict=True))):
+                console.print(f"  {'[green]PASS[/]' if ok else '[bold red]FAIL[/]'}  {text}")
         finally:
             if stack is not None:
                 stack.stop()
