@@ -71,7 +71,7 @@ def cycle(engine: Engine, app_id: str, rids: list[str]) -> dict[str, float]:
         found = fetch_raw(conn, text("SELECT id, message_id FROM delivery ORDER BY id"), {})
     spent["insert"], t = cpu_s(pid) - t, cpu_s(pid)
     claims = [
-        store.claim(engine, [row[0] for row in found[at : at + CLAIMED]], 120)
+        store.claim(engine, [row[0] for row in found[at : at + CLAIMED]], 120, "bench:0")
         for at in range(0, len(found), CLAIMED)
     ]
     spent["claim"], t = cpu_s(pid) - t, cpu_s(pid)

@@ -5,6 +5,13 @@ into one Redis hash every few seconds. Readiness, metrics and the recovery sweep
 know which lanes have a live consumer, so work is never re-enqueued into a queue nobody
 reads and an operator is told which worker to start.
 
+Every process that leases Deliveries (a pool child running deliver tasks) also beats, under
+the name its leases carry (`delivery.leased_by`), into a second hash. The scheduler takes a
+holder silent for longer than STALE_AFTER_S, on looks at least CONFIRM_S apart, as dead: its
+leases are released and its Deliveries enqueued again at once, and the tasks its worker had
+taken from the broker are handed out again, instead of waiting for the lease, the sweep's
+grace or the broker's visibility timeout.
+
 The broker epoch is a random value kept in Redis. Redis losing its contents (FLUSHALL, a
 restart without persistence, a failover to an empty replica) loses the epoch with the
 tasks; the scheduler sees the change at its next tick and recovers the lost work at once
@@ -28,10 +35,14 @@ from schemas.queueing import DEFAULT_QUEUE, PRIORITY_QUEUE, WEBHOOK_QUEUE
 from schemas.settings import Settings
 
 HEARTBEATS = "pushline:heartbeats"
+HOLDERS = "pushline:holders"  # lease holder (host:pid) -> its last beat, Unix seconds
 EPOCH = "pushline:epoch"
 BEAT_EVERY_S = 5.0
 STALE_AFTER_S = 20.0  # four missed beats: the process is gone or hung
 FORGET_AFTER_S = 600.0  # a stale entry is dropped from the hash after this long
+# A silence is confirmed by a second look this much later, with Redis answering between:
+# after a Redis outage every process's last beat is old until it beats again.
+CONFIRM_S = 2 * BEAT_EVERY_S
 
 # Which process serves each queue, as an operator would start it.
 HOW_TO_CONSUME = {
@@ -122,3 +133,51 @@ def process_beat(role: str, name: str, queues: Iterable[str], **extra: Any) -> B
         host=socket.gethostname(),
         extra=extra,
     )
+
+
+def holder_beat(r: redis.Redis, settings: Settings, holder: str, at: float) -> None:
+    r.hset(settings.redis_key_prefix + HOLDERS, holder, repr(at))
+
+
+def read_holders(r: redis.Redis, settings: Settings) -> dict[str, float]:
+    """Each lease holder's last beat (unreadable entries are left out)."""
+    found = {}
+    for name, raw in r.hgetall(settings.redis_key_prefix + HOLDERS).items():
+        try:
+            found[name.decode() if isinstance(name, bytes) else str(name)] = float(raw)
+        except ValueError:
+            continue
+    return found
+
+
+def forget_holders(r: redis.Redis, settings: Settings, holders: Iterable[str]) -> None:
+    names = list(holders)
+    if names:
+        r.hdel(settings.redis_key_prefix + HOLDERS, *names)
+
+
+def silent(last_beats: dict[str, float], now: float) -> set[str]:
+    """The processes whose last beat is older than STALE_AFTER_S."""
+    return {name for name, at in last_beats.items() if now - at > STALE_AFTER_S}
+
+
+def confirm_silence(
+    suspects: dict[str, float], silent_now: set[str], now: float
+) -> tuple[set[str], dict[str, float]]:
+    """(the processes now taken as dead, the suspects to keep): a process is dead once it
+    has been silent on looks at least CONFIRM_S apart. `suspects` maps each to when it was
+    first seen silent (monotonic seconds); one that beat again is no longer a suspect."""
+    kept = {name: suspects.get(name, now) for name in silent_now}
+    dead = {name for name, since in kept.items() if now - since >= CONFIRM_S}
+    return dead, {name: since for name, since in kept.items() if name not in dead}
+
+
+def replaced(previous: dict[str, Beat], beats: Iterable[Beat]) -> list[Beat]:
+    """The worker processes of the last look whose name now beats from another process
+    (a worker restarted under the same name): each is gone, as of its last beat."""
+    now = {b.name: b for b in beats}
+    return [
+        old
+        for name, old in previous.items()
+        if name in now and (now[name].pid, now[name].host) != (old.pid, old.host)
+    ]

@@ -383,6 +383,9 @@ class Delivery(SQLModel, table=True):
     provider_ref: str | None = Field(default=None, max_length=255)  # apns-id / FCM message name
     attempts: int = 0
     lease_until: datetime | None = None  # a deliver task owns this row until then
+    # The process holding the lease (host:pid, as attempts name it): once it stops beating,
+    # the scheduler releases its leases (schemas/liveness.py).
+    leased_by: str | None = Field(default=None, max_length=255)
     next_attempt_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)

@@ -213,7 +213,7 @@ def test_claim_and_record_look_up_their_deliveries_by_id_when_statistics_say_few
     now = datetime.now(UTC)
     rows = [{"id": i, "status": "SENT", "code": 0, "att": "{}"} for i in ids]
     statements = {
-        "claim": (_PG_CLAIM, {"ids": pg_array(ids), "now": now, "until": now}),
+        "claim": (_PG_CLAIM, {"ids": pg_array(ids), "now": now, "until": now, "holder": "vm:1"}),
         "record": (
             _PG_FINALS_CLOSING_WHOLE,
             {

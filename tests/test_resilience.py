@@ -71,6 +71,80 @@ def test_a_worker_killed_mid_chunk_loses_nothing_and_resends_at_most_its_send_wi
     assert max(counts) <= 2 and twice <= WINDOW, (twice, max(counts))
 
 
+def test_a_process_is_taken_as_dead_only_when_silent_on_two_looks_far_enough_apart() -> None:
+    from schemas.liveness import CONFIRM_S, STALE_AFTER_S, confirm_silence, silent
+
+    now = 1_000.0
+    beats = {"vm:1": now - STALE_AFTER_S - 1, "vm:2": now - 1}
+    assert silent(beats, now) == {"vm:1"}
+    dead, suspects = confirm_silence({}, {"vm:1"}, now)
+    assert (dead, suspects) == (set(), {"vm:1": now})  # first seen silent: a suspect
+    dead, suspects = confirm_silence(suspects, {"vm:1"}, now + CONFIRM_S / 2)
+    assert dead == set()  # after a Redis outage, live processes need time to beat again
+    dead, suspects = confirm_silence(suspects, {"vm:1"}, now + CONFIRM_S)
+    assert (dead, suspects) == ({"vm:1"}, {})
+    _, suspects = confirm_silence({"vm:3": now}, set(), now + 1)
+    assert suspects == {}  # it beat again: no longer suspected
+
+
+def test_a_worker_restarted_under_its_name_is_a_process_gone() -> None:
+    from schemas.liveness import Beat, replaced
+
+    old = Beat(name="w@vm", role="worker", at=10.0, pid=100, host="vm")
+    same = Beat(name="w@vm", role="worker", at=15.0, pid=100, host="vm")
+    restarted = Beat(name="w@vm", role="worker", at=16.0, pid=222, host="vm")
+    assert replaced({"w@vm": old}, [same]) == []
+    assert replaced({"w@vm": old}, [restarted]) == [old]
+    assert replaced({"w@vm": old}, []) == []  # silent, not replaced: judged by silence
+
+
+def test_a_killed_workers_leases_and_tasks_are_handed_out_again_once_it_stops_beating(
+    tmp_path: Path,
+) -> None:
+    """Leases, the broker's visibility timeout and the sweep's grace all an hour long: only
+    the scheduler seeing the killed worker's processes stop beating (and the worker come
+    back under its name) can explain the broadcast finishing within minutes."""
+    hour = "3600"
+    env = {
+        **TEST_ENV,
+        "PUSHLINE_LEASE_S": hour,
+        "PUSHLINE_VISIBILITY_TIMEOUT_S": hour,
+        "PUSHLINE_SWEEP_GRACE_S": hour,
+        "PUSHLINE_CHUNK_SIZE": str(CHUNK),
+        "PUSHLINE_SEND_CONCURRENCY": str(WINDOW),
+    }
+    stack = Stack(
+        tmp_path,
+        redis_url=fresh_redis(13),
+        database_url=fresh_postgres(f"pushline_holders_{uuid.uuid4().hex[:8]}"),
+        worker_concurrency=1,
+        extra_env=env,
+    )
+    stack.start()
+    try:
+        app = AppHandle(stack, stack.add_app("holders"))
+        tokens = register_bulk(stack, app.creds.app_id, 300)
+        stack.apns.configure(latency_ms=100)
+        msg = app.client.push({"target": {"type": "application"}, "payload": {"alert": "x"}})
+        deadline = time.monotonic() + 30
+        while stack.apns.stats()["requests_total"] < 10:
+            assert time.monotonic() < deadline, log_tail(stack, "worker")
+            time.sleep(0.02)
+        stack.kill("worker")
+        stack.apns.configure(latency_ms=0)
+        stack.start_worker()
+        st = app.wait(msg.id, timeout=120)
+        assert (st.state, st.by_status) == ("done", {"SENT": 300}), log_tail(stack, "scheduler")
+        scheduler_log = (tmp_path / "scheduler.log").read_text()
+        assert "released the leases of a worker process that stopped" in scheduler_log
+        counts = [stack.apns.stats()["accepted"].get(t, 0) for t in tokens]
+        assert min(counts) == 1
+        twice = sum(1 for c in counts if c > 1)
+        assert max(counts) <= 2 and twice <= WINDOW, (twice, max(counts))
+    finally:
+        stack.stop()
+
+
 def test_broker_down_is_503_and_nothing_is_persisted(tmp_path: Path) -> None:
     settings = Settings(
         redis_url="redis://127.0.0.1:1/0",  # nothing listens on port 1

@@ -84,6 +84,25 @@ def enqueue_chunk(provider: str, ids: list[str], lane: str) -> None:
     deliver.apply_async(args=[ids, lane], queue=queue_for(lane, settings.priority_lane))
 
 
+def restore_unacked(before: float) -> int:
+    """Hand out again, at the head of their queues, the tasks workers took from the broker
+    before `before` (Unix time) and never acknowledged; returns how many.
+
+    kombu keeps such a task until its visibility timeout (an hour) in case its worker
+    died. The scheduler calls this once it knows a worker did: the tasks of workers still
+    alive that are restored with them run twice, which costs a claim each and never sends
+    twice (their rows are leased or final).
+    """
+    with app.connection_for_write() as conn:
+        channel: Any = conn.default_channel
+        qos = channel.qos
+        with channel.conn_or_acquire() as client:
+            tags = client.zrange(qos.unacked_index_key, before, 0, desc=True, byscore=True)
+            for tag in tags:
+                qos.restore_by_tag(tag, client)
+    return len(tags)
+
+
 # The SQL store away for a moment (a restart, a failover): try the task again shortly
 # rather than drop it and wait for the recovery sweep. Rows are claimed with leases and
 # outcomes recorded as they arrive, so a retry re-sends at most what was in flight.

@@ -39,6 +39,7 @@ from worker.backoff import (
 from worker.events import outcomes_recorded
 from worker.fcm import fcm_too_large
 from worker.hms import prepare_hms
+from worker.liveness import holding
 from worker.loop import process_loop
 from worker.outcomes import Outcome, ProviderAnswer, classify
 from worker.payloads import (
@@ -130,7 +131,9 @@ def deliver_chunk(
 ) -> ChunkReport:
     started = time.monotonic()
     report = ChunkReport()
-    got = store.claim(engine, delivery_ids, settings.lease_s)
+    holder = worker_name()
+    holding(settings, holder, process.pid())  # beats, so a death releases these leases
+    got = store.claim(engine, delivery_ids, settings.lease_s, holder)
     claimed, leased_until = got.deliveries, got.leased_until
     report.claimed = len(claimed)
     report.skipped = len(delivery_ids) - len(claimed)

@@ -1,12 +1,15 @@
 """A worker's or the scheduler's own liveness: its heartbeat in Redis, and /health and
-/metrics on PUSHLINE_METRICS_PORT."""
+/metrics on PUSHLINE_METRICS_PORT; a lease holder's beat; and the scheduler's watch on
+the broker and on the processes that hold work."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -153,3 +156,86 @@ class BrokerWatch:
     def recovered(self) -> None:
         """The loss was swept; a failed sweep leaves it due, to be tried again next tick."""
         self.lost_at = None
+
+
+class _HolderBeat:
+    """Beats for this process under the name its leases carry, on a daemon thread."""
+
+    def __init__(self, settings: Settings, holder: str) -> None:
+        self.settings, self.holder = settings, holder
+        self.redis = liveness.client(settings)
+
+    def start(self) -> None:
+        self._beat()  # before the first lease is taken: a holder never seen is never judged
+        threading.Thread(target=self._run, name="pushline-holder-beat", daemon=True).start()
+
+    def _beat(self) -> None:
+        with contextlib.suppress(Exception):  # Redis away: its leases run out, as before
+            liveness.holder_beat(self.redis, self.settings, self.holder, time.time())
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(liveness.BEAT_EVERY_S)
+            self._beat()
+
+
+_holders: dict[int, _HolderBeat] = {}  # by pid: a forked child beats for itself
+
+
+def holding(settings: Settings, holder: str, pid: int) -> None:
+    """Make sure this process (`pid`) beats as `holder` before it takes leases."""
+    if pid not in _holders:
+        _holders[pid] = _HolderBeat(settings, holder)
+        _holders[pid].start()
+
+
+@dataclass
+class Losses:
+    holders: set[str] = field(default_factory=set)  # lease holders gone silent
+    restore_before: float | None = None  # hand out again tasks taken before (Unix time)
+
+
+class ProcessWatch:
+    """The scheduler's view of the processes holding work: lease holders gone silent,
+    and worker processes gone silent or replaced under their name (a restart). Each loss
+    is reported once."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.redis = liveness.client(settings)
+        self._holder_suspects: dict[str, float] = {}
+        self._worker_suspects: dict[str, float] = {}
+        self._workers: dict[str, liveness.Beat] = {}
+        self._gone: set[tuple[str, int, str]] = set()
+
+    def look(self) -> Losses:
+        now, mono = time.time(), time.monotonic()
+        holders = liveness.read_holders(self.redis, self.settings)
+        dead, self._holder_suspects = liveness.confirm_silence(
+            self._holder_suspects, liveness.silent(holders, now), mono
+        )
+        beats = liveness.read_beats(self.redis, self.settings, now)
+        beats = [b for b in beats if b.role == "worker"]
+        current = {b.name: b for b in beats}
+        quiet = {b.name: b.at for b in beats if _key(b) not in self._gone}
+        stopped, self._worker_suspects = liveness.confirm_silence(
+            self._worker_suspects, liveness.silent(quiet, now), mono
+        )
+        gone = [
+            b
+            for b in [*liveness.replaced(self._workers, beats), *(current[n] for n in stopped)]
+            if _key(b) not in self._gone
+        ]
+        self._workers = current
+        self._gone |= {_key(b) for b in gone}
+        # A process may take a task up to its next beat, whenever it died within that time.
+        before = max((b.at + 2 * liveness.BEAT_EVERY_S for b in gone), default=None)
+        return Losses(dead, None if before is None else min(before, now))
+
+    def forget(self, holders: set[str]) -> None:
+        """The holders whose leases were released: no need to judge them again."""
+        liveness.forget_holders(self.redis, self.settings, holders)
+
+
+def _key(b: liveness.Beat) -> tuple[str, int, str]:
+    return (b.name, b.pid, b.host)

@@ -15,6 +15,10 @@ Work is never re-enqueued into a queue that no live worker consumes (heartbeats,
 schemas/liveness.py): it would only pile up there. The sweep logs one ERROR per interval
 naming the queue and the worker to start instead. When the scheduler sees the broker lose
 its contents (the broker epoch changed) it sweeps at once with no grace (`grace_s=0`).
+
+When a process holding leases stops beating (killed, or hung), `release_leases` frees its
+QUEUED rows and enqueues them again at once (schemas/liveness.py says how a silence is
+judged).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from schemas.liveness import HOW_TO_CONSUME
 from schemas.metrics import RECOVERED
 from schemas.queueing import queue_for
 from schemas.settings import Settings
-from schemas.tables import QUEUED, Delivery, Message, MessageRelease
+from schemas.tables import QUEUED, Delivery, Message, MessageRelease, table
 from worker.fanout import chunks
 from worker.releases import stalled_releases
 
@@ -192,3 +196,48 @@ def _requeue(
                 enqueue_chunk(provider, chunk, lane)
         total += len(ids)
         after = ids[-1]
+
+
+def release_leases(
+    engine: Engine,
+    settings: Settings,
+    holders: set[str],
+    now: datetime,
+    enqueue_chunk: Callable[[str, list[str], str], None],
+) -> int:
+    """Free the leases `holders` (processes gone silent) hold on QUEUED rows and enqueue
+    those rows again; returns how many. A row sent whose outcome its holder never recorded
+    is sent again: at most what was in flight."""
+    if not holders:
+        return 0
+    d, m = table(Delivery).c, table(Message).c
+    with session_scope(engine) as s:
+        rows = s.execute(
+            update(table(Delivery))
+            .where(
+                d.leased_by.in_(sorted(holders)),
+                d.status == QUEUED,
+                d.lease_until >= now,
+            )
+            .values(lease_until=None, updated_at=now)
+            .returning(d.id, d.provider, d.message_id)
+        ).all()
+        lanes = dict(
+            s.execute(
+                select(m.id, m.lane).where(m.id.in_({str(r[2]) for r in rows}))
+            ).all()
+        ) if rows else {}
+    by_group: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for delivery_id, provider, message_id in sorted(rows):
+        by_group[(provider, lanes.get(message_id, "bulk"))].append(delivery_id)
+    for (provider, lane), group in by_group.items():
+        for chunk in chunks(group, settings.chunk_size):
+            enqueue_chunk(provider, chunk, lane)
+    if rows:
+        RECOVERED.labels("delivery").inc(len(rows))
+    log.warning(
+        "released the leases of a worker process that stopped",
+        holders=sorted(holders),
+        deliveries=len(rows),
+    )
+    return len(rows)

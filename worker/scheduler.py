@@ -35,7 +35,7 @@ from schemas.retention import prune_some
 from schemas.scheduling import next_run
 from schemas.settings import Settings
 from schemas.tables import Message, Schedule, utcnow
-from worker.liveness import BrokerWatch, Heartbeat, serve
+from worker.liveness import BrokerWatch, Heartbeat, ProcessWatch, serve
 from worker.releases import release_due
 
 log = structlog.get_logger("pushline.scheduler")
@@ -138,12 +138,16 @@ def run(
     enqueue_chunk: Callable[[str, list[str], str], None],
     stop: threading.Event,
     watch: BrokerWatch | None = None,
+    processes: ProcessWatch | None = None,
+    restore_unacked: Callable[[float], int] | None = None,
 ) -> None:
     from worker.recovery import sweep
 
     last_sweep = 0.0
     while not stop.is_set():
         try:
+            if processes is not None:
+                recover_lost_processes(settings, engine, enqueue_chunk, processes, restore_unacked)
             published = publish_due(engine, utcnow(), enqueue_fanout)
             SCHEDULE_RUNS.inc(len(published))
             release_due(engine, utcnow(), enqueue_fanout)  # local-time runs' zone groups
@@ -171,12 +175,32 @@ def run(
         stop.wait(settings.scheduler_tick_s)
 
 
+def recover_lost_processes(
+    settings: Settings,
+    engine: Engine,
+    enqueue_chunk: Callable[[str, list[str], str], None],
+    processes: ProcessWatch,
+    restore_unacked: Callable[[float], int] | None,
+) -> None:
+    """What processes that died held: their leased rows, and their workers' tasks that the
+    broker would otherwise keep for its visibility timeout."""
+    from worker.recovery import release_leases
+
+    lost = processes.look()
+    if lost.restore_before is not None and restore_unacked is not None:
+        restored = restore_unacked(lost.restore_before)
+        log.warning("handed out again the tasks a stopped worker had taken", tasks=restored)
+    if lost.holders:
+        release_leases(engine, settings, lost.holders, utcnow(), enqueue_chunk)
+        processes.forget(lost.holders)
+
+
 def main() -> None:
     from schemas.db import engine_for
     from schemas.heap import settle_heap
     from schemas.logs import configure_logging
     from schemas.settings import get_settings
-    from worker.celery_app import enqueue_chunk, enqueue_fanout
+    from worker.celery_app import enqueue_chunk, enqueue_fanout, restore_unacked
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
@@ -194,7 +218,9 @@ def main() -> None:
     )
     watch = BrokerWatch(settings)
     settle_heap()
-    run(settings, engine_for(settings.database_url), enqueue_fanout, enqueue_chunk, stop, watch)
+    engine = engine_for(settings.database_url)
+    processes = ProcessWatch(settings)
+    run(settings, engine, enqueue_fanout, enqueue_chunk, stop, watch, processes, restore_unacked)
 
 
 if __name__ == "__main__":

@@ -155,7 +155,7 @@ def _by_id(value: str) -> Any:
 _PG_CLAIM = text(
     f"""
     WITH taken AS (
-        UPDATE delivery SET lease_until = :until, attempts = attempts + 1
+        UPDATE delivery SET lease_until = :until, leased_by = :holder, attempts = attempts + 1
         WHERE id = ANY(CAST(:ids AS text[])) AND status = {QUEUED_BY_ID}
           AND (lease_until IS NULL OR lease_until < :now)
         RETURNING id, message_id, app_id, provider, attempts, registration_id),
@@ -175,9 +175,9 @@ _PG_CLAIM = text(
 _CLAIMED_WIDTH = 6 + len(_REGISTRATION_COLUMNS)
 
 
-def claim(engine: Engine, ids: Sequence[str], lease_s: int) -> Claim:
-    """Take the QUEUED, unleased Deliveries among `ids` for this task, with the Messages
-    and apps they need.
+def claim(engine: Engine, ids: Sequence[str], lease_s: int, holder: str) -> Claim:
+    """Take the QUEUED, unleased Deliveries among `ids` for this task (leased to `holder`,
+    this process), with the Messages and apps they need.
 
     A row already final is simply skipped: a redelivered chunk never re-sends it.
 
@@ -195,10 +195,10 @@ def claim(engine: Engine, ids: Sequence[str], lease_s: int) -> Claim:
         apps: dict[str, App] = {}
         rows: Sequence[Sequence[Any]]
         if dialect == "postgresql":
-            found = fetch_raw(conn, _PG_CLAIM, {"ids": pg_array(ids), "now": now, "until": until})
-            rows = _split_claim(found, messages, apps)
+            params = {"ids": pg_array(ids), "now": now, "until": until, "holder": holder}
+            rows = _split_claim(fetch_raw(conn, _PG_CLAIM, params), messages, apps)
         else:
-            rows = _claim_rows(conn, ids, now, until)
+            rows = _claim_rows(conn, ids, now, until, holder)
         taken = [row[0] for row in rows]
         leased_until = None
         if len(taken) < len(ids):
@@ -296,7 +296,7 @@ def _with_history(
 
 
 def _claim_rows(
-    conn: Connection, ids: Sequence[str], now: datetime, until: datetime
+    conn: Connection, ids: Sequence[str], now: datetime, until: datetime, holder: str
 ) -> list[tuple[Any, ...]]:
     """The portable claim (SQLite): update, then read the registrations; rows shaped as
     _PG_CLAIM's."""
@@ -309,7 +309,7 @@ def _claim_rows(
             d.status == _by_id(DeliveryStatus.QUEUED),
             or_(d.lease_until.is_(None), d.lease_until < now),
         )
-        .values(lease_until=until, attempts=d.attempts + 1)
+        .values(lease_until=until, leased_by=holder, attempts=d.attempts + 1)
         .returning(d.id, d.message_id, d.app_id, d.provider, d.attempts, d.registration_id)
     ).all()
     if not taken:
