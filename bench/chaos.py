@@ -12,8 +12,9 @@ broadcast is in flight when the fault strikes (after 2,000 notifications accepte
 - kill: the worker SIGKILLed and started again.
 
 Prints, per fault: seconds from the fault until the scheduler re-enqueued the lost work
-(none for a worker kill: Redis hands its unacknowledged chunk out again), seconds until the
-Message is done, every Delivery's final state, devices never sent to, and re-sends.
+(for a worker kill: until it released the killed processes' leases, once they stopped
+beating), seconds until the Message is done, every Delivery's final state, devices never
+sent to, and re-sends.
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ def strike(fault: str, stack: Stack, server: RedisServer) -> None:
         raise ValueError(fault)
 
 
+RECOVERY_EVENTS = {
+    "recovered work the broker lost",  # the sweep
+    "released the leases of a worker process that stopped",  # a process stopped beating
+}
+
+
 def recovery_after(log: Path, since: datetime) -> float | None:
     """Seconds from the fault to the scheduler's first re-enqueue of lost work."""
     for line in log.read_text().splitlines():
@@ -57,7 +64,7 @@ def recovery_after(log: Path, since: datetime) -> float | None:
             entry = json.loads(line)
         except ValueError:
             continue
-        if entry.get("event") == "recovered work the broker lost":
+        if entry.get("event") in RECOVERY_EVENTS:
             at = datetime.fromisoformat(entry["timestamp"])
             if at >= since:
                 return (at - since).total_seconds()

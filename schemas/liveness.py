@@ -150,6 +150,11 @@ def read_holders(r: redis.Redis, settings: Settings) -> dict[str, float]:
     return found
 
 
+def forget_beat(r: redis.Redis, settings: Settings, name: str) -> None:
+    """A process that stops cleanly takes its beat away: it is gone, and left nothing."""
+    r.hdel(settings.redis_key_prefix + HEARTBEATS, name)
+
+
 def forget_holders(r: redis.Redis, settings: Settings, holders: Iterable[str]) -> None:
     names = list(holders)
     if names:

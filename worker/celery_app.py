@@ -58,8 +58,18 @@ def _alive(sender: Any = None, **_: Any) -> None:
 
     queues = [q.name for q in sender.task_consumer.queues]
     heartbeat = Heartbeat(settings, "worker", sender.hostname, queues).start()
+    # A clean stop takes the beat away: the scheduler then has nothing to recover from it.
+    signals.worker_shutdown.connect(lambda **_: heartbeat.stop(), weak=False)
     if settings.metrics_port:
         serve(settings.metrics_port, heartbeat.health)
+
+
+@signals.worker_process_shutdown.connect
+def _done_holding(**_: Any) -> None:
+    from schemas import process
+    from worker.liveness import done_holding
+
+    done_holding(process.pid())
 
 
 @signals.worker_process_init.connect

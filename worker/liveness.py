@@ -15,6 +15,7 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import redis
 import structlog
 from prometheus_client import make_wsgi_app
 
@@ -46,7 +47,10 @@ class Heartbeat:
         return self
 
     def stop(self) -> None:
+        """Stop beating and take the beat away (a clean stop: nothing is left to recover)."""
         self._stop.set()
+        with contextlib.suppress(Exception):
+            liveness.forget_beat(liveness.client(self.settings), self.settings, self.name)
 
     def health(self) -> dict[str, Any]:
         fresh = time.time() - self.last_ok <= liveness.STALE_AFTER_S
@@ -189,6 +193,14 @@ def holding(settings: Settings, holder: str, pid: int) -> None:
         _holders[pid].start()
 
 
+def done_holding(pid: int) -> None:
+    """This process stops cleanly, its tasks finished: it holds no lease to release."""
+    beat = _holders.pop(pid, None)
+    if beat is not None:
+        with contextlib.suppress(Exception):
+            liveness.forget_holders(beat.redis, beat.settings, [beat.holder])
+
+
 @dataclass
 class Losses:
     holders: set[str] = field(default_factory=set)  # lease holders gone silent
@@ -209,6 +221,16 @@ class ProcessWatch:
         self._gone: set[tuple[str, int, str]] = set()
 
     def look(self) -> Losses:
+        """What was lost since the last look; nothing while Redis does not answer (and the
+        silences seen before it are looked at afresh: live processes beat again)."""
+        try:
+            return self._look()
+        except redis.RedisError:
+            self._holder_suspects.clear()
+            self._worker_suspects.clear()
+            return Losses()
+
+    def _look(self) -> Losses:
         now, mono = time.time(), time.monotonic()
         holders = liveness.read_holders(self.redis, self.settings)
         dead, self._holder_suspects = liveness.confirm_silence(

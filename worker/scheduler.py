@@ -146,8 +146,6 @@ def run(
     last_sweep = 0.0
     while not stop.is_set():
         try:
-            if processes is not None:
-                recover_lost_processes(settings, engine, enqueue_chunk, processes, restore_unacked)
             published = publish_due(engine, utcnow(), enqueue_fanout)
             SCHEDULE_RUNS.inc(len(published))
             release_due(engine, utcnow(), enqueue_fanout)  # local-time runs' zone groups
@@ -172,6 +170,11 @@ def run(
                 prune_some(engine, settings)
         except Exception:
             log.exception("scheduler tick failed; trying again next tick")
+        if processes is not None:
+            try:
+                recover_lost_processes(settings, engine, enqueue_chunk, processes, restore_unacked)
+            except Exception:
+                log.exception("recovering a stopped process's work failed; trying again")
         stop.wait(settings.scheduler_tick_s)
 
 
@@ -189,7 +192,8 @@ def recover_lost_processes(
     lost = processes.look()
     if lost.restore_before is not None and restore_unacked is not None:
         restored = restore_unacked(lost.restore_before)
-        log.warning("handed out again the tasks a stopped worker had taken", tasks=restored)
+        if restored:
+            log.warning("handed out again the tasks a stopped worker had taken", tasks=restored)
     if lost.holders:
         release_leases(engine, settings, lost.holders, utcnow(), enqueue_chunk)
         processes.forget(lost.holders)
