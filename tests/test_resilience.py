@@ -98,6 +98,25 @@ def test_a_worker_restarted_under_its_name_is_a_process_gone() -> None:
     assert replaced({"w@vm": old}, []) == []  # silent, not replaced: judged by silence
 
 
+def test_only_due_tasks_of_the_dead_workers_queues_are_handed_out_again() -> None:
+    import json
+
+    from worker.celery_app import lost_with_its_worker
+
+    def entry(queue: str, eta: str | None) -> str:
+        message = {"headers": {"task": "pushline.deliver", "eta": eta}, "body": "e30="}
+        return json.dumps([message, "", queue])
+
+    now = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+    dead = frozenset({"pushline", "pushline.priority"})
+    assert lost_with_its_worker(entry("pushline", None), dead, now)
+    assert lost_with_its_worker(entry("pushline", "2027-01-15T07:59:00+00:00"), dead, now)
+    # a retry's backoff or a quiet-hours hold still to come: it must not run early
+    assert not lost_with_its_worker(entry("pushline", "2027-01-15T09:00:00+00:00"), dead, now)
+    assert not lost_with_its_worker(entry("pushline.webhooks", None), dead, now)
+    assert not lost_with_its_worker(b"not json", dead, now)
+
+
 def test_a_killed_workers_leases_and_tasks_are_handed_out_again_once_it_stops_beating(
     tmp_path: Path,
 ) -> None:

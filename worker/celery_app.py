@@ -6,6 +6,8 @@ campaigns, `-Q pushline.priority` for one-device / one-user pushes, both by defa
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -94,23 +96,42 @@ def enqueue_chunk(provider: str, ids: list[str], lane: str) -> None:
     deliver.apply_async(args=[ids, lane], queue=queue_for(lane, settings.priority_lane))
 
 
-def restore_unacked(before: float) -> int:
-    """Hand out again, at the head of their queues, the tasks workers took from the broker
-    before `before` (Unix time) and never acknowledged; returns how many.
+def restore_unacked(before: float, queues: frozenset[str]) -> int:
+    """Hand out again, at the head of their queues, the tasks of `queues` that workers
+    took from the broker before `before` (Unix time) and never acknowledged, except those
+    waiting for a countdown still to come; returns how many.
 
     kombu keeps such a task until its visibility timeout (an hour) in case its worker
-    died. The scheduler calls this once it knows a worker did: the tasks of workers still
-    alive that are restored with them run twice, which costs a claim each and never sends
-    twice (their rows are leased or final).
+    died. The scheduler calls this once it knows a worker of those queues did. A task of a
+    live worker restored with it runs twice, which costs a claim and never sends twice
+    (its rows are leased or final); one waiting for its countdown (a retry's backoff, a
+    quiet-hours hold) is left alone, so it never runs early.
     """
+    restored = 0
     with app.connection_for_write() as conn:
         channel: Any = conn.default_channel
         qos = channel.qos
         with channel.conn_or_acquire() as client:
             tags = client.zrange(qos.unacked_index_key, before, 0, desc=True, byscore=True)
             for tag in tags:
-                qos.restore_by_tag(tag, client)
-    return len(tags)
+                raw = client.hget(qos.unacked_key, tag)
+                if raw is not None and lost_with_its_worker(raw, queues, before):
+                    qos.restore_by_tag(tag, client)
+                    restored += 1
+    return restored
+
+
+def lost_with_its_worker(raw: bytes | str, queues: frozenset[str], now: float) -> bool:
+    """Whether an unacknowledged task (kombu's [message, exchange, routing key]) is of
+    `queues` and due: no countdown, or one already past."""
+    try:
+        message, _, routing_key = json.loads(raw)
+        eta = (message.get("headers") or {}).get("eta")
+    except (ValueError, TypeError, AttributeError):
+        return False
+    if routing_key not in queues:
+        return False
+    return eta is None or datetime.fromisoformat(eta).timestamp() <= now
 
 
 # The SQL store away for a moment (a restart, a failover): try the task again shortly

@@ -205,6 +205,7 @@ def done_holding(pid: int) -> None:
 class Losses:
     holders: set[str] = field(default_factory=set)  # lease holders gone silent
     restore_before: float | None = None  # hand out again tasks taken before (Unix time)
+    queues: frozenset[str] = frozenset()  # from these queues: the ones the dead consumed
 
 
 class ProcessWatch:
@@ -252,7 +253,8 @@ class ProcessWatch:
         self._gone |= {_key(b) for b in gone}
         # A process may take a task up to its next beat, whenever it died within that time.
         before = max((b.at + 2 * liveness.BEAT_EVERY_S for b in gone), default=None)
-        return Losses(dead, None if before is None else min(before, now))
+        queues = frozenset(q for b in gone for q in b.queues)
+        return Losses(dead, None if before is None else min(before, now), queues)
 
     def forget(self, holders: set[str]) -> None:
         """The holders whose leases were released: no need to judge them again."""

@@ -139,7 +139,7 @@ def run(
     stop: threading.Event,
     watch: BrokerWatch | None = None,
     processes: ProcessWatch | None = None,
-    restore_unacked: Callable[[float], int] | None = None,
+    restore_unacked: Callable[[float, frozenset[str]], int] | None = None,
 ) -> None:
     from worker.recovery import sweep
 
@@ -183,7 +183,7 @@ def recover_lost_processes(
     engine: Engine,
     enqueue_chunk: Callable[[str, list[str], str], None],
     processes: ProcessWatch,
-    restore_unacked: Callable[[float], int] | None,
+    restore_unacked: Callable[[float, frozenset[str]], int] | None,
 ) -> None:
     """What processes that died held: their leased rows, and their workers' tasks that the
     broker would otherwise keep for its visibility timeout."""
@@ -191,7 +191,7 @@ def recover_lost_processes(
 
     lost = processes.look()
     if lost.restore_before is not None and restore_unacked is not None:
-        restored = restore_unacked(lost.restore_before)
+        restored = restore_unacked(lost.restore_before, lost.queues)
         if restored:
             log.warning("handed out again the tasks a stopped worker had taken", tasks=restored)
     if lost.holders:
