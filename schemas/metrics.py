@@ -68,7 +68,9 @@ WEBHOOK_ATTEMPTS = Counter(
 )
 SCHEDULE_RUNS = Counter("pushline_schedule_runs_total", "Schedule runs published")
 RECOVERED = Counter(
-    "pushline_recovered_total", "Work re-enqueued after the broker lost it", ["kind"]
+    "pushline_recovered_total",
+    "Work re-enqueued after the broker or a stopped worker lost it",
+    ["kind"],  # fanout, delivery (rows), task (a stopped worker's unacknowledged tasks)
 )
 BROKER_RESETS = Counter(
     "pushline_broker_resets_total", "Times the scheduler saw Redis lose its contents"

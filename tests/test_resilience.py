@@ -156,6 +156,7 @@ def test_a_killed_workers_leases_and_tasks_are_handed_out_again_once_it_stops_be
         assert (st.state, st.by_status) == ("done", {"SENT": 300}), log_tail(stack, "scheduler")
         scheduler_log = (tmp_path / "scheduler.log").read_text()
         assert "released the leases of a worker process that stopped" in scheduler_log
+        assert "handed out again the tasks a stopped worker had taken" in scheduler_log
         counts = [stack.apns.stats()["accepted"].get(t, 0) for t in tokens]
         assert min(counts) == 1
         twice = sum(1 for c in counts if c > 1)

@@ -30,7 +30,7 @@ from sqlmodel import Session, col
 from schemas.campaigns import campaign_columns
 from schemas.codes import MessageState
 from schemas.localtime import latest_release, local_run
-from schemas.metrics import SCHEDULE_RUNS
+from schemas.metrics import RECOVERED, SCHEDULE_RUNS
 from schemas.retention import prune_some
 from schemas.scheduling import next_run
 from schemas.settings import Settings
@@ -193,6 +193,7 @@ def recover_lost_processes(
     if lost.restore_before is not None and restore_unacked is not None:
         restored = restore_unacked(lost.restore_before, lost.queues)
         if restored:
+            RECOVERED.labels("task").inc(restored)
             log.warning("handed out again the tasks a stopped worker had taken", tasks=restored)
     if lost.holders:
         release_leases(engine, settings, lost.holders, utcnow(), enqueue_chunk)
