@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,33 +23,33 @@ CHUNK = 50
 WINDOW = 5  # PUSHLINE_SEND_CONCURRENCY: sent but not yet recorded, at most
 
 
-@pytest.fixture
-def fragile_stack(tmp_path: Path) -> Stack:
-    # Short leases and visibility so a killed worker's chunk comes back within seconds.
+def _one_worker_stack(path: Path, name: str, **settings: str) -> Stack:
+    """A started stack whose one worker process sends at most WINDOW at a time."""
     env = {
         **TEST_ENV,
-        "PUSHLINE_LEASE_S": "4",
-        "PUSHLINE_VISIBILITY_TIMEOUT_S": "4",
+        **{f"PUSHLINE_{k.upper()}": v for k, v in settings.items()},
         "PUSHLINE_CHUNK_SIZE": str(CHUNK),
         "PUSHLINE_SEND_CONCURRENCY": str(WINDOW),
     }
-    stack = Stack(
-        tmp_path,
-        redis_url=fresh_redis(13),
-        database_url=fresh_postgres(f"pushline_kill_{uuid.uuid4().hex[:8]}"),
-        worker_concurrency=1,
-        extra_env=env,
-    )
-    stack.start()
-    yield stack  # type: ignore[misc]
+    database = fresh_postgres(f"pushline_{name}_{uuid.uuid4().hex[:8]}")
+    stack = Stack(path, fresh_redis(13), database, worker_concurrency=1, extra_env=env)
+    return stack.start()
+
+
+@pytest.fixture
+def fragile_stack(tmp_path: Path) -> Iterator[Stack]:
+    # Short leases and visibility so a killed worker's chunk comes back within seconds.
+    stack = _one_worker_stack(tmp_path, "kill", lease_s="4", visibility_timeout_s="4")
+    yield stack
     stack.stop()
 
 
-def test_a_worker_killed_mid_chunk_loses_nothing_and_resends_at_most_its_send_window(
-    fragile_stack: Stack,
-) -> None:
-    stack = fragile_stack
-    app = AppHandle(stack, stack.add_app("kill"))
+def _broadcast_and_kill_the_worker_mid_chunk(
+    stack: Stack, name: str
+) -> tuple[AppHandle, str, list[str]]:
+    """300 devices, the worker SIGKILLed (its whole process group) once 10 were sent to,
+    then started again; returns (the app, the Message id, the tokens)."""
+    app = AppHandle(stack, stack.add_app(name))
     tokens = register_bulk(stack, app.creds.app_id, 300)
     stack.apns.configure(latency_ms=100)  # a chunk takes ~1 s: long enough to die inside
     msg = app.client.push({"target": {"type": "application"}, "payload": {"alert": "x"}})
@@ -56,19 +57,28 @@ def test_a_worker_killed_mid_chunk_loses_nothing_and_resends_at_most_its_send_wi
     while stack.apns.stats()["requests_total"] < 10:
         assert time.monotonic() < deadline, log_tail(stack, "worker")
         time.sleep(0.02)
-    stack.kill("worker")  # SIGKILL to the whole worker process group
-    in_flight_at_kill = stack.apns.stats()["requests_total"]
-    assert in_flight_at_kill < 300
+    stack.kill("worker")
+    assert stack.apns.stats()["requests_total"] < 300
     stack.apns.configure(latency_ms=0)
     stack.start_worker()
-    st = app.wait(msg.id, timeout=90)
-    assert (st.state, st.by_status) == ("done", {"SENT": 300})
-    stats = stack.apns.stats()
-    counts = [stats["accepted"].get(t, 0) for t in tokens]
+    return app, msg.id, tokens
+
+
+def _assert_each_sent_once_but_what_was_on_the_wire(stack: Stack, tokens: list[str]) -> None:
+    counts = [stack.apns.stats()["accepted"].get(t, 0) for t in tokens]
     assert min(counts) == 1  # every device got it
     twice = sum(1 for c in counts if c > 1)
     # Outcomes are recorded as they arrive: only what was on the wire is sent again.
     assert max(counts) <= 2 and twice <= WINDOW, (twice, max(counts))
+
+
+def test_a_worker_killed_mid_chunk_loses_nothing_and_resends_at_most_its_send_window(
+    fragile_stack: Stack,
+) -> None:
+    app, message_id, tokens = _broadcast_and_kill_the_worker_mid_chunk(fragile_stack, "kill")
+    st = app.wait(message_id, timeout=90)
+    assert (st.state, st.by_status) == ("done", {"SENT": 300})
+    _assert_each_sent_once_but_what_was_on_the_wire(fragile_stack, tokens)
 
 
 def test_a_process_is_taken_as_dead_only_when_silent_on_two_looks_far_enough_apart() -> None:
@@ -124,43 +134,16 @@ def test_a_killed_workers_leases_and_tasks_are_handed_out_again_once_it_stops_be
     the scheduler seeing the killed worker's processes stop beating (and the worker come
     back under its name) can explain the broadcast finishing within minutes."""
     hour = "3600"
-    env = {
-        **TEST_ENV,
-        "PUSHLINE_LEASE_S": hour,
-        "PUSHLINE_VISIBILITY_TIMEOUT_S": hour,
-        "PUSHLINE_SWEEP_GRACE_S": hour,
-        "PUSHLINE_CHUNK_SIZE": str(CHUNK),
-        "PUSHLINE_SEND_CONCURRENCY": str(WINDOW),
-    }
-    stack = Stack(
-        tmp_path,
-        redis_url=fresh_redis(13),
-        database_url=fresh_postgres(f"pushline_holders_{uuid.uuid4().hex[:8]}"),
-        worker_concurrency=1,
-        extra_env=env,
-    )
-    stack.start()
+    settings = {"lease_s": hour, "visibility_timeout_s": hour, "sweep_grace_s": hour}
+    stack = _one_worker_stack(tmp_path, "holders", **settings)
     try:
-        app = AppHandle(stack, stack.add_app("holders"))
-        tokens = register_bulk(stack, app.creds.app_id, 300)
-        stack.apns.configure(latency_ms=100)
-        msg = app.client.push({"target": {"type": "application"}, "payload": {"alert": "x"}})
-        deadline = time.monotonic() + 30
-        while stack.apns.stats()["requests_total"] < 10:
-            assert time.monotonic() < deadline, log_tail(stack, "worker")
-            time.sleep(0.02)
-        stack.kill("worker")
-        stack.apns.configure(latency_ms=0)
-        stack.start_worker()
-        st = app.wait(msg.id, timeout=120)
+        app, message_id, tokens = _broadcast_and_kill_the_worker_mid_chunk(stack, "holders")
+        st = app.wait(message_id, timeout=120)
         assert (st.state, st.by_status) == ("done", {"SENT": 300}), log_tail(stack, "scheduler")
         scheduler_log = (tmp_path / "scheduler.log").read_text()
         assert "released the leases of a worker process that stopped" in scheduler_log
         assert "handed out again the tasks a stopped worker had taken" in scheduler_log
-        counts = [stack.apns.stats()["accepted"].get(t, 0) for t in tokens]
-        assert min(counts) == 1
-        twice = sum(1 for c in counts if c > 1)
-        assert max(counts) <= 2 and twice <= WINDOW, (twice, max(counts))
+        _assert_each_sent_once_but_what_was_on_the_wire(stack, tokens)
     finally:
         stack.stop()
 
