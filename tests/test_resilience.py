@@ -45,10 +45,11 @@ def fragile_stack(tmp_path: Path) -> Iterator[Stack]:
 
 
 def _broadcast_and_kill_the_worker_mid_chunk(
-    stack: Stack, name: str
+    stack: Stack, name: str, *, then_start: str = "worker"
 ) -> tuple[AppHandle, str, list[str]]:
     """300 devices, the worker SIGKILLed (its whole process group) once 10 were sent to,
-    then started again; returns (the app, the Message id, the tokens)."""
+    then a worker started (under its name, or another); returns (the app, the Message id,
+    the tokens)."""
     app = AppHandle(stack, stack.add_app(name))
     tokens = register_bulk(stack, app.creds.app_id, 300)
     stack.apns.configure(latency_ms=100)  # a chunk takes ~1 s: long enough to die inside
@@ -60,7 +61,7 @@ def _broadcast_and_kill_the_worker_mid_chunk(
     stack.kill("worker")
     assert stack.apns.stats()["requests_total"] < 300
     stack.apns.configure(latency_ms=0)
-    stack.start_worker()
+    stack.start_worker(then_start)
     return app, msg.id, tokens
 
 
@@ -127,17 +128,21 @@ def test_only_due_tasks_of_the_dead_workers_queues_are_handed_out_again() -> Non
     assert not lost_with_its_worker(b"not json", dead, now)
 
 
+@pytest.mark.parametrize("then_start", ["worker", "another-worker"])
 def test_a_killed_workers_leases_and_tasks_are_handed_out_again_once_it_stops_beating(
-    tmp_path: Path,
+    tmp_path: Path, then_start: str
 ) -> None:
     """Leases, the broker's visibility timeout and the sweep's grace all an hour long: only
-    the scheduler seeing the killed worker's processes stop beating (and the worker come
-    back under its name) can explain the broadcast finishing within minutes."""
+    the scheduler seeing the killed worker's processes stop beating can explain the
+    broadcast finishing within minutes, whether the worker comes back under its name (a
+    restart) or another worker takes over (its beat then goes silent)."""
     hour = "3600"
     settings = {"lease_s": hour, "visibility_timeout_s": hour, "sweep_grace_s": hour}
     stack = _one_worker_stack(tmp_path, "holders", **settings)
     try:
-        app, message_id, tokens = _broadcast_and_kill_the_worker_mid_chunk(stack, "holders")
+        app, message_id, tokens = _broadcast_and_kill_the_worker_mid_chunk(
+            stack, "holders", then_start=then_start
+        )
         st = app.wait(message_id, timeout=120)
         assert (st.state, st.by_status) == ("done", {"SENT": 300}), log_tail(stack, "scheduler")
         scheduler_log = (tmp_path / "scheduler.log").read_text()
