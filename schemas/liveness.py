@@ -150,9 +150,19 @@ def read_holders(r: redis.Redis, settings: Settings) -> dict[str, float]:
     return found
 
 
-def forget_beat(r: redis.Redis, settings: Settings, name: str) -> None:
-    """A process that stops cleanly takes its beat away: it is gone, and left nothing."""
-    r.hdel(settings.redis_key_prefix + HEARTBEATS, name)
+def forget_beat(r: redis.Redis, settings: Settings, b: Beat) -> None:
+    """A process that stops cleanly takes its beat away and says so: it left nothing to
+    recover, even when it comes back under its name before the scheduler looks again."""
+    r.hdel(settings.redis_key_prefix + HEARTBEATS, b.name)
+    r.set(_stopped_key(settings, b), "1", ex=int(FORGET_AFTER_S))
+
+
+def stopped_cleanly(r: redis.Redis, settings: Settings, b: Beat) -> bool:
+    return bool(r.exists(_stopped_key(settings, b)))
+
+
+def _stopped_key(settings: Settings, b: Beat) -> str:
+    return f"{settings.redis_key_prefix}pushline:stopped:{b.host}:{b.pid}:{b.name}"
 
 
 def forget_holders(r: redis.Redis, settings: Settings, holders: Iterable[str]) -> None:

@@ -109,6 +109,33 @@ def test_a_worker_restarted_under_its_name_is_a_process_gone() -> None:
     assert replaced({"w@vm": old}, []) == []  # silent, not replaced: judged by silence
 
 
+@pytest.mark.parametrize("clean", [False, True])
+def test_a_worker_back_under_its_name_is_recovered_from_unless_it_stopped_cleanly(
+    clean: bool,
+) -> None:
+    from dataclasses import replace
+
+    from schemas import liveness
+    from worker.liveness import ProcessWatch
+
+    prefix = f"{TEST_ENV['PUSHLINE_REDIS_KEY_PREFIX']}restart-{uuid.uuid4().hex[:8]}:"
+    settings = Settings(redis_url=fresh_redis(13), redis_key_prefix=prefix)
+    r = liveness.client(settings)
+    old = liveness.process_beat("worker", "w@vm", ["pushline"])
+    liveness.beat(r, settings, old)
+    watch = ProcessWatch(settings)
+    assert watch.look().restore_before is None  # first look: nothing was lost
+    if clean:
+        liveness.forget_beat(r, settings, old)  # what a worker's clean stop does
+    liveness.beat(r, settings, replace(old, pid=old.pid + 1, at=time.time()))
+    lost = watch.look()
+    if clean:
+        assert lost.restore_before is None
+    else:
+        assert lost.restore_before is not None and lost.queues == {"pushline"}
+    assert watch.look().restore_before is None  # each loss is reported once
+
+
 def test_only_due_tasks_of_the_dead_workers_queues_are_handed_out_again() -> None:
     import json
 

@@ -49,8 +49,9 @@ class Heartbeat:
     def stop(self) -> None:
         """Stop beating and take the beat away (a clean stop: nothing is left to recover)."""
         self._stop.set()
+        me = liveness.process_beat(self.role, self.name, self.queues)
         with contextlib.suppress(Exception):
-            liveness.forget_beat(liveness.client(self.settings), self.settings, self.name)
+            liveness.forget_beat(liveness.client(self.settings), self.settings, me)
 
     def health(self) -> dict[str, Any]:
         fresh = time.time() - self.last_ok <= liveness.STALE_AFTER_S
@@ -248,6 +249,7 @@ class ProcessWatch:
             b
             for b in [*liveness.replaced(self._workers, beats), *(current[n] for n in stopped)]
             if _key(b) not in self._gone
+            and not liveness.stopped_cleanly(self.redis, self.settings, b)
         ]
         self._workers = current
         self._gone |= {_key(b) for b in gone}
