@@ -14,7 +14,7 @@ from sqlmodel import Session
 from producer import Unavailable, accept_push
 from producer.api import create_app
 from producer.stack import Stack
-from schemas.db import engine_for
+from schemas.db import engine_for, upgrade
 from schemas.settings import Settings
 from schemas.tables import Delivery, Message, utcnow
 from tests.conftest import TEST_ENV, AppHandle, fresh_postgres, fresh_redis, log_tail, register_bulk
@@ -134,6 +134,59 @@ def test_a_worker_back_under_its_name_is_recovered_from_unless_it_stopped_cleanl
     else:
         assert lost.restore_before is not None and lost.queues == {"pushline"}
     assert watch.look().restore_before is None  # each loss is reported once
+
+
+def test_a_silent_holders_leases_are_freed_and_queued_but_not_those_of_a_new_process_by_its_name(
+    tmp_path: Path,
+) -> None:
+    from datetime import timedelta
+
+    from producer.apps import create_app as create_tenant
+    from worker.recovery import release_leases
+
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    upgrade(url)
+    engine = engine_for(url)
+    app_id = create_tenant(engine, "holders-release").id
+    now, settings = utcnow(), Settings(database_url=url, lease_s=120)
+    last_beat = (now - timedelta(seconds=30)).timestamp()  # silent for 30 s
+    leases = {
+        "in-flight": ("vm:7", now + timedelta(seconds=90)),  # taken before it fell silent
+        "other": ("vm:8", now + timedelta(seconds=90)),  # a live process's
+        "new-pid": ("vm:7", now + timedelta(seconds=119)),  # taken just now by a new vm:7
+        "expired": ("vm:7", now - timedelta(seconds=1)),  # free already: the sweep's
+    }
+    with Session(engine) as s:
+        message = Message(
+            app_id=app_id, target={"type": "application"}, payload={}, lane="priority"
+        )
+        s.add(message)
+        s.flush()
+        for rid, (holder, until) in leases.items():
+            s.add(
+                Delivery(
+                    id=rid,
+                    message_id=message.id,
+                    registration_id=rid,
+                    app_id=app_id,
+                    provider="apns",
+                    lease_until=until,
+                    leased_by=holder,
+                )
+            )
+        s.commit()
+    queued: list[tuple[str, list[str], str]] = []
+    freed = release_leases(
+        engine,
+        settings,
+        {"vm:7": last_beat},
+        now,
+        lambda provider, ids, lane: queued.append((provider, ids, lane)),
+    )
+    assert (freed, queued) == (1, [("apns", ["in-flight"], "priority")])
+    with Session(engine) as s:
+        leased = {d.id for d in s.execute(select(Delivery)).scalars() if d.lease_until}
+    assert leased == {"other", "new-pid", "expired"}
 
 
 def test_only_due_tasks_of_the_dead_workers_queues_are_handed_out_again() -> None:

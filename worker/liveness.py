@@ -204,7 +204,7 @@ def done_holding(pid: int) -> None:
 
 @dataclass
 class Losses:
-    holders: set[str] = field(default_factory=set)  # lease holders gone silent
+    holders: dict[str, float] = field(default_factory=dict)  # gone silent: their last beat
     restore_before: float | None = None  # hand out again tasks taken before (Unix time)
     queues: frozenset[str] = frozenset()  # from these queues: the ones the dead consumed
 
@@ -256,9 +256,10 @@ class ProcessWatch:
         # A process may take a task up to its next beat, whenever it died within that time.
         before = max((b.at + 2 * liveness.BEAT_EVERY_S for b in gone), default=None)
         queues = frozenset(q for b in gone for q in b.queues)
-        return Losses(dead, None if before is None else min(before, now), queues)
+        silent_holders = {name: holders[name] for name in dead}
+        return Losses(silent_holders, None if before is None else min(before, now), queues)
 
-    def forget(self, holders: set[str]) -> None:
+    def forget(self, holders: Iterable[str]) -> None:
         """The holders whose leases were released: no need to judge them again."""
         liveness.forget_holders(self.redis, self.settings, holders)
 

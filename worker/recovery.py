@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from sqlalchemy import ColumnElement, Engine, and_, exists, false, or_, select, true, update
@@ -34,7 +34,7 @@ from sqlmodel import Session, col
 
 from schemas.codes import MessageState
 from schemas.db import session_scope
-from schemas.liveness import HOW_TO_CONSUME
+from schemas.liveness import BEAT_EVERY_S, HOW_TO_CONSUME
 from schemas.metrics import RECOVERED
 from schemas.queueing import queue_for
 from schemas.settings import Settings
@@ -201,32 +201,38 @@ def _requeue(
 def release_leases(
     engine: Engine,
     settings: Settings,
-    holders: set[str],
+    holders: dict[str, float],
     now: datetime,
     enqueue_chunk: Callable[[str, list[str], str], None],
 ) -> int:
-    """Free the leases `holders` (processes gone silent) hold on QUEUED rows and enqueue
-    those rows again; returns how many. A row sent whose outcome its holder never recorded
-    is sent again: at most what was in flight."""
+    """Free the leases `holders` (processes gone silent, with their last beats, Unix time)
+    hold on QUEUED rows and enqueue those rows again; returns how many. A row sent whose
+    outcome its holder never recorded is sent again: at most what was in flight.
+
+    Only leases a holder could have taken before it fell silent are freed: should a new
+    process on the host get the same pid (so the same name) meanwhile, its leases stay."""
     if not holders:
         return 0
     d, m = table(Delivery).c, table(Message).c
+    latest = 2 * BEAT_EVERY_S + settings.lease_s  # a lease taken up to a late next beat
+    taken_while_beating = or_(
+        *(
+            and_(d.leased_by == name, d.lease_until <= datetime.fromtimestamp(at + latest, UTC))
+            for name, at in sorted(holders.items())
+        )
+    )
     with session_scope(engine) as s:
         rows = s.execute(
             update(table(Delivery))
-            .where(
-                d.leased_by.in_(sorted(holders)),
-                d.status == QUEUED,
-                d.lease_until >= now,
-            )
+            .where(taken_while_beating, d.status == QUEUED, d.lease_until >= now)
             .values(lease_until=None, updated_at=now)
             .returning(d.id, d.provider, d.message_id)
         ).all()
-        lanes = dict(
-            s.execute(
-                select(m.id, m.lane).where(m.id.in_({str(r[2]) for r in rows}))
-            ).all()
-        ) if rows else {}
+        lanes = (
+            dict(s.execute(select(m.id, m.lane).where(m.id.in_({str(r[2]) for r in rows}))).all())
+            if rows
+            else {}
+        )
     by_group: dict[tuple[str, str], list[str]] = defaultdict(list)
     for delivery_id, provider, message_id in sorted(rows):
         by_group[(provider, lanes.get(message_id, "bulk"))].append(delivery_id)
