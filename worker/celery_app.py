@@ -7,6 +7,7 @@ campaigns, `-Q pushline.priority` for one-device / one-user pushes, both by defa
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from typing import Any
 
@@ -115,7 +116,7 @@ def restore_unacked(before: float, queues: frozenset[str]) -> int:
             tags = client.zrange(qos.unacked_index_key, before, 0, desc=True, byscore=True)
             for tag in tags:
                 raw = client.hget(qos.unacked_key, tag)
-                if raw is not None and lost_with_its_worker(raw, queues, before):
+                if raw is not None and lost_with_its_worker(raw, queues, time.time()):
                     qos.restore_by_tag(tag, client)
                     restored += 1
     return restored
