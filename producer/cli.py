@@ -307,7 +307,7 @@ def worker(
 
 @cli.command()
 def scheduler() -> None:
-    """Publish due Schedules, re-enqueue work the broker lost, prune old Messages.
+    """Publish due Schedules, recover work a broker or a killed worker lost, prune Messages.
 
     Several may run (they share the work through the store). Settings:
     PUSHLINE_SCHEDULER_TICK_S (1.0), PUSHLINE_SWEEP_INTERVAL_S (15),
