@@ -40,9 +40,9 @@ from producer.inbox import create_topic, list_topics
 from producer.keys import list_keys, revoke_key, rotate_key
 from producer.messages import list_messages, timeline
 from producer.schedules import get_schedule, list_schedules, set_state
-from producer.status import message_status
+from producer.status import leases_by_holder, message_status
 from producer.trace import trace as trace_of
-from schemas import metricsdir
+from schemas import liveness, metricsdir
 from schemas.admin import ApnsIn, AppIn, AppUpdate, FcmIn, HmsIn
 from schemas.api import MessageStatus, MessageTimeline
 from schemas.codes import CODE_MEANINGS, Role
@@ -872,6 +872,45 @@ def inbox_topics_list(app: Annotated[str, typer.Argument(help="app name or id")]
     for t in list_topics(_engine(), record.id):
         table.add_row(t.name, t.created_at.isoformat(timespec="seconds"))
     console.print(table)
+
+
+@cli.command()
+def workers() -> None:
+    """Worker and scheduler processes by their heartbeats, and the processes holding
+    leases on Deliveries (the scheduler frees those of one silent for 30 s)."""
+    settings = get_settings()
+    r = liveness.client(settings)
+    try:
+        beats = liveness.read_beats(r, settings)
+        holders = liveness.read_holders(r, settings)
+    except redis.RedisError as exc:
+        raise CliError(f"REDIS_URL: Redis does not answer ({exc})") from exc
+    now = time.time()
+    console.print(_processes_table(beats, now))
+    console.print(_holders_table(holders, leases_by_holder(_engine()), now))
+
+
+def _state(at: float, now: float) -> str:
+    return "live" if now - at <= liveness.STALE_AFTER_S else "[red]silent[/]"
+
+
+def _processes_table(beats: list[liveness.Beat], now: float) -> Table:
+    table = Table("name", "role", "queues", "process", "last beat", "state", title="processes")
+    for b in sorted(beats, key=lambda b: (b.role, b.name)):
+        process = f"{b.host}:{b.pid}"
+        ago = f"{now - b.at:,.0f} s ago"
+        table.add_row(b.name, b.role, " ".join(b.queues), process, ago, _state(b.at, now))
+    return table
+
+
+def _holders_table(holders: dict[str, float], leased: dict[str, int], now: float) -> Table:
+    table = Table("process", "last beat", "state", "deliveries leased", title="lease holders")
+    for name in sorted(set(holders) | set(leased)):
+        at = holders.get(name)
+        ago = "-" if at is None else f"{now - at:,.0f} s ago"
+        state = "not beating" if at is None else _state(at, now)
+        table.add_row(name, ago, state, f"{leased.get(name, 0):,}")
+    return table
 
 
 @cli.command()

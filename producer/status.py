@@ -7,7 +7,7 @@ from sqlmodel import Session, col
 
 from producer.errors import NotFound
 from schemas.api import DeliveryOut, DeliveryPage, LocalRelease, MessageStatus
-from schemas.tables import Delivery, Message, MessageRelease
+from schemas.tables import QUEUED, Delivery, Message, MessageRelease, utcnow
 
 
 def message_status(engine: Engine, app_id: str | None, message_id: str) -> MessageStatus:
@@ -90,3 +90,18 @@ def get_delivery(engine: Engine, app_id: str | None, delivery_id: str) -> Delive
     if d is None or (app_id is not None and d.app_id != app_id):
         raise NotFound(f"delivery {delivery_id} not found")
     return DeliveryOut.model_validate(d)
+
+
+def leases_by_holder(engine: Engine) -> dict[str, int]:
+    """How many QUEUED Deliveries each process holds a live lease on (host:pid)."""
+    with Session(engine) as s:
+        rows = s.execute(
+            select(col(Delivery.leased_by), func.count())
+            .where(
+                col(Delivery.status) == QUEUED,
+                col(Delivery.lease_until) >= utcnow(),
+                col(Delivery.leased_by).is_not(None),
+            )
+            .group_by(col(Delivery.leased_by))
+        ).all()
+    return {str(holder): int(n) for holder, n in rows}

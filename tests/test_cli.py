@@ -15,7 +15,7 @@ from producer.stack import Stack
 from schemas.db import engine_for
 from schemas.tables import ApiKey, App
 from simulators.credentials import make_apns_key, make_service_account
-from tests.conftest import AppHandle
+from tests.conftest import TEST_ENV, AppHandle
 
 PUSHLINE = str(Path(sys.executable).with_name("pushline"))
 
@@ -102,6 +102,24 @@ def test_status_prints_counts_by_status_and_code(stack: Stack, app: AppHandle) -
     watched = run("status", st.id, "--watch", env=env)
     assert watched.returncode == 0 and "total" in watched.stdout
     assert run("status", "no-such-message", env=env).returncode == 2
+
+
+def test_workers_lists_the_live_processes_and_those_holding_leases(
+    stack: Stack, app: AppHandle
+) -> None:
+    import socket
+
+    app.ios("wk")
+    assert app.push_users("wk").state == "done"  # a pool child has taken leases: it beats
+    env = {**stack.exports(), **TEST_ENV, "COLUMNS": "200"}
+    out = run("workers", env=env)
+    assert out.returncode == 0, out.stderr
+    processes, holders = out.stdout.split("lease holders")
+    assert "worker" in processes and "scheduler" in processes and "live" in processes
+    assert "pushline.priority" in processes  # the queues each worker consumes
+    assert f"{socket.gethostname()}:" in holders and "live" in holders
+    down = run("workers", env={**env, "REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert down.returncode == 2 and "REDIS_URL" in down.stderr + down.stdout
 
 
 def test_demo_runs_the_whole_stack_on_the_embedded_default(tmp_path: Path) -> None:
