@@ -69,10 +69,9 @@ def _alive(sender: Any = None, **_: Any) -> None:
 
 @signals.worker_process_shutdown.connect
 def _done_holding(**_: Any) -> None:
-    from schemas import process
     from worker.liveness import done_holding
 
-    done_holding(process.pid())
+    done_holding()
 
 
 @signals.worker_process_init.connect

@@ -8,7 +8,6 @@ import concurrent.futures
 import contextlib
 import math
 import queue
-import socket
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
@@ -19,7 +18,6 @@ from typing import Any
 import structlog
 from sqlalchemy import Engine
 
-from schemas import process
 from schemas.campaigns import CANCELLED_TEXT
 from schemas.codes import DeliveryStatus, MessageState, ResultCode
 from schemas.logs import shorten_token
@@ -39,7 +37,7 @@ from worker.backoff import (
 from worker.events import outcomes_recorded
 from worker.fcm import fcm_too_large
 from worker.hms import prepare_hms
-from worker.liveness import holding
+from worker.liveness import holding, worker_name
 from worker.loop import process_loop
 from worker.outcomes import Outcome, ProviderAnswer, classify
 from worker.payloads import (
@@ -131,8 +129,7 @@ def deliver_chunk(
 ) -> ChunkReport:
     started = time.monotonic()
     report = ChunkReport()
-    holder = worker_name()
-    holding(settings, holder, process.pid())  # beats, so a death releases these leases
+    holder = holding(settings)  # beats, so a death releases these leases
     got = store.claim(engine, delivery_ids, settings.lease_s, holder)
     claimed, leased_until = got.deliveries, got.leased_until
     report.claimed = len(claimed)
@@ -639,14 +636,6 @@ class _Stream:
 
 
 Send = Callable[[store.ClaimedDelivery], Awaitable[Answer]]
-
-
-_HOST = socket.gethostname()
-
-
-def worker_name() -> str:
-    """Host and process, as kept in each attempt (a prefork child has its own pid)."""
-    return f"{_HOST}:{process.pid()}"
 
 
 def _count_finals(

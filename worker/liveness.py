@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -19,7 +20,7 @@ import redis
 import structlog
 from prometheus_client import make_wsgi_app
 
-from schemas import liveness
+from schemas import liveness, process
 from schemas.metrics import BROKER_RESETS, registry
 from schemas.settings import Settings
 from schemas.tables import utcnow
@@ -184,19 +185,29 @@ class _HolderBeat:
             self._beat()
 
 
+_HOST = socket.gethostname()
 _holders: dict[int, _HolderBeat] = {}  # by pid: a forked child beats for itself
 
 
-def holding(settings: Settings, holder: str, pid: int) -> None:
-    """Make sure this process (`pid`) beats as `holder` before it takes leases."""
-    if pid not in _holders:
-        _holders[pid] = _HolderBeat(settings, holder)
-        _holders[pid].start()
+def worker_name() -> str:
+    """Host and process, as kept in each attempt and each lease (a prefork child has its
+    own pid)."""
+    return f"{_HOST}:{process.pid()}"
 
 
-def done_holding(pid: int) -> None:
+def holding(settings: Settings) -> str:
+    """This process's name as a lease holder, once it beats under it."""
+    pid = process.pid()
+    beat = _holders.get(pid)
+    if beat is None:
+        beat = _holders[pid] = _HolderBeat(settings, worker_name())
+        beat.start()
+    return beat.holder
+
+
+def done_holding() -> None:
     """This process stops cleanly, its tasks finished: it holds no lease to release."""
-    beat = _holders.pop(pid, None)
+    beat = _holders.pop(process.pid(), None)
     if beat is not None:
         with contextlib.suppress(Exception):
             liveness.forget_holders(beat.redis, beat.settings, [beat.holder])

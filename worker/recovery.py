@@ -188,12 +188,7 @@ def _requeue(
                 return total
             rows = sorted((str(r[0]), str(r[1])) for r in returned)
             ids = [r[0] for r in rows]
-        by_provider: dict[str, list[str]] = defaultdict(list)
-        for delivery_id, provider in rows:
-            by_provider[provider].append(delivery_id)
-        for provider, group in by_provider.items():
-            for chunk in chunks(group, settings.chunk_size):
-                enqueue_chunk(provider, chunk, lane)
+        _enqueue_again([(i, p, lane) for i, p in rows], settings, enqueue_chunk)
         total += len(ids)
         after = ids[-1]
 
@@ -233,12 +228,7 @@ def release_leases(
             if rows
             else {}
         )
-    by_group: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for delivery_id, provider, message_id in sorted(rows):
-        by_group[(provider, lanes.get(message_id, "bulk"))].append(delivery_id)
-    for (provider, lane), group in by_group.items():
-        for chunk in chunks(group, settings.chunk_size):
-            enqueue_chunk(provider, chunk, lane)
+    _enqueue_again([(i, p, lanes.get(mid, "bulk")) for i, p, mid in rows], settings, enqueue_chunk)
     if rows:  # a holder that died between tasks held nothing
         RECOVERED.labels("delivery").inc(len(rows))
         log.warning(
@@ -247,3 +237,18 @@ def release_leases(
             deliveries=len(rows),
         )
     return len(rows)
+
+
+def _enqueue_again(
+    rows: list[tuple[str, str, str]],
+    settings: Settings,
+    enqueue_chunk: Callable[[str, list[str], str], None],
+) -> None:
+    """Deliver tasks for (Delivery id, provider, lane) rows: one chunk of ids at a time per
+    provider and lane, in id order."""
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for delivery_id, provider, lane in sorted(rows):
+        groups[(provider, lane)].append(delivery_id)
+    for (provider, lane), ids in groups.items():
+        for chunk in chunks(ids, settings.chunk_size):
+            enqueue_chunk(provider, chunk, lane)
